@@ -1,0 +1,1 @@
+//! zeo-client: the Rust client library (issue 4). Empty until then.

@@ -1,0 +1,165 @@
+//! zeoctl: inspect and maintain a FileStorage (Data.fs) with the zeo-rs engine.
+//!
+//! `verify` (like ZODB's fstest), `dump` (like fsdump), `info`, and `pack`. `verify`, `dump` and
+//! `info` open the file read-only and take no lock, so they are safe on a live server's file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use zeo_proto::timestamp::TimeStamp;
+use zeo_server::storage::{self, FileStorage, OpenOptions};
+
+#[derive(Parser)]
+#[command(name = "zeoctl", version, about = "Inspect and maintain a ZODB FileStorage (Data.fs)")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "ZEO_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check every transaction, record, prev pointer and backpointer; exit 1 on damage.
+    Verify { file: PathBuf },
+    /// Print every transaction and data record.
+    Dump {
+        file: PathBuf,
+        /// One JSON object per transaction instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Size, objects, transactions and the last tid.
+    Info { file: PathBuf },
+    /// Pack: drop revisions older than N days that are not current, and unreachable objects.
+    Pack {
+        file: PathBuf,
+        /// Keep full history for this many days.
+        #[arg(long, default_value_t = 0.0)]
+        days: f64,
+        /// Keep unreachable objects (no garbage collection).
+        #[arg(long)]
+        no_gc: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    zeo_server::telemetry::init(&cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("zeoctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Verify { file } => {
+            let r = storage::verify(&file).with_context(|| format!("verifying {}", file.display()))?;
+            println!(
+                "{}: {} bytes, {} transactions ({} packed), {} data records ({} backpointers), {} objects, last tid {}",
+                file.display(),
+                r.size,
+                r.transactions,
+                r.packed_transactions,
+                r.records,
+                r.backpointers,
+                r.objects,
+                hex::encode(r.last_tid)
+            );
+            if r.errors.is_empty() {
+                println!("OK");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for (offset, msg) in &r.errors {
+                    println!("DAMAGE at byte offset {offset}: {msg}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Dump { file, json } => {
+            let fs = open_read_only(&file)?;
+            for (i, t) in fs.iterator(None, None)?.enumerate() {
+                let t = t?;
+                if json {
+                    println!("{}", zeo_server::describe::transaction_json(&t));
+                    continue;
+                }
+                println!(
+                    "Trans #{i:05} tid={} time={} offset={}",
+                    hex::encode(t.tid),
+                    TimeStamp::from_raw(t.tid),
+                    t.pos
+                );
+                println!(
+                    "    status={:?} user={:?} description={:?}{}",
+                    t.status as char,
+                    String::from_utf8_lossy(&t.user),
+                    String::from_utf8_lossy(&t.description),
+                    if t.extension.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" extension={} bytes", t.extension.len())
+                    }
+                );
+                for (j, r) in t.records.iter().enumerate() {
+                    let what = match (&r.data, &r.data_txn) {
+                        (None, _) => "no data (deleted or creation undone)".to_string(),
+                        (Some(d), txn) => {
+                            let class = zeo_server::describe::class_name(d).unwrap_or_else(|| "?".into());
+                            match txn {
+                                Some(bt) => format!("size={} class={class} bp={}", d.len(), hex::encode(bt)),
+                                None => format!("size={} class={class}", d.len()),
+                            }
+                        }
+                    };
+                    println!("  data #{j:05} oid={} {what}", hex::encode(r.oid));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info { file } => {
+            let fs = open_read_only(&file)?;
+            let transactions = fs.iterator(None, None)?.count();
+            let last = fs.last_transaction();
+            println!("file:         {}", file.display());
+            println!("size:         {} bytes", fs.size());
+            println!("objects:      {}", fs.len());
+            println!("transactions: {transactions}");
+            println!("last tid:     {} ({} UTC)", hex::encode(last), TimeStamp::from_raw(last));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pack { file, days, no_gc } => {
+            anyhow::ensure!(days >= 0.0 && days.is_finite(), "--days must be a non-negative number");
+            let fs = FileStorage::open(&file, OpenOptions::default())
+                .with_context(|| format!("opening {}", file.display()))?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+            let pack_tid = TimeStamp::from_unix(now - days * 86_400.0).context("pack time")?.raw();
+            let stats = fs.pack(&pack_tid, !no_gc).context("packing")?;
+            if stats.packed {
+                println!(
+                    "packed to {} UTC: {} -> {} bytes, {} records removed",
+                    TimeStamp::from_raw(pack_tid),
+                    stats.old_size,
+                    stats.new_size,
+                    stats.records_removed
+                );
+            } else {
+                println!("nothing to pack");
+            }
+            fs.close()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn open_read_only(file: &PathBuf) -> Result<FileStorage> {
+    FileStorage::open(file, OpenOptions { read_only: true, ..Default::default() })
+        .with_context(|| format!("opening {}", file.display()))
+}

@@ -1,0 +1,437 @@
+//! The write path: vote (assign the tid, check conflicts, write the record with status 'c'), finish
+//! (flip the status byte), sync (one fdatasync for every finished transaction, then publish), abort.
+//!
+//! Group commit: `finish_nosync` releases the commit slot as soon as the status byte is written, so the
+//! next transaction can vote while an fsync is in flight; `sync` then makes every finished transaction
+//! durable with one fsync. `tpc_finish` = `finish_nosync` + wait until durable: when it returns, the
+//! transaction survives a crash, exactly as with one fsync per commit.
+
+use std::collections::HashMap;
+
+use super::error::{Result, StorageError};
+use super::file::DataFile;
+use super::filestorage::{
+    FileStorage, PendingTxn, VotedTxn, bytes_of, read_any_data_header, read_backpointer, read_data_header, u64_of,
+};
+use super::format::{DATA_HEADER_LEN, RecordBody, TXN_HEADER_LEN, TxnWriter, status};
+use super::index::Index;
+use super::txn::{Op, Tid, Transaction, TxnState, WriteConflict};
+use zeo_proto::timestamp::TimeStamp;
+
+/// What a vote produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoteOutcome {
+    /// Written; `finish` or `abort` next. `undone` lists the oids an undo changed (they must be
+    /// invalidated like stored ones).
+    Voted { tid: Tid, undone: Vec<[u8; 8]> },
+    /// Nothing was written: these stores conflict. They were dropped from the transaction; the caller
+    /// may store resolved data (based on `committed`) and vote again, or abort.
+    Conflicts(Vec<WriteConflict>),
+}
+
+/// A finished transaction and its place in the durability order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub tid: Tid,
+    /// Durable once `FileStorage::durable_seq()` reaches it.
+    pub seq: u64,
+}
+
+/// The body of a record being built.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    Data(Vec<u8>),
+    Back(u64),
+}
+
+/// A data record being built, with the file position it will have.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRecord {
+    pub oid: u64,
+    pub tid: u64,
+    pub prev: u64,
+    pub body: Body,
+    pub pos: u64,
+}
+
+/// What the vote computation sees: committed state (durable and pending) and the records so far.
+pub(crate) struct VoteCtx<'a> {
+    pub file: &'a DataFile,
+    pub index: &'a Index,
+    pub overlay: &'a HashMap<u64, u64>,
+    /// End of finished transactions: where this one goes.
+    pub end: u64,
+    pub tid: u64,
+    pub records: Vec<NewRecord>,
+    /// oid → index in `records` of its latest record in this transaction.
+    pub tindex: HashMap<u64, usize>,
+    next_pos: u64,
+}
+
+impl<'a> VoteCtx<'a> {
+    /// Position of the current committed record of `oid`.
+    pub fn committed_pos(&self, oid: u64) -> Option<u64> {
+        self.overlay.get(&oid).or_else(|| self.index.get(&oid)).copied()
+    }
+
+    pub fn push(&mut self, oid: u64, tid: u64, prev: u64, body: Body) {
+        let body = match body {
+            Body::Data(d) if d.is_empty() => Body::Back(0),
+            b => b,
+        };
+        let len = DATA_HEADER_LEN
+            + match &body {
+                Body::Data(d) => d.len() as u64,
+                Body::Back(_) => 8,
+            };
+        let pos = self.next_pos;
+        self.next_pos += len;
+        self.tindex.insert(oid, self.records.len());
+        self.records.push(NewRecord { oid, tid, prev, body, pos });
+    }
+}
+
+impl FileStorage {
+    /// Votes: assigns the tid (strictly increasing, TimeStamp rules), applies the buffered operations
+    /// against the committed state, and writes the transaction with status 'c'. Read conflicts,
+    /// deletion conflicts, missing objects and undo failures are errors (the transaction stays open and
+    /// should be aborted); write conflicts are returned as values.
+    pub fn vote(&self, txn: &mut Transaction) -> Result<VoteOutcome> {
+        if self.read_only {
+            return Err(StorageError::ReadOnly);
+        }
+        if txn.state != TxnState::Open {
+            return Err(StorageError::Transaction("vote on a transaction that is not open".into()));
+        }
+        let mut w = self.writer();
+        if w.poisoned {
+            return Err(StorageError::Poisoned);
+        }
+        if w.voted.is_some() {
+            return Err(StorageError::Transaction("another transaction is voted and not yet finished".into()));
+        }
+        let tid = match txn.meta.tid {
+            Some(t) if u64_of(&t) > w.last_tid => u64_of(&t),
+            Some(t) => return Err(StorageError::TidNotIncreasing { given: t, last: bytes_of(w.last_tid) }),
+            None => TimeStamp::now().later_than(&TimeStamp::from_u64(w.last_tid)).as_u64(),
+        };
+        let s = self.shared();
+        let header_len =
+            TXN_HEADER_LEN + (txn.meta.user.len() + txn.meta.description.len() + txn.meta.extension.len()) as u64;
+        let mut ctx = VoteCtx {
+            file: &s.file,
+            index: &s.index,
+            overlay: &w.overlay,
+            end: w.pos,
+            tid,
+            records: Vec::new(),
+            tindex: HashMap::new(),
+            next_pos: w.pos + header_len,
+        };
+        let mut conflicts = Vec::new();
+        let mut undone = Vec::new();
+        let mut oids_seen = Vec::new();
+        for op in &txn.ops {
+            match op {
+                Op::Store { oid, serial, data } => {
+                    let oid_n = u64_of(oid);
+                    let prev = ctx.committed_pos(oid_n);
+                    if let Some(p) = prev {
+                        let h = read_data_header(ctx.file, p, ctx.end, oid_n)?;
+                        if h.tid != u64_of(serial) {
+                            conflicts.push(WriteConflict {
+                                oid: *oid,
+                                committed: bytes_of(h.tid),
+                                expected: *serial,
+                                data: data.clone(),
+                            });
+                            continue;
+                        }
+                    }
+                    oids_seen.push(oid_n);
+                    ctx.push(oid_n, tid, prev.unwrap_or(0), Body::Data(data.clone()));
+                }
+                Op::CheckCurrent { oid, serial } => {
+                    let oid_n = u64_of(oid);
+                    let committed = current_tid(&ctx, oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+                    if committed != u64_of(serial) {
+                        return Err(StorageError::ReadConflict {
+                            oid: *oid,
+                            committed: bytes_of(committed),
+                            expected: *serial,
+                        });
+                    }
+                }
+                Op::Delete { oid, serial } => {
+                    let oid_n = u64_of(oid);
+                    let p = ctx.committed_pos(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+                    let h = read_data_header(ctx.file, p, ctx.end, oid_n)?;
+                    if h.tid != u64_of(serial) {
+                        return Err(StorageError::Conflict {
+                            oid: *oid,
+                            committed: bytes_of(h.tid),
+                            expected: *serial,
+                        });
+                    }
+                    ctx.push(oid_n, tid, p, Body::Back(0));
+                }
+                Op::Restore { oid, serial, data, prev_txn } => {
+                    let oid_n = u64_of(oid);
+                    oids_seen.push(oid_n);
+                    let back = match prev_txn {
+                        Some(pt) => match txn_find(ctx.file, ctx.end, u64_of(pt), false)? {
+                            Some(tpos) => data_find(ctx.file, ctx.end, tpos, oid_n, data.as_deref())?,
+                            None => 0,
+                        },
+                        None => 0,
+                    };
+                    let prev = ctx.committed_pos(oid_n).unwrap_or(0);
+                    let body = match (back, data) {
+                        (b, _) if b != 0 => Body::Back(b),
+                        (_, Some(d)) => Body::Data(d.clone()),
+                        (_, None) => Body::Back(0),
+                    };
+                    ctx.push(oid_n, u64_of(serial), prev, body);
+                }
+                Op::Undo { tid: target } => {
+                    undone.extend(super::undo::undo_records(&mut ctx, u64_of(target))?.into_iter().map(bytes_of));
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            let oids: Vec<_> = conflicts.iter().map(|c| c.oid).collect();
+            drop(s);
+            drop(w);
+            txn.drop_stores(&oids);
+            return Ok(VoteOutcome::Conflicts(conflicts));
+        }
+        let tpos = w.pos;
+        let mut buf = Vec::with_capacity(usize::try_from(ctx.next_pos - tpos + 8).unwrap_or(0));
+        let mut tw = TxnWriter::begin(
+            &mut buf,
+            tpos,
+            tid,
+            status::CHECKPOINT,
+            &txn.meta.user,
+            &txn.meta.description,
+            &txn.meta.extension,
+        );
+        for r in &ctx.records {
+            let body = match &r.body {
+                Body::Data(d) => RecordBody::Data(d),
+                Body::Back(b) => RecordBody::Back(*b),
+            };
+            let at = tw.data_record(r.oid, r.tid, r.prev, body);
+            debug_assert_eq!(at, r.pos);
+        }
+        let tlen = tw.finish();
+        let records: Vec<(u64, u64)> = ctx.records.iter().map(|r| (r.oid, r.pos)).collect();
+        let file = s.file.clone();
+        drop(s);
+        if let Err(e) = file.write_all_at(&buf, tpos) {
+            // Leave no partial record behind (ENOSPC, EIO); if even that fails, the 'c' tail is cut at
+            // the next open and the next vote overwrites it.
+            if let Err(te) = file.set_len(tpos) {
+                tracing::error!(error = %te, "could not cut a failed vote's partial record");
+            }
+            return Err(e);
+        }
+        {
+            let mut oids = self.oids.lock().expect("oid allocator lock poisoned");
+            for oid in oids_seen {
+                oids.saw(oid);
+            }
+        }
+        let ticket = w.next_ticket;
+        w.next_ticket += 1;
+        w.voted = Some(VotedTxn { ticket, tpos, tlen, tid, status: txn.meta.status, records });
+        txn.state = TxnState::Voted { ticket };
+        Ok(VoteOutcome::Voted { tid: bytes_of(tid), undone })
+    }
+
+    /// Finishes and waits until the transaction is durable.
+    pub fn tpc_finish(&self, txn: &mut Transaction) -> Result<Tid> {
+        let c = self.finish_nosync(txn)?;
+        self.wait_durable(c.seq)?;
+        Ok(c.tid)
+    }
+
+    /// Flips the status byte and frees the commit slot; the transaction is durable (and visible to
+    /// readers) only after a `sync` covering its `seq`. Never report success to a client before that.
+    pub fn finish_nosync(&self, txn: &mut Transaction) -> Result<Committed> {
+        let TxnState::Voted { ticket } = txn.state else {
+            return Err(StorageError::Transaction("finish on a transaction that was not voted".into()));
+        };
+        let mut w = self.writer();
+        let Some(v) = w.voted.take_if(|v| v.ticket == ticket) else {
+            txn.state = TxnState::Done;
+            return Err(StorageError::Transaction("the voted transaction was rolled back after an I/O error".into()));
+        };
+        let file = self.shared().file.clone();
+        if let Err(e) = file.write_all_at(&[v.status], v.tpos + 16) {
+            let _ = file.set_len(v.tpos);
+            txn.state = TxnState::Done;
+            return Err(e);
+        }
+        for &(oid, pos) in &v.records {
+            w.overlay.insert(oid, pos);
+        }
+        let end = v.tpos + v.tlen + 8;
+        w.pos = end;
+        w.last_tid = v.tid;
+        w.pending.push(PendingTxn { seq: v.ticket, end, tid: v.tid, records: v.records });
+        txn.state = TxnState::Done;
+        Ok(Committed { tid: bytes_of(v.tid), seq: v.ticket })
+    }
+
+    /// Abandons a transaction; a voted one is cut from the file. Aborting twice, or an open
+    /// transaction, is a no-op (ZEO's tpc_abort after a failed vote).
+    pub fn abort(&self, txn: &mut Transaction) -> Result<()> {
+        if let TxnState::Voted { ticket } = txn.state {
+            let mut w = self.writer();
+            if let Some(v) = w.voted.take_if(|v| v.ticket == ticket) {
+                let file = self.shared().file.clone();
+                if let Err(e) = file.set_len(v.tpos) {
+                    // The next vote overwrites the record; a crash before that leaves a 'c' tail that
+                    // open cuts off. Nothing committed is at risk.
+                    tracing::warn!(error = %e, "could not cut an aborted transaction");
+                }
+            }
+        }
+        txn.state = TxnState::Done;
+        Ok(())
+    }
+
+    /// Highest commit sequence number that is durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared().durable_seq
+    }
+
+    /// One fdatasync for every finished transaction, then publishes them to readers. On failure every
+    /// non-durable transaction is rolled back (cut from the file) and reported lost; if even that
+    /// cannot be made durable, the storage refuses writes until reopened.
+    pub fn sync(&self) -> Result<u64> {
+        let _serial = self.sync_lock.lock().expect("sync lock poisoned");
+        let (batch_end, file) = {
+            let w = self.writer();
+            if w.poisoned {
+                return Err(StorageError::Poisoned);
+            }
+            match w.pending.last() {
+                None => return Ok(self.durable_seq()),
+                Some(p) => (p.seq, self.shared().file.clone()),
+            }
+        };
+        let synced = file.sync_data();
+        let mut w = self.writer();
+        match synced {
+            Ok(()) => {
+                let batch: Vec<PendingTxn> = {
+                    let n = w.pending.iter().take_while(|p| p.seq <= batch_end).count();
+                    w.pending.drain(..n).collect()
+                };
+                let mut s = self.shared.write().expect("storage state lock poisoned");
+                for p in &batch {
+                    for &(oid, pos) in &p.records {
+                        s.index.insert(oid, pos);
+                        if w.overlay.get(&oid) == Some(&pos) {
+                            w.overlay.remove(&oid);
+                        }
+                    }
+                    s.end = p.end;
+                    s.last_tid = p.tid;
+                    s.durable_seq = p.seq;
+                }
+                Ok(s.durable_seq)
+            }
+            Err(e) => {
+                let (end, last_tid) = {
+                    let s = self.shared();
+                    (s.end, s.last_tid)
+                };
+                tracing::error!(error = %e, durable_end = end, lost = w.pending.len(), "fsync failed; rolling back every non-durable transaction");
+                w.pending.clear();
+                w.overlay.clear();
+                w.voted = None;
+                w.pos = end;
+                w.last_tid = last_tid;
+                if let Err(e2) = file.set_len(end).and_then(|_| file.sync_data()) {
+                    tracing::error!(error = %e2, "cannot restore the file after a failed fsync; refusing writes until reopened");
+                    w.poisoned = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Returns once `seq` is durable, syncing if nobody else has.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        if self.durable_seq() >= seq {
+            return Ok(());
+        }
+        let durable = self.sync()?;
+        if durable >= seq {
+            Ok(())
+        } else {
+            Err(StorageError::Transaction("the transaction was rolled back: an fsync failed".into()))
+        }
+    }
+}
+
+/// Tid of the current revision in the commit path's view, `None` if missing or an undone creation.
+fn current_tid(ctx: &VoteCtx<'_>, oid: u64) -> Option<u64> {
+    let p = ctx.committed_pos(oid)?;
+    let h = read_data_header(ctx.file, p, ctx.end, oid).ok()?;
+    if h.plen == 0 && read_backpointer(ctx.file, p).ok()? == 0 {
+        return None;
+    }
+    Some(h.tid)
+}
+
+/// Finds the transaction `tid` scanning backwards from `end`; with `stop_at_pack`, gives up at the
+/// first packed transaction (it and everything before it can no longer be undone).
+pub(crate) fn txn_find(file: &DataFile, end: u64, tid: u64, stop_at_pack: bool) -> Result<Option<u64>> {
+    let mut pos = end;
+    while pos > 4 {
+        let mut b8 = [0u8; 8];
+        file.read_exact_at(&mut b8, pos - 8)?;
+        let tlen = u64::from_be_bytes(b8);
+        let Some(tpos) = pos.checked_sub(tlen + 8).filter(|p| *p >= 4) else {
+            return Err(StorageError::corrupted(file.path(), pos - 8, "bad trailing transaction length"));
+        };
+        let th = super::filestorage::read_txn_header(file, tpos, end)?;
+        if th.tid == tid {
+            return Ok(Some(tpos));
+        }
+        if th.tid < tid || (stop_at_pack && th.status == status::PACKED) {
+            return Ok(None);
+        }
+        pos = tpos;
+    }
+    Ok(None)
+}
+
+/// The position restore should point its backpointer at, for `oid` in the transaction at `tpos`: its
+/// latest record there, if it holds a backpointer or exactly `data`; else 0 (write the data inline).
+pub(crate) fn data_find(file: &DataFile, end: u64, tpos: u64, oid: u64, data: Option<&[u8]>) -> Result<u64> {
+    let th = super::filestorage::read_txn_header(file, tpos, end)?;
+    let tend = tpos + th.tlen;
+    let mut pos = tpos + th.header_len();
+    let mut found = None;
+    while pos < tend {
+        let h = read_any_data_header(file, pos, end)?;
+        let next = super::filestorage::next_record(file, pos, &h, tend)?;
+        if h.oid == oid {
+            found = Some((pos, h));
+        }
+        pos = next;
+    }
+    let Some((pos, h)) = found else { return Ok(0) };
+    if h.plen == 0 {
+        return Ok(pos);
+    }
+    match data {
+        Some(d) if d.len() as u64 == h.plen && file.read_vec_at(pos + DATA_HEADER_LEN, h.plen, end)? == d => Ok(pos),
+        _ => Ok(0),
+    }
+}

@@ -1,0 +1,500 @@
+//! `FileStorage`: open, state, and the read side.
+//!
+//! Concurrency: readers take `shared` (read lock) only for the duration of one call and read the file
+//! with `pread`. The commit path holds `writer` from vote to the end of the call; lock order is always
+//! `writer` then `shared`. Readers see a transaction only after the fsync that made it durable
+//! (`sync` publishes it), so nobody ever reads data a crash could take back.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions as FsOpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::error::{Result, StorageError};
+use super::file::{DataFile, Faults, sync_dir};
+use super::format::{DATA_HEADER_LEN, DataHeader, MAGIC, TXN_HEADER_LEN, TxnHeader};
+use super::index::{self, Index, Snapshot};
+use super::lock::LockFile;
+use super::oids::OidAllocator;
+use super::recovery;
+use super::txn::{Oid, Tid};
+use zeo_proto::timestamp::TimeStamp;
+
+/// How to open a storage.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Open without the writer lock and refuse every write.
+    pub read_only: bool,
+    /// Create the file when it does not exist.
+    pub create: bool,
+    /// Failure injection (tests only).
+    pub faults: Option<Arc<Faults>>,
+}
+
+/// State readers see: only durable, published transactions.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub file: Arc<DataFile>,
+    pub index: Index,
+    /// End of the last durable transaction.
+    pub end: u64,
+    pub last_tid: u64,
+    /// Highest commit sequence number made durable.
+    pub durable_seq: u64,
+}
+
+/// A transaction written with status 'c', waiting for finish or abort.
+#[derive(Debug)]
+pub(crate) struct VotedTxn {
+    pub ticket: u64,
+    pub tpos: u64,
+    pub tlen: u64,
+    pub tid: u64,
+    pub status: u8,
+    pub records: Vec<(u64, u64)>,
+}
+
+/// A finished transaction whose fsync has not happened yet.
+#[derive(Debug)]
+pub(crate) struct PendingTxn {
+    pub seq: u64,
+    pub end: u64,
+    pub tid: u64,
+    pub records: Vec<(u64, u64)>,
+}
+
+/// State of the commit path.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    /// End of everything written (durable, pending and voted excluded: `voted` lies at `pos`).
+    pub pos: u64,
+    /// Tid of the last finished transaction (pending included).
+    pub last_tid: u64,
+    /// Index entries of pending transactions, consulted by the commit path before `Shared::index`.
+    pub overlay: HashMap<u64, u64>,
+    pub voted: Option<VotedTxn>,
+    pub pending: Vec<PendingTxn>,
+    pub next_ticket: u64,
+    /// Set when an fsync failed and the tail could not be cut back: writes are refused.
+    pub poisoned: bool,
+}
+
+/// A FileStorage (FS30) opened by zeo-rs.
+#[derive(Debug)]
+pub struct FileStorage {
+    pub(crate) path: PathBuf,
+    pub(crate) read_only: bool,
+    pub(crate) shared: RwLock<Shared>,
+    pub(crate) writer: Mutex<Writer>,
+    /// Serializes fsyncs so that publication happens in commit order.
+    pub(crate) sync_lock: Mutex<()>,
+    pub(crate) oids: Mutex<OidAllocator>,
+    pub(crate) packing: AtomicBool,
+    pub(crate) faults: Option<Arc<Faults>>,
+    _lock: Option<LockFile>,
+}
+
+/// `load_before`'s answer: the revision, when it became current, and when it stopped being current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBefore {
+    pub data: Vec<u8>,
+    pub start: Tid,
+    pub end: Option<Tid>,
+}
+
+/// One `history` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub tid: Tid,
+    pub time: f64,
+    pub user: Vec<u8>,
+    pub description: Vec<u8>,
+    /// The transaction's extension pickle (the caller merges its keys into the dict, as FileStorage does).
+    pub extension: Vec<u8>,
+    /// Length of this record's own data (0 for backpointers and deletions).
+    pub size: u64,
+}
+
+/// One `record_iternext` step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IterNext {
+    pub oid: Oid,
+    pub tid: Tid,
+    pub data: Vec<u8>,
+    pub next: Option<Oid>,
+}
+
+pub(crate) fn u64_of(b: &[u8; 8]) -> u64 {
+    u64::from_be_bytes(*b)
+}
+
+pub(crate) fn bytes_of(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+impl FileStorage {
+    /// Opens (and, with `create`, creates) the storage at `path`: takes the writer lock, loads the index
+    /// snapshot, scans and recovers the tail.
+    pub fn open(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let lock = if opts.read_only { None } else { Some(LockFile::acquire(&path)?) };
+        let exists = path.exists();
+        if !exists && (opts.read_only || !opts.create) {
+            return Err(StorageError::io("open", &path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+        }
+        let file = FsOpenOptions::new()
+            .read(true)
+            .write(!opts.read_only)
+            .create(!opts.read_only && opts.create)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StorageError::io("open", &path, e))?;
+        let file = DataFile::new(file, &path, opts.faults.clone());
+        let mut len = file.len()?;
+        if len == 0 && !opts.read_only {
+            file.write_all_at(MAGIC, 0)?;
+            file.sync_data()?;
+            sync_dir(&super::file::parent_dir(&path))?;
+            len = 4;
+        }
+        let mut magic = [0u8; 4];
+        if len < 4 || file.read_exact_at(&mut magic, 0).is_err() || &magic != MAGIC {
+            let got = file.read_vec_at(0, len.min(4), len).unwrap_or_default();
+            return Err(StorageError::BadMagic { path, magic: got });
+        }
+        let snapshot = index::load(&path, &file, len);
+        let from_snapshot = snapshot.is_some();
+        let Snapshot { pos, last_tid, mut index } =
+            snapshot.unwrap_or(Snapshot { pos: 4, last_tid: 0, index: Index::new() });
+        let scanned_from = pos;
+        let end = recovery::scan(&file, &path, pos, last_tid, &mut index, opts.read_only)?;
+        if end.truncated.is_some() {
+            // A Python Data.fs.index may describe the bytes that were cut.
+            index::remove_if_exists(&PathBuf::from(format!("{}.index", path.display())))?;
+        }
+        if end.last_tid != 0 && TimeStamp::from_u64(end.last_tid).time_time() > now_secs() + 60.0 {
+            tracing::warn!(path = %path.display(), "the last transaction id lies in the future; new tids will follow it, not the clock");
+        }
+        let max_oid = index.keys().next_back().copied();
+        let oids = OidAllocator::open(&path, max_oid)?;
+        tracing::info!(path = %path.display(), objects = index.len(), end = end.end, from_snapshot,
+            scanned_bytes = end.end - scanned_from, read_only = opts.read_only, "opened storage");
+        let storage = FileStorage {
+            read_only: opts.read_only,
+            shared: RwLock::new(Shared {
+                file: Arc::new(file),
+                index,
+                end: end.end,
+                last_tid: end.last_tid,
+                durable_seq: 0,
+            }),
+            writer: Mutex::new(Writer {
+                pos: end.end,
+                last_tid: end.last_tid,
+                overlay: HashMap::new(),
+                voted: None,
+                pending: Vec::new(),
+                next_ticket: 1,
+                poisoned: false,
+            }),
+            sync_lock: Mutex::new(()),
+            oids: Mutex::new(oids),
+            packing: AtomicBool::new(false),
+            faults: opts.faults,
+            _lock: lock,
+            path,
+        };
+        // A long scan is worth a fresh snapshot, so the next open is fast.
+        if !storage.read_only && end.end - scanned_from > SNAPSHOT_AFTER_SCANNING {
+            storage.save_index()?;
+        }
+        Ok(storage)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub(crate) fn shared(&self) -> std::sync::RwLockReadGuard<'_, Shared> {
+        // A poisoned lock means a panic while publishing; the process aborts on panic in release builds.
+        self.shared.read().expect("storage state lock poisoned")
+    }
+
+    pub(crate) fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().expect("storage writer lock poisoned")
+    }
+
+    /// Writes the index snapshot covering everything durable now.
+    pub fn save_index(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let snap = {
+            let s = self.shared();
+            Snapshot { pos: s.end, last_tid: s.last_tid, index: s.index.clone() }
+        };
+        index::save(&self.path, &snap)
+    }
+
+    /// Flushes pending commits and saves the index snapshot. Dropping without `close` is crash-safe
+    /// too; it only makes the next open scan more.
+    pub fn close(self) -> Result<()> {
+        if !self.read_only {
+            self.sync()?;
+            self.save_index()?;
+        }
+        Ok(())
+    }
+
+    /// Tid of the last durable transaction (z64 when empty).
+    pub fn last_transaction(&self) -> Tid {
+        bytes_of(self.shared().last_tid)
+    }
+
+    /// Number of objects in the index (deleted ones included, as FileStorage counts).
+    pub fn len(&self) -> usize {
+        self.shared().index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Size of the durable part of the file, in bytes.
+    pub fn size(&self) -> u64 {
+        self.shared().end
+    }
+
+    /// The newest revision with start tid `< tid`: `Ok(None)` if the object was created at or after
+    /// `tid`; `PosKey` if it never existed or that revision is a deletion.
+    pub fn load_before(&self, oid: &Oid, tid: &Tid) -> Result<Option<LoadBefore>> {
+        let s = self.shared();
+        let (oid_n, tid_n) = (u64_of(oid), u64_of(tid));
+        let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        let mut end = None;
+        let h = loop {
+            let h = read_data_header(&s.file, pos, s.end, oid_n)?;
+            if h.tid < tid_n {
+                break h;
+            }
+            end = Some(bytes_of(h.tid));
+            if h.prev == 0 {
+                return Ok(None);
+            }
+            pos = check_backwards(&s.file, pos, h.prev)?;
+        };
+        let data = record_data(&s.file, pos, &h, s.end)?.ok_or(StorageError::PosKey { oid: *oid })?;
+        Ok(Some(LoadBefore { data, start: bytes_of(h.tid), end }))
+    }
+
+    /// The current revision's data and tid.
+    pub fn load(&self, oid: &Oid) -> Result<(Vec<u8>, Tid)> {
+        let s = self.shared();
+        let oid_n = u64_of(oid);
+        let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        let h = read_data_header(&s.file, pos, s.end, oid_n)?;
+        let data = record_data(&s.file, pos, &h, s.end)?.ok_or(StorageError::PosKey { oid: *oid })?;
+        Ok((data, bytes_of(h.tid)))
+    }
+
+    /// The data of the exact revision `serial`.
+    pub fn load_serial(&self, oid: &Oid, serial: &Tid) -> Result<Vec<u8>> {
+        let s = self.shared();
+        let (oid_n, serial_n) = (u64_of(oid), u64_of(serial));
+        let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        loop {
+            let h = read_data_header(&s.file, pos, s.end, oid_n)?;
+            if h.tid == serial_n {
+                return record_data(&s.file, pos, &h, s.end)?.ok_or(StorageError::PosKey { oid: *oid });
+            }
+            if h.tid < serial_n || h.prev == 0 {
+                return Err(StorageError::PosKey { oid: *oid });
+            }
+            pos = check_backwards(&s.file, pos, h.prev)?;
+        }
+    }
+
+    /// Tid of the current revision; `PosKey` for missing objects and undone creations.
+    pub fn get_tid(&self, oid: &Oid) -> Result<Tid> {
+        let s = self.shared();
+        let oid_n = u64_of(oid);
+        let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        let h = read_data_header(&s.file, pos, s.end, oid_n)?;
+        if h.plen == 0 && read_backpointer(&s.file, pos)? == 0 {
+            return Err(StorageError::PosKey { oid: *oid });
+        }
+        Ok(bytes_of(h.tid))
+    }
+
+    /// Up to `size` revisions, newest first.
+    pub fn history(&self, oid: &Oid, size: usize) -> Result<Vec<HistoryEntry>> {
+        let s = self.shared();
+        let oid_n = u64_of(oid);
+        let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        let mut out = Vec::new();
+        while out.len() < size {
+            let h = read_data_header(&s.file, pos, s.end, oid_n)?;
+            let (_, user, description, extension) = read_txn_meta(&s.file, h.tloc, s.end)?;
+            out.push(HistoryEntry {
+                tid: bytes_of(h.tid),
+                time: TimeStamp::from_u64(h.tid).time_time(),
+                user,
+                description,
+                extension,
+                size: h.plen,
+            });
+            if h.prev == 0 {
+                break;
+            }
+            pos = check_backwards(&s.file, pos, h.prev)?;
+        }
+        Ok(out)
+    }
+
+    /// The current record of the first oid `>= next` (or the smallest), and the oid after it.
+    /// Errors like FileStorage's: `PosKey` when that object's current revision has no data.
+    pub fn record_iternext(&self, next: Option<&Oid>) -> Result<Option<IterNext>> {
+        let (oid_n, following) = {
+            let s = self.shared();
+            let from = next.map_or(0, u64_of);
+            let Some((&oid_n, _)) = s.index.range(from..).next() else { return Ok(None) };
+            let following = oid_n.checked_add(1).and_then(|n| s.index.range(n..).next().map(|(&o, _)| bytes_of(o)));
+            (oid_n, following)
+        };
+        let oid = bytes_of(oid_n);
+        let (data, tid) = self.load(&oid)?;
+        Ok(Some(IterNext { oid, tid, data, next: following }))
+    }
+
+    /// Hands out `n` new oids (never handed out before, across restarts).
+    pub fn new_oids(&self, n: u64) -> Result<Vec<Oid>> {
+        if self.read_only {
+            return Err(StorageError::ReadOnly);
+        }
+        let mut a = self.oids.lock().expect("oid allocator lock poisoned");
+        Ok(a.allocate(n)?.into_iter().map(bytes_of).collect())
+    }
+}
+
+/// Scanning more than this at open is followed by a snapshot save.
+const SNAPSHOT_AFTER_SCANNING: u64 = 16 << 20;
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Chain pointers (prev, backpointers) always point to earlier records; anything else is damage and
+/// would loop.
+pub(crate) fn check_backwards(file: &DataFile, from: u64, to: u64) -> Result<u64> {
+    if to >= from || to < 4 {
+        return Err(StorageError::corrupted(file.path(), from, format!("pointer to {to} does not point backwards")));
+    }
+    Ok(to)
+}
+
+/// Reads the data header at `pos`, checking it lies within `end` and belongs to `oid` (when given).
+pub(crate) fn read_data_header(file: &DataFile, pos: u64, end: u64, oid: u64) -> Result<DataHeader> {
+    if pos < 4 || pos.saturating_add(DATA_HEADER_LEN) > end {
+        return Err(StorageError::corrupted(file.path(), pos, "data record position out of range"));
+    }
+    let mut b = [0u8; DATA_HEADER_LEN as usize];
+    file.read_exact_at(&mut b, pos)?;
+    let h = DataHeader::decode(&b);
+    if h.oid != oid {
+        return Err(StorageError::corrupted(
+            file.path(),
+            pos,
+            format!("expected a record of oid {oid:#x}, found {:#x}", h.oid),
+        ));
+    }
+    Ok(h)
+}
+
+/// Position after the record at `pos`, which must end within its transaction (`tend`).
+pub(crate) fn next_record(file: &DataFile, pos: u64, h: &DataHeader, tend: u64) -> Result<u64> {
+    pos.checked_add(h.record_len())
+        .filter(|e| *e <= tend)
+        .ok_or_else(|| StorageError::corrupted(file.path(), pos, "data record exceeds its transaction"))
+}
+
+/// Reads any data header at `pos` (no oid check).
+pub(crate) fn read_any_data_header(file: &DataFile, pos: u64, end: u64) -> Result<DataHeader> {
+    if pos < 4 || pos.saturating_add(DATA_HEADER_LEN) > end {
+        return Err(StorageError::corrupted(file.path(), pos, "data record position out of range"));
+    }
+    let mut b = [0u8; DATA_HEADER_LEN as usize];
+    file.read_exact_at(&mut b, pos)?;
+    Ok(DataHeader::decode(&b))
+}
+
+pub(crate) fn read_backpointer(file: &DataFile, pos: u64) -> Result<u64> {
+    let mut b = [0u8; 8];
+    file.read_exact_at(&mut b, pos + DATA_HEADER_LEN)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// The data a record stands for: inline, or followed through backpointers; `None` when the chain
+/// ends in "no data".
+pub(crate) fn record_data(file: &DataFile, pos: u64, h: &DataHeader, end: u64) -> Result<Option<Vec<u8>>> {
+    if h.plen > 0 {
+        return file.read_vec_at(pos + DATA_HEADER_LEN, h.plen, end).map(Some);
+    }
+    let back = read_backpointer(file, pos)?;
+    Ok(load_back(file, h.oid, pos, back, end)?.map(|(d, _, _)| d))
+}
+
+/// Follows a backpointer chain from `back` (found in the record at `from`): `(data, tid of the record
+/// holding it, its position)`, or `None` when the chain ends in "no data".
+pub(crate) fn load_back(
+    file: &DataFile,
+    oid: u64,
+    mut from: u64,
+    mut back: u64,
+    end: u64,
+) -> Result<Option<(Vec<u8>, u64, u64)>> {
+    loop {
+        if back == 0 {
+            return Ok(None);
+        }
+        back = check_backwards(file, from, back)?;
+        let h = read_data_header(file, back, end, oid)?;
+        if h.plen > 0 {
+            return Ok(Some((file.read_vec_at(back + DATA_HEADER_LEN, h.plen, end)?, h.tid, back)));
+        }
+        from = back;
+        back = read_backpointer(file, back)?;
+    }
+}
+
+/// Reads a transaction header and its user, description and extension.
+/// A transaction header with its user, description and extension.
+pub(crate) type TxnHeaderAndMeta = (TxnHeader, Vec<u8>, Vec<u8>, Vec<u8>);
+
+pub(crate) fn read_txn_meta(file: &DataFile, tpos: u64, end: u64) -> Result<TxnHeaderAndMeta> {
+    let th = read_txn_header(file, tpos, end)?;
+    let mut pos = tpos + TXN_HEADER_LEN;
+    let user = file.read_vec_at(pos, u64::from(th.ulen), end)?;
+    pos += u64::from(th.ulen);
+    let desc = file.read_vec_at(pos, u64::from(th.dlen), end)?;
+    pos += u64::from(th.dlen);
+    let ext = file.read_vec_at(pos, u64::from(th.elen), end)?;
+    Ok((th, user, desc, ext))
+}
+
+pub(crate) fn read_txn_header(file: &DataFile, tpos: u64, end: u64) -> Result<TxnHeader> {
+    if tpos < 4 || tpos.saturating_add(TXN_HEADER_LEN) > end {
+        return Err(StorageError::corrupted(file.path(), tpos, "transaction position out of range"));
+    }
+    let mut b = [0u8; TXN_HEADER_LEN as usize];
+    file.read_exact_at(&mut b, tpos)?;
+    let th = TxnHeader::decode(&b);
+    if tpos.checked_add(th.tlen).and_then(|e| e.checked_add(8)).is_none_or(|e| e > end) || th.tlen < th.header_len() {
+        return Err(StorageError::corrupted(file.path(), tpos, "transaction length out of range"));
+    }
+    Ok(th)
+}

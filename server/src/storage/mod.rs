@@ -1,0 +1,50 @@
+//! The storage engine: a FileStorage-compatible (FS30, byte for byte) transactional object store.
+//!
+//! Synchronous and free of networking: the ZEO server drives it from a writer thread; readers call
+//! it from any thread. What is durable when is specified in `docs/DURABILITY.md`.
+//!
+//! # Layout
+//! - `format`: the FS30 records (transaction and data headers) and their serialization.
+//! - `file`: the I/O seam (positional reads and writes, fsync, fault injection for tests).
+//! - `lock`: `Data.fs.lock`, compatible with zc.lockfile.
+//! - `index`: oid → position, and its snapshot file `Data.fs.rsindex`.
+//! - `oids`: oid allocation with a durable high-water mark (`Data.fs.rsoids`).
+//! - `recovery`: the opening scan and crash recovery.
+//! - `filestorage`: `FileStorage`, open and the read calls.
+//! - `txn`: a transaction's buffered operations; `commit`: vote, finish, sync (group commit), abort.
+//! - `undo`: undo and the undo log; `iter`: transaction iteration; `pack`: pack with GC.
+//! - `verify`: a full read-only consistency check (fstest).
+
+mod commit;
+mod error;
+mod file;
+mod filestorage;
+mod format;
+mod index;
+mod iter;
+mod lock;
+mod oids;
+mod pack;
+mod recovery;
+mod txn;
+mod undo;
+mod verify;
+
+pub use commit::{Committed, VoteOutcome};
+pub use error::{Result, StorageError};
+pub use file::Faults;
+pub use filestorage::{FileStorage, HistoryEntry, IterNext, LoadBefore, OpenOptions};
+pub use format::{MAX_METADATA_LEN, status};
+pub use iter::{DataRecord, TransactionIterator, TransactionRecord};
+pub use pack::PackStats;
+pub use txn::{Oid, Op, Tid, Transaction, TxnMeta, WriteConflict};
+pub use undo::{UndoEntry, parse_undo_id, undo_id};
+pub use verify::{VerifyReport, verify};
+
+/// The root object's oid, and "no tid".
+pub const Z64: [u8; 8] = [0; 8];
+/// The largest tid: `load_before(oid, MAXTID)` loads the current revision.
+pub const MAXTID: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+
+#[cfg(test)]
+mod tests;

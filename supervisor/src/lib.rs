@@ -1,0 +1,1 @@
+//! zeo-supervisor: the failover supervisor (issue 6). Empty until then.
