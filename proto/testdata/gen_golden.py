@@ -245,14 +245,14 @@ def write_pickle_data():
     lines.append("/// `(name, value, wire hex, memo hex)`: `encode_wire(value)` must equal the wire "
                  "bytes (zodbpickle fast mode) and `encode_memo(value)` the memo bytes "
                  "(`ZODB._compat.dumps`).")
-    lines.append("pub(super) const ENCODE_CASES: &[(&str, fn() -> Value, &str, &str)] = &[")
+    lines.append("pub(crate) const ENCODE_CASES: &[(&str, fn() -> Value, &str, &str)] = &[")
     for name, v, expr in encode_cases():
         expr = expr or rust_value(v)
         lines.append('    ("%s", || %s, "%s", "%s"),' % (name, expr, fast_dumps(v).hex(), memo_dumps(v).hex()))
     lines.append("];\n")
     lines.append("/// `(name, pickle hex, expected value)`: pickles of other protocols and "
                  "writers, and what `decode` must return for them.")
-    lines.append("pub(super) const DECODE_CASES: &[(&str, &str, fn() -> Value)] = &[")
+    lines.append("pub(crate) const DECODE_CASES: &[(&str, &str, fn() -> Value)] = &[")
     for name, data, expr in decode_cases():
         lines.append('    ("%s", "%s", || %s),' % (name, data.hex(), expr))
     lines.append("];")
@@ -305,7 +305,7 @@ def write_refs_data():
     lines = [HEADER]
     lines.append("/// `(oid hex, record hex, referencesf result as hex oids)`: every data record "
                  "of a FileStorage written by ZODB.")
-    lines.append("pub(super) const RECORDS: &[(&str, &str, &[&str])] = &[")
+    lines.append("pub(crate) const RECORDS: &[(&str, &str, &[&str])] = &[")
     for oid, data in records:
         refs = referencesf(data)
         lines.append('    ("%s", "%s", &[%s]),' % (
@@ -319,7 +319,7 @@ def write_refs_data():
            b"U\x01bq\x08U\x08" + oid7f + b"q\x09Q"
            b"U\x01cq\x0a]q\x0b(U\x01wq\x0c(U\x08" + oid9 + b"q\x0dtq\x0eeQus.")
     lines.append("/// A protocol-1 record with `str` (SHORT_BINSTRING) oids, as Python 2 ZODB wrote.")
-    lines.append('pub(super) const PY2_RECORD: (&str, &[&str]) = ("%s", &[%s]);' % (
+    lines.append('pub(crate) const PY2_RECORD: (&str, &[&str]) = ("%s", &[%s]);' % (
         py2.hex(), ", ".join('"%s"' % r.hex() for r in referencesf(py2))))
     write(os.path.join(SRC, "refs", "golden_data.rs"), lines)
 
@@ -344,7 +344,7 @@ def write_timestamp_data():
         d = rnd.randint(1, 28)
         utc.append((y, m, d, rnd.randint(0, 23), rnd.randint(0, 59), rnd.random() * 60))
     lines.append("/// `(year, month, day, hour, minute, seconds bits, raw hex, str, timeTime bits)`.")
-    lines.append("pub(super) const FROM_UTC: &[(i32, u32, u32, u32, u32, u64, &str, &str, u64)] = &[")
+    lines.append("pub(crate) const FROM_UTC: &[(i32, u32, u32, u32, u32, u64, &str, &str, u64)] = &[")
     for y, m, d, hh, mm, s in utc:
         ts = TimeStamp(y, m, d, hh, mm, s)
         lines.append('    (%d, %d, %d, %d, %d, %s, "%s", "%s", %s),' % (
@@ -355,7 +355,7 @@ def write_timestamp_data():
              4102444799.999, 951782399.5, 951868800.0, 1776000000.987654, -1.5, -2208988800.0]
     times += [rnd.uniform(0, 4e9) for _ in range(60)]
     lines.append("/// `(unix time bits, raw hex)` as ZODB's newTid computes it.")
-    lines.append("pub(super) const FROM_UNIX: &[(u64, &str)] = &[")
+    lines.append("pub(crate) const FROM_UNIX: &[(u64, &str)] = &[")
     for t in times:
         ts = TimeStamp(*(time.gmtime(t)[:5] + (t % 60,)))
         lines.append('    (%s, "%s"),' % (f64_bits(t), ts.raw().hex()))
@@ -365,7 +365,7 @@ def write_timestamp_data():
     raws += [bytes(rnd.getrandbits(8) for _ in range(8)) for _ in range(40)]
     lines.append("/// `(raw hex, str, timeTime bits, year, month, day, hour, minute, second bits)` "
                  "for arbitrary raw bytes.")
-    lines.append("pub(super) const FROM_RAW: &[(&str, &str, u64, i32, u32, u32, u32, u32, u64)] = &[")
+    lines.append("pub(crate) const FROM_RAW: &[(&str, &str, u64, i32, u32, u32, u32, u32, u64)] = &[")
     for raw in raws:
         ts = TimeStamp(raw)
         lines.append('    ("%s", "%s", %s, %d, %d, %d, %d, %d, %s),' % (
@@ -391,7 +391,7 @@ def write_timestamp_data():
         pairs.append((TimeStamp(bytes(rnd.getrandbits(8) for _ in range(8))),
                       TimeStamp(bytes(rnd.getrandbits(8) for _ in range(8)))))
     lines.append("/// `(self hex, prev hex, self.laterThan(prev) hex)`.")
-    lines.append("pub(super) const LATER_THAN: &[(&str, &str, &str)] = &[")
+    lines.append("pub(crate) const LATER_THAN: &[(&str, &str, &str)] = &[")
     for s, p in pairs:
         try:
             r = s.laterThan(p).raw().hex()

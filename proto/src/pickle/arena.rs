@@ -72,20 +72,12 @@ impl Node {
     /// Calls `f` on every node id this node refers to.
     pub(crate) fn for_each_child(&self, mut f: impl FnMut(NodeId)) {
         match self {
-            Node::Tuple(v) | Node::List(v) | Node::Set(v) | Node::FrozenSet(v) => {
-                v.iter().copied().for_each(f)
-            }
+            Node::Tuple(v) | Node::List(v) | Node::Set(v) | Node::FrozenSet(v) => v.iter().copied().for_each(f),
             Node::Dict(pairs) => pairs.iter().for_each(|&(k, v)| {
                 f(k);
                 f(v);
             }),
-            Node::Object {
-                class,
-                args,
-                state,
-                list_items,
-                dict_items,
-            } => {
+            Node::Object { class, args, state, list_items, dict_items } => {
                 f(*class);
                 f(*args);
                 state.iter().copied().for_each(&mut f);
@@ -136,9 +128,7 @@ impl Arena {
 
     /// Moves a node's contents out, leaving [`Node::Taken`].
     pub(crate) fn take(&mut self, id: NodeId) -> Node {
-        self.nodes
-            .get_mut(id)
-            .map_or(Node::Taken, |n| std::mem::replace(n, Node::Taken))
+        self.nodes.get_mut(id).map_or(Node::Taken, |n| std::mem::replace(n, Node::Taken))
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Node> {

@@ -49,24 +49,13 @@ pub(crate) fn to_value(
     add(root);
     extra_refs.into_iter().for_each(&mut add);
     let visiting = vec![false; arena.len()];
-    let mut c = Converter {
-        arena,
-        refs,
-        visiting,
-        budget,
-        items: 0,
-        bytes: 0,
-    };
+    let mut c = Converter { arena, refs, visiting, budget, items: 0, bytes: 0 };
     c.convert(root, 1, false)
 }
 
 impl Converter<'_> {
     fn limit(&self, limit: Limit, max: usize, id: NodeId) -> PickleError {
-        PickleError::LimitExceeded {
-            limit,
-            max,
-            offset: self.arena.offset(id),
-        }
+        PickleError::LimitExceeded { limit, max, offset: self.arena.offset(id) }
     }
 
     fn charge(&mut self, id: NodeId, payload: usize) -> Result<(), PickleError> {
@@ -92,11 +81,7 @@ impl Converter<'_> {
             return Err(PickleError::Recursive { offset });
         }
         let shared = shared || self.refs.get(id) != Some(&1);
-        let node = if shared {
-            self.arena.get(id).clone()
-        } else {
-            self.arena.take(id)
-        };
+        let node = if shared { self.arena.get(id).clone() } else { self.arena.take(id) };
         if let Some(v) = self.visiting.get_mut(id) {
             *v = true;
         }
@@ -124,13 +109,7 @@ impl Converter<'_> {
             Node::FrozenSet(items) => Value::FrozenSet(self.convert_all(&items, d)?),
             Node::Dict(pairs) => Value::Dict(self.convert_pairs(&pairs, d)?),
             Node::Global { module, name } => Value::Global { module, name },
-            Node::Object {
-                class,
-                args,
-                state,
-                list_items,
-                dict_items,
-            } => Value::Object {
+            Node::Object { class, args, state, list_items, dict_items } => Value::Object {
                 class: Box::new(self.convert(class, d.0, d.1)?),
                 args: Box::new(self.convert(args, d.0, d.1)?),
                 state: match state {
@@ -148,14 +127,8 @@ impl Converter<'_> {
         Ok(value)
     }
 
-    fn convert_all(
-        &mut self,
-        ids: &[NodeId],
-        (depth, shared): (usize, bool),
-    ) -> Result<Vec<Value>, PickleError> {
-        ids.iter()
-            .map(|&id| self.convert(id, depth, shared))
-            .collect()
+    fn convert_all(&mut self, ids: &[NodeId], (depth, shared): (usize, bool)) -> Result<Vec<Value>, PickleError> {
+        ids.iter().map(|&id| self.convert(id, depth, shared)).collect()
     }
 
     fn convert_pairs(
@@ -163,14 +136,6 @@ impl Converter<'_> {
         pairs: &[(NodeId, NodeId)],
         (depth, shared): (usize, bool),
     ) -> Result<Vec<(Value, Value)>, PickleError> {
-        pairs
-            .iter()
-            .map(|&(k, v)| {
-                Ok((
-                    self.convert(k, depth, shared)?,
-                    self.convert(v, depth, shared)?,
-                ))
-            })
-            .collect()
+        pairs.iter().map(|&(k, v)| Ok((self.convert(k, depth, shared)?, self.convert(v, depth, shared)?))).collect()
     }
 }

@@ -9,13 +9,7 @@ use super::value::Value;
 /// Modules whose globals a ZEO server accepts in client messages: the reference server's
 /// `_SAFE_MODULE_NAMES` (`ZEO/asyncio/marshal.py`). `ZopeUndo.Prefix` arrives inside `undoInfo`
 /// specifications; the rest cover builtin types and exceptions, under Python 2 and 3 names.
-pub const WIRE_SAFE_MODULES: [&str; 5] = [
-    "ZopeUndo.Prefix",
-    "zodbpickle",
-    "builtins",
-    "copy_reg",
-    "__builtin__",
-];
+pub const WIRE_SAFE_MODULES: [&str; 5] = ["ZopeUndo.Prefix", "zodbpickle", "builtins", "copy_reg", "__builtin__"];
 
 /// Which `GLOBAL`/`STACK_GLOBAL`/`INST` names a pickle may use. Nothing is ever imported or
 /// called either way; the allowlist exists so that we refuse exactly what the reference server
@@ -77,10 +71,7 @@ impl DecodeOptions {
     /// For database records (e.g. the pickled transaction extension): [`GlobalPolicy::Any`]
     /// and the default limits.
     pub fn records() -> Self {
-        DecodeOptions {
-            globals: GlobalPolicy::Any,
-            ..DecodeOptions::wire()
-        }
+        DecodeOptions { globals: GlobalPolicy::Any, ..DecodeOptions::wire() }
     }
 
     /// The limits for converting a result read from `input_len` bytes of input.
@@ -132,11 +123,7 @@ pub struct Decoder<'a> {
 impl<'a> Decoder<'a> {
     /// A decoder positioned at the start of `data`.
     pub fn new(data: &'a [u8], opts: &'a DecodeOptions) -> Self {
-        Decoder {
-            machine: Machine::new(data, opts),
-            input_len: data.len(),
-            opts,
-        }
+        Decoder { machine: Machine::new(data, opts), input_len: data.len(), opts }
     }
 
     /// Decodes the next pickle.
@@ -147,12 +134,7 @@ impl<'a> Decoder<'a> {
     pub fn next_value(&mut self) -> Result<Value, PickleError> {
         let root = self.machine.run(None)?;
         let memo: Vec<NodeId> = self.machine.memo_nodes().collect();
-        to_value(
-            &mut self.machine.arena,
-            root,
-            memo,
-            self.opts.budget(self.input_len),
-        )
+        to_value(&mut self.machine.arena, root, memo, self.opts.budget(self.input_len))
     }
 
     /// Bytes consumed so far.

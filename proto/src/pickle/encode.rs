@@ -67,10 +67,7 @@ struct Encoder<'v> {
 
 impl<'v> Encoder<'v> {
     fn new(memo: Option<Memo<'v>>) -> Self {
-        Encoder {
-            out: vec![PROTO, 3],
-            memo,
-        }
+        Encoder { out: vec![PROTO, 3], memo }
     }
 
     fn finish(mut self, value: &'v Value) -> Vec<u8> {
@@ -144,13 +141,7 @@ impl<'v> Encoder<'v> {
             Value::Set(items) => self.save_set("set", items),
             Value::FrozenSet(items) => self.save_set("frozenset", items),
             Value::Global { module, name } => self.save_global(module, name),
-            Value::Object {
-                class,
-                args,
-                state,
-                list_items,
-                dict_items,
-            } => {
+            Value::Object { class, args, state, list_items, dict_items } => {
                 self.save(class);
                 self.save(args);
                 self.op(REDUCE);

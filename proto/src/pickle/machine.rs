@@ -62,18 +62,12 @@ impl<'a> Machine<'a> {
     /// Runs one pickle, from the current position through `STOP`, and returns the root node.
     /// The memo carries over to the next call, as with Python's `Unpickler.load()`; the stack
     /// does not.
-    pub(crate) fn run(
-        &mut self,
-        mut hook: Option<PersistentIdHook<'_>>,
-    ) -> Result<NodeId, PickleError> {
+    pub(crate) fn run(&mut self, mut hook: Option<PersistentIdHook<'_>>) -> Result<NodeId, PickleError> {
         self.stack.clear();
         self.marks.clear();
         loop {
             let offset = self.pos;
-            let op = *self
-                .data
-                .get(offset)
-                .ok_or(PickleError::Truncated { offset })?;
+            let op = *self.data.get(offset).ok_or(PickleError::Truncated { offset })?;
             self.pos = offset + 1;
             if let Step::Stop(root) = self.step(op, offset, &mut hook)? {
                 return Ok(root);
@@ -85,13 +79,8 @@ impl<'a> Machine<'a> {
 
     fn take(&mut self, n: usize, offset: usize) -> Result<&'a [u8], PickleError> {
         let data = self.data;
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(PickleError::Truncated { offset })?;
-        let bytes = data
-            .get(self.pos..end)
-            .ok_or(PickleError::Truncated { offset })?;
+        let end = self.pos.checked_add(n).ok_or(PickleError::Truncated { offset })?;
+        let bytes = data.get(self.pos..end).ok_or(PickleError::Truncated { offset })?;
         self.pos = end;
         Ok(bytes)
     }
@@ -129,10 +118,7 @@ impl<'a> Machine<'a> {
     /// A line including its `\n`.
     fn take_line(&mut self, offset: usize) -> Result<&'a [u8], PickleError> {
         let rest = self.data.get(self.pos..).unwrap_or_default();
-        let n = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or(PickleError::Truncated { offset })?;
+        let n = rest.iter().position(|&b| b == b'\n').ok_or(PickleError::Truncated { offset })?;
         self.take(n + 1, offset)
     }
 
@@ -151,11 +137,7 @@ impl<'a> Machine<'a> {
 
     fn new_node(&mut self, node: Node, offset: usize) -> Result<NodeId, PickleError> {
         if self.arena.len() >= self.opts.max_items {
-            return Err(PickleError::LimitExceeded {
-                limit: Limit::Items,
-                max: self.opts.max_items,
-                offset,
-            });
+            return Err(PickleError::LimitExceeded { limit: Limit::Items, max: self.opts.max_items, offset });
         }
         Ok(self.arena.alloc(node, offset))
     }
@@ -170,27 +152,19 @@ impl<'a> Machine<'a> {
         if self.stack.len() <= self.fence() {
             return Err(PickleError::StackUnderflow { opcode: op, offset });
         }
-        self.stack
-            .pop()
-            .ok_or(PickleError::StackUnderflow { opcode: op, offset })
+        self.stack.pop().ok_or(PickleError::StackUnderflow { opcode: op, offset })
     }
 
     fn top(&self, op: u8, offset: usize) -> Result<NodeId, PickleError> {
         if self.stack.len() <= self.fence() {
             return Err(PickleError::StackUnderflow { opcode: op, offset });
         }
-        self.stack
-            .last()
-            .copied()
-            .ok_or(PickleError::StackUnderflow { opcode: op, offset })
+        self.stack.last().copied().ok_or(PickleError::StackUnderflow { opcode: op, offset })
     }
 
     /// Pops everything above the innermost mark, and the mark.
     fn pop_mark(&mut self, op: u8, offset: usize) -> Result<Vec<NodeId>, PickleError> {
-        let mark = self
-            .marks
-            .pop()
-            .ok_or(PickleError::MarkNotFound { opcode: op, offset })?;
+        let mark = self.marks.pop().ok_or(PickleError::MarkNotFound { opcode: op, offset })?;
         if mark > self.stack.len() {
             return Err(PickleError::StackUnderflow { opcode: op, offset });
         }
@@ -198,18 +172,11 @@ impl<'a> Machine<'a> {
     }
 
     fn node_mut(&mut self, id: NodeId, op: u8, offset: usize) -> Result<&mut Node, PickleError> {
-        self.arena
-            .get_mut(id)
-            .ok_or(PickleError::StackUnderflow { opcode: op, offset })
+        self.arena.get_mut(id).ok_or(PickleError::StackUnderflow { opcode: op, offset })
     }
 
     fn wrong_type(&self, id: NodeId, op: u8, offset: usize, expected: &'static str) -> PickleError {
-        PickleError::WrongType {
-            opcode: op,
-            offset,
-            expected,
-            found: self.arena.get(id).type_name(),
-        }
+        PickleError::WrongType { opcode: op, offset, expected, found: self.arena.get(id).type_name() }
     }
 
     // ----- memo -----
@@ -217,21 +184,14 @@ impl<'a> Machine<'a> {
     fn memo_put(&mut self, index: u64, op: u8, offset: usize) -> Result<(), PickleError> {
         let id = self.top(op, offset)?;
         if !self.memo.contains_key(&index) && self.memo.len() >= self.opts.max_memo {
-            return Err(PickleError::LimitExceeded {
-                limit: Limit::Memo,
-                max: self.opts.max_memo,
-                offset,
-            });
+            return Err(PickleError::LimitExceeded { limit: Limit::Memo, max: self.opts.max_memo, offset });
         }
         self.memo.insert(index, id);
         Ok(())
     }
 
     fn memo_get(&mut self, index: u64, offset: usize) -> Result<(), PickleError> {
-        let id = *self
-            .memo
-            .get(&index)
-            .ok_or(PickleError::MemoNotFound { index, offset })?;
+        let id = *self.memo.get(&index).ok_or(PickleError::MemoNotFound { index, offset })?;
         self.stack.push(id);
         Ok(())
     }
@@ -251,50 +211,20 @@ impl<'a> Machine<'a> {
 
     // ----- globals -----
 
-    fn global(
-        &mut self,
-        module: String,
-        name: String,
-        offset: usize,
-    ) -> Result<NodeId, PickleError> {
-        if self.opts.globals == GlobalPolicy::WireAllowlist
-            && !WIRE_SAFE_MODULES.contains(&module.as_str())
-        {
-            return Err(PickleError::ForbiddenGlobal {
-                module,
-                name,
-                offset,
-            });
+    fn global(&mut self, module: String, name: String, offset: usize) -> Result<NodeId, PickleError> {
+        if self.opts.globals == GlobalPolicy::WireAllowlist && !WIRE_SAFE_MODULES.contains(&module.as_str()) {
+            return Err(PickleError::ForbiddenGlobal { module, name, offset });
         }
         self.new_node(Node::Global { module, name }, offset)
     }
 
-    fn object(
-        &mut self,
-        class: NodeId,
-        args: NodeId,
-        offset: usize,
-    ) -> Result<NodeId, PickleError> {
-        self.new_node(
-            Node::Object {
-                class,
-                args,
-                state: None,
-                list_items: Vec::new(),
-                dict_items: Vec::new(),
-            },
-            offset,
-        )
+    fn object(&mut self, class: NodeId, args: NodeId, offset: usize) -> Result<NodeId, PickleError> {
+        self.new_node(Node::Object { class, args, state: None, list_items: Vec::new(), dict_items: Vec::new() }, offset)
     }
 
     // ----- opcodes -----
 
-    fn step(
-        &mut self,
-        op: u8,
-        offset: usize,
-        hook: &mut Option<PersistentIdHook<'_>>,
-    ) -> Result<Step, PickleError> {
+    fn step(&mut self, op: u8, offset: usize, hook: &mut Option<PersistentIdHook<'_>>) -> Result<Step, PickleError> {
         match op {
             PROTO => {
                 let protocol = self.take_u8(offset)?;
@@ -353,11 +283,7 @@ impl<'a> Machine<'a> {
                 int_node(text::parse_long_opcode(line), op, offset)?
             }
             LONG1 | LONG4 => {
-                let n = if op == LONG1 {
-                    usize::from(self.take_u8(offset)?)
-                } else {
-                    self.take_i32_len(op, offset)?
-                };
+                let n = if op == LONG1 { usize::from(self.take_u8(offset)?) } else { self.take_i32_len(op, offset)? };
                 let bytes = self.take(n, offset)?;
                 match Value::int_from_le_bytes(bytes) {
                     Value::Int(i) => Node::Int(i),
@@ -551,12 +477,7 @@ impl<'a> Machine<'a> {
     }
 
     /// `SETITEM(S)` into a dict, or into an object (`OrderedDict`, `__reduce__` dict items).
-    fn set_items(
-        &mut self,
-        pairs: Vec<(NodeId, NodeId)>,
-        op: u8,
-        offset: usize,
-    ) -> Result<(), PickleError> {
+    fn set_items(&mut self, pairs: Vec<(NodeId, NodeId)>, op: u8, offset: usize) -> Result<(), PickleError> {
         let target = self.top(op, offset)?;
         match self.node_mut(target, op, offset)? {
             Node::Dict(dict) => dict.extend(pairs),
@@ -578,9 +499,7 @@ impl<'a> Machine<'a> {
             STACK_GLOBAL => {
                 let name = self.pop(op, offset)?;
                 let module = self.pop(op, offset)?;
-                let (Node::Str(module), Node::Str(name)) =
-                    (self.arena.get(module), self.arena.get(name))
-                else {
+                let (Node::Str(module), Node::Str(name)) = (self.arena.get(module), self.arena.get(name)) else {
                     return Err(bad(op, offset, "STACK_GLOBAL requires str"));
                 };
                 let (module, name) = (module.clone(), name.clone());
@@ -598,9 +517,7 @@ impl<'a> Machine<'a> {
             }
             OBJ => {
                 let mut items = self.pop_mark(op, offset)?.into_iter();
-                let class = items
-                    .next()
-                    .ok_or(PickleError::StackUnderflow { opcode: op, offset })?;
+                let class = items.next().ok_or(PickleError::StackUnderflow { opcode: op, offset })?;
                 let args = self.new_node(Node::Tuple(items.collect()), offset)?;
                 let id = self.object(class, args, offset)?;
                 self.stack.push(id);
@@ -616,10 +533,7 @@ impl<'a> Machine<'a> {
                 let args = self.pop(op, offset)?;
                 let cls = self.pop(op, offset)?;
                 let func = self.new_node(
-                    Node::Global {
-                        module: "copyreg".to_owned(),
-                        name: "__newobj_ex__".to_owned(),
-                    },
+                    Node::Global { module: "copyreg".to_owned(), name: "__newobj_ex__".to_owned() },
                     offset,
                 )?;
                 let call_args = self.new_node(Node::Tuple(vec![cls, args, kwargs]), offset)?;
@@ -638,54 +552,33 @@ impl<'a> Machine<'a> {
     fn build(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
         let new_state = self.pop(op, offset)?;
         let target = self.top(op, offset)?;
-        if let Node::Object {
-            state: state @ None,
-            ..
-        } = self.node_mut(target, op, offset)?
-        {
+        if let Node::Object { state: state @ None, .. } = self.node_mut(target, op, offset)? {
             *state = Some(new_state);
             return Ok(());
         }
         let moved = self.arena.take(target);
         let inner = self.new_node(moved, offset)?;
         let args = self.new_node(Node::Tuple(Vec::new()), offset)?;
-        let wrapped = Node::Object {
-            class: inner,
-            args,
-            state: Some(new_state),
-            list_items: Vec::new(),
-            dict_items: Vec::new(),
-        };
+        let wrapped =
+            Node::Object { class: inner, args, state: Some(new_state), list_items: Vec::new(), dict_items: Vec::new() };
         *self.node_mut(target, op, offset)? = wrapped;
         Ok(())
     }
 }
 
 fn bad(opcode: u8, offset: usize, reason: &'static str) -> PickleError {
-    PickleError::BadArgument {
-        opcode,
-        offset,
-        reason,
-    }
+    PickleError::BadArgument { opcode, offset, reason }
 }
 
-fn int_node(
-    parsed: Result<Value, IntTextError>,
-    op: u8,
-    offset: usize,
-) -> Result<Node, PickleError> {
+fn int_node(parsed: Result<Value, IntTextError>, op: u8, offset: usize) -> Result<Node, PickleError> {
     match parsed {
         Ok(Value::Bool(b)) => Ok(Node::Bool(b)),
         Ok(Value::Int(i)) => Ok(Node::Int(i)),
         Ok(Value::BigInt(b)) => Ok(Node::BigInt(b)),
-        Ok(_) | Err(IntTextError::Invalid) => {
-            Err(bad(op, offset, "could not convert string to int"))
+        Ok(_) | Err(IntTextError::Invalid) => Err(bad(op, offset, "could not convert string to int")),
+        Err(IntTextError::TooManyDigits) => {
+            Err(PickleError::LimitExceeded { limit: Limit::Digits, max: text::MAX_INT_DIGITS, offset })
         }
-        Err(IntTextError::TooManyDigits) => Err(PickleError::LimitExceeded {
-            limit: Limit::Digits,
-            max: text::MAX_INT_DIGITS,
-            offset,
-        }),
     }
 }
 

@@ -25,11 +25,11 @@ mod text;
 mod value;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use decode::{
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_MEMO, DecodeOptions,
-    Decoder, GlobalPolicy, WIRE_SAFE_MODULES, decode,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_MEMO, DecodeOptions, Decoder, GlobalPolicy,
+    WIRE_SAFE_MODULES, decode,
 };
 pub use encode::{encode_memo, encode_wire};
 pub use error::{Limit, PickleError};

@@ -170,9 +170,7 @@ pub(crate) fn py_int_base0(s: &[u8]) -> Result<Value, IntTextError> {
     if prev_underscore || digits.is_empty() {
         return Err(IntTextError::Invalid);
     }
-    if s.get(i..)
-        .is_some_and(|rest| rest.iter().any(|&b| !is_c_space(b)))
-    {
+    if s.get(i..).is_some_and(|rest| rest.iter().any(|&b| !is_c_space(b))) {
         return Err(IntTextError::Invalid);
     }
     if zero_only && digits.iter().any(|&d| d != 0) {
@@ -242,9 +240,7 @@ pub(crate) fn parse_string_opcode(line: &[u8]) -> Result<Vec<u8>, &'static str> 
     }
     let s = line.get(..len).unwrap_or_default();
     let inner = match (s.first(), s.last()) {
-        (Some(&q @ (b'"' | b'\'')), Some(&end)) if len > 1 && end == q => {
-            s.get(1..len - 1).unwrap_or_default()
-        }
+        (Some(&q @ (b'"' | b'\'')), Some(&end)) if len > 1 && end == q => s.get(1..len - 1).unwrap_or_default(),
         _ => return Err("insecure string pickle"),
     };
     escape_decode(inner)
@@ -372,20 +368,11 @@ mod tests {
         assert_eq!(int("1__0\n"), Err(IntTextError::Invalid));
         assert_eq!(int("0999\n"), Err(IntTextError::Invalid));
         assert_eq!(int("-\n"), Err(IntTextError::Invalid));
-        assert_eq!(
-            int("-9223372036854775808\n"),
-            Ok(Value::Int(i64::MIN)),
-            "strtol's own limit"
-        );
-        assert_eq!(
-            int("9223372036854775808\n"),
-            Ok(Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0]))
-        );
+        assert_eq!(int("-9223372036854775808\n"), Ok(Value::Int(i64::MIN)), "strtol's own limit");
+        assert_eq!(int("9223372036854775808\n"), Ok(Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0])));
         assert_eq!(
             int("-9223372036854775809\n"),
-            Ok(Value::BigInt(vec![
-                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0xff
-            ]))
+            Ok(Value::BigInt(vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0xff]))
         );
     }
 
@@ -398,15 +385,9 @@ mod tests {
         assert_eq!(parse_long_opcode(b"L\n"), Err(IntTextError::Invalid));
         assert_eq!(parse_long_opcode(b"\n"), Err(IntTextError::Invalid));
         let huge = format!("{}L\n", "9".repeat(MAX_INT_DIGITS + 1));
-        assert_eq!(
-            parse_long_opcode(huge.as_bytes()),
-            Err(IntTextError::TooManyDigits)
-        );
+        assert_eq!(parse_long_opcode(huge.as_bytes()), Err(IntTextError::TooManyDigits));
         let ok = format!("{}L\n", "9".repeat(MAX_INT_DIGITS));
-        assert!(matches!(
-            parse_long_opcode(ok.as_bytes()),
-            Ok(Value::BigInt(_))
-        ));
+        assert!(matches!(parse_long_opcode(ok.as_bytes()), Ok(Value::BigInt(_))));
     }
 
     #[test]
@@ -424,10 +405,7 @@ mod tests {
     fn string_opcode() {
         assert_eq!(parse_string_opcode(b"'abc'\n"), Ok(b"abc".to_vec()));
         assert_eq!(parse_string_opcode(b"\"a'b\"\n"), Ok(b"a'b".to_vec()));
-        assert_eq!(
-            parse_string_opcode(b"'\\x00\\n\\\\\\'\\q\\400\\1a'\n"),
-            Ok(b"\x00\n\\'\\q\x00\x01a".to_vec())
-        );
+        assert_eq!(parse_string_opcode(b"'\\x00\\n\\\\\\'\\q\\400\\1a'\n"), Ok(b"\x00\n\\'\\q\x00\x01a".to_vec()));
         assert!(parse_string_opcode(b"abc\n").is_err());
         assert!(parse_string_opcode(b"'\n").is_err());
         assert!(parse_string_opcode(b"'a\\x4'\n").is_err());

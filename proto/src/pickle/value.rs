@@ -79,10 +79,7 @@ impl Value {
 
     /// A [`Value::Global`].
     pub fn global(module: &str, name: &str) -> Value {
-        Value::Global {
-            module: module.to_owned(),
-            name: name.to_owned(),
-        }
+        Value::Global { module: module.to_owned(), name: name.to_owned() }
     }
 
     /// The int whose two's-complement little-endian bytes are `bytes` (the `LONG1`/`LONG4`
@@ -225,11 +222,7 @@ impl Value {
     /// Looks up a str key in a [`Value::Dict`]; the last matching item wins, as it would in
     /// the Python dict the pickle describes.
     pub fn dict_get(&self, key: &str) -> Option<&Value> {
-        self.as_dict()?
-            .iter()
-            .rev()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
+        self.as_dict()?.iter().rev().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
 
     /// Python truthiness. Objects and globals are always true: we cannot call `__bool__`.
@@ -349,10 +342,7 @@ mod tests {
     fn int_from_le_bytes_is_canonical() {
         assert_eq!(Value::int_from_le_bytes(&[]), Value::Int(0));
         assert_eq!(Value::int_from_le_bytes(&[0xff]), Value::Int(-1));
-        assert_eq!(
-            Value::int_from_le_bytes(&[0xff, 0xff, 0xff]),
-            Value::Int(-1)
-        );
+        assert_eq!(Value::int_from_le_bytes(&[0xff, 0xff, 0xff]), Value::Int(-1));
         assert_eq!(Value::int_from_le_bytes(&[0x80, 0x00]), Value::Int(128));
         assert_eq!(Value::int_from_le_bytes(&[0x80]), Value::Int(-128));
         let max = i64::MAX.to_le_bytes();
@@ -360,10 +350,7 @@ mod tests {
         let big = [0, 0, 0, 0, 0, 0, 0, 0x80, 0];
         assert_eq!(Value::int_from_le_bytes(&big), Value::BigInt(big.to_vec()));
         let padded = [0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0];
-        assert_eq!(
-            Value::int_from_le_bytes(&padded),
-            Value::BigInt(big.to_vec())
-        );
+        assert_eq!(Value::int_from_le_bytes(&padded), Value::BigInt(big.to_vec()));
         let min = [0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0xff];
         assert_eq!(Value::int_from_le_bytes(&min), Value::Int(i64::MIN));
     }
@@ -382,11 +369,8 @@ mod tests {
 
     #[test]
     fn accessors_and_truthiness() {
-        let d = Value::Dict(vec![
-            ("a".into(), Value::Int(1)),
-            ("a".into(), Value::Int(2)),
-            (Value::Int(3), Value::None),
-        ]);
+        let d =
+            Value::Dict(vec![("a".into(), Value::Int(1)), ("a".into(), Value::Int(2)), (Value::Int(3), Value::None)]);
         assert_eq!(d.dict_get("a"), Some(&Value::Int(2)));
         assert_eq!(d.dict_get("b"), None);
         assert!(d.is_truthy());
@@ -396,10 +380,7 @@ mod tests {
         assert!(!Value::BigInt(vec![0, 0]).is_truthy());
         assert_eq!(Value::from([7u8; 8]).as_id(), Some([7; 8]));
         assert_eq!(Value::Bytes(vec![7; 3]).as_id(), None);
-        assert_eq!(
-            Value::List(vec![Value::None]).as_seq().map(<[_]>::len),
-            Some(1)
-        );
+        assert_eq!(Value::List(vec![Value::None]).as_seq().map(<[_]>::len), Some(1));
         assert_eq!(Value::Tuple(vec![]).as_list(), None);
         assert_eq!(Value::Int(2).as_f64(), Some(2.0));
         assert_eq!(Value::global("m", "n").type_name(), "global");

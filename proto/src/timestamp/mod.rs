@@ -19,15 +19,11 @@ const MINUTES_PER_DAY: u32 = 1440;
 const MINUTES_PER_MONTH: u32 = 31 * MINUTES_PER_DAY;
 const MINUTES_PER_YEAR: u32 = 12 * MINUTES_PER_MONTH;
 
-const MONTH_LEN: [[u32; 12]; 2] = [
-    [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31],
-    [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31],
-];
+const MONTH_LEN: [[u32; 12]; 2] =
+    [[31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]];
 /// Days before each month (`joff` in the C code).
-const DAYS_BEFORE_MONTH: [[u32; 12]; 2] = [
-    [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334],
-    [0, 31, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335],
-];
+const DAYS_BEFORE_MONTH: [[u32; 12]; 2] =
+    [[0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334], [0, 31, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335]];
 
 /// Why a date cannot be a [`TimeStamp`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -75,11 +71,7 @@ fn leap(year: i32) -> bool {
 /// that no encoder writes).
 fn days_in_month(year: i32, month: u32) -> u32 {
     let row = MONTH_LEN[usize::from(leap(year))];
-    month
-        .checked_sub(1)
-        .and_then(|m| row.get(m as usize))
-        .copied()
-        .unwrap_or(31)
+    month.checked_sub(1).and_then(|m| row.get(m as usize)).copied().unwrap_or(31)
 }
 
 /// The date parts of the high 32 bits.
@@ -197,11 +189,7 @@ impl TimeStamp {
             Ok(d) => d.as_nanos() as f64 / 1e9,
             Err(e) => -(e.duration().as_nanos() as f64 / 1e9),
         };
-        Self::from_unix(t).unwrap_or(if t < 0.0 {
-            TimeStamp([0; 8])
-        } else {
-            TimeStamp([0xff; 8])
-        })
+        Self::from_unix(t).unwrap_or(if t < 0.0 { TimeStamp([0; 8]) } else { TimeStamp([0xff; 8]) })
     }
 
     /// `self` if it is later than `prev`, otherwise the smallest timestamp after `prev`:
@@ -220,8 +208,7 @@ impl TimeStamp {
             return TimeStamp(raw);
         }
         let p = prev.parts();
-        let (mut year, mut month, mut day, mut minute_of_day) =
-            (p.year, p.month, p.day, p.minute_of_day);
+        let (mut year, mut month, mut day, mut minute_of_day) = (p.year, p.month, p.day, p.minute_of_day);
         if minute_of_day >= 1439 {
             minute_of_day = 0;
             if day == days_in_month(year, month) {
@@ -238,22 +225,18 @@ impl TimeStamp {
         } else {
             minute_of_day += 1;
         }
-        let next = Self::from_utc(
-            year,
-            month,
-            day,
-            minute_of_day / 60,
-            minute_of_day % 60,
-            0.0,
-        );
+        let next = Self::from_utc(year, month, day, minute_of_day / 60, minute_of_day % 60, 0.0);
         // Only raw bytes no encoder writes (a day past the end of its month, the last minute
         // of 9917) fail the calendar step, where Python would raise. We still must return
         // something later than `prev`: the next minute count, at second 0.
-        next.unwrap_or_else(|_| {
-            let minutes = u32::from_be_bytes([a0, a1, a2, a3]).saturating_add(1);
-            let mut raw = [0u8; 8];
-            raw[..4].copy_from_slice(&minutes.to_be_bytes());
-            TimeStamp(raw)
+        // At the very last minute there is nothing later; the maximum is the best we can do.
+        next.unwrap_or_else(|_| match u32::from_be_bytes([a0, a1, a2, a3]).checked_add(1) {
+            Some(minutes) => {
+                let mut raw = [0u8; 8];
+                raw[..4].copy_from_slice(&minutes.to_be_bytes());
+                TimeStamp(raw)
+            }
+            None => TimeStamp([0xff; 8]),
         })
     }
 
@@ -308,8 +291,7 @@ impl TimeStamp {
     /// Computed with the C code's floating-point steps so the float is identical.
     pub fn time_time(&self) -> f64 {
         let p = self.parts();
-        abs_seconds(p.year, p.month - 1, p.day - 1, p.minute_of_day) + self.second()
-            - abs_seconds(1970, 0, 0, 0)
+        abs_seconds(p.year, p.month - 1, p.day - 1, p.minute_of_day) + self.second() - abs_seconds(1970, 0, 0, 0)
     }
 }
 
@@ -329,12 +311,8 @@ fn year_days(year: i32) -> f64 {
 
 /// Seconds since 1900 for a 0-based month and day (`TimeStamp_abst` with seconds 0).
 fn abs_seconds(year: i32, month0: u32, day0: u32, minute_of_day: u32) -> f64 {
-    let before = DAYS_BEFORE_MONTH[usize::from(leap(year))]
-        .get(month0 as usize)
-        .copied()
-        .unwrap_or(0);
-    (year_days(year) + f64::from(before) + f64::from(day0)) * 86400.0
-        + f64::from(minute_of_day * 60)
+    let before = DAYS_BEFORE_MONTH[usize::from(leap(year))].get(month0 as usize).copied().unwrap_or(0);
+    (year_days(year) + f64::from(before) + f64::from(day0)) * 86400.0 + f64::from(minute_of_day * 60)
 }
 
 /// Proleptic Gregorian date for days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
@@ -386,3 +364,9 @@ impl From<TimeStamp> for [u8; 8] {
         ts.0
     }
 }
+
+#[cfg(test)]
+#[rustfmt::skip] // generated by proto/testdata/gen_golden.py
+mod golden_data;
+#[cfg(test)]
+mod tests;

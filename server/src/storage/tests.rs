@@ -442,8 +442,25 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// oid → revisions (tid, data or deleted), oldest first.
-type Model = BTreeMap<u64, Vec<(Tid, Option<Vec<u8>>)>>;
+/// One revision in the model, with what FileStorage's undo rules look at: the record's own identity
+/// and, for a record without inline data, the record its backpointer names (0: none).
+#[derive(Debug, Clone, PartialEq)]
+struct Rev {
+    tid: Tid,
+    data: Option<Vec<u8>>,
+    id: u64,
+    back: Option<u64>,
+}
+
+impl Rev {
+    /// Python's `cdataptr`: the record holding the data (itself, or its backpointer's target).
+    fn data_ptr(&self) -> u64 {
+        self.back.unwrap_or(self.id)
+    }
+}
+
+/// oid → revisions, oldest first.
+type Model = BTreeMap<u64, Vec<Rev>>;
 
 fn check(fs: &FileStorage, model: &Model, tids: &[Tid]) {
     for o in 0..6u64 {
@@ -454,35 +471,41 @@ fn check(fs: &FileStorage, model: &Model, tids: &[Tid]) {
             let got = fs.load_before(&oid(o), &probe);
             match revs {
                 None => assert!(matches!(got, Err(StorageError::PosKey { .. })), "oid {o}: {got:?}"),
-                Some(revs) => {
-                    let idx = revs.iter().rposition(|(t, _)| *t < probe);
-                    match idx {
-                        None => assert_eq!(got.unwrap(), None, "oid {o} before {probe:?}"),
-                        Some(i) => {
-                            let end = revs.get(i + 1).map(|r| r.0);
-                            match &revs[i].1 {
-                                None => {
-                                    assert!(matches!(got, Err(StorageError::PosKey { .. })), "deleted {o}: {got:?}")
-                                }
-                                Some(d) => assert_eq!(
+                Some(revs) => match revs.iter().rposition(|r| r.tid < probe) {
+                    None => assert_eq!(got.unwrap(), None, "oid {o} before {probe:?}"),
+                    Some(i) => {
+                        let end = revs.get(i + 1).map(|r| r.tid);
+                        match &revs[i].data {
+                            None => assert!(matches!(got, Err(StorageError::PosKey { .. })), "deleted {o}: {got:?}"),
+                            Some(d) => {
+                                assert_eq!(
                                     got.unwrap().unwrap(),
-                                    LoadBefore { data: d.clone(), start: revs[i].0, end }
-                                ),
+                                    LoadBefore { data: d.clone(), start: revs[i].tid, end }
+                                )
                             }
                         }
                     }
-                }
+                },
             }
         }
     }
 }
 
 fn current_serial(model: &Model, o: u64) -> Tid {
-    model.get(&o).and_then(|r| r.last()).map_or(Z64, |r| r.0)
+    model.get(&o).and_then(|r| r.last()).map_or(Z64, |r| r.tid)
 }
 
 fn exists(model: &Model, o: u64) -> bool {
-    model.get(&o).and_then(|r| r.last()).is_some_and(|r| r.1.is_some())
+    model.get(&o).and_then(|r| r.last()).is_some_and(|r| r.data.is_some())
+}
+
+/// FileStorage's rule for undoing revision `i` of an object: allowed if it is current, if the current
+/// record's data pointer is that revision, or if both have data and it is equal.
+fn undoable(revs: &[Rev], i: usize) -> bool {
+    let (undone, current) = (&revs[i], revs.last().unwrap());
+    current.id == undone.id
+        || current.data_ptr() == undone.id
+        || (undone.data.is_some() && current.data.is_some() && undone.data == current.data)
 }
 
 proptest! {
@@ -496,12 +519,18 @@ proptest! {
         let mut tids: Vec<Tid> = Vec::new();
         // Per committed tid: what it changed (for undo): oid → (data after, data before, was current).
         let mut history: Vec<(Tid, Vec<u64>)> = Vec::new();
+        let mut next_id = 0u64;
         for s in steps {
             match s {
                 Step::Commit { stores, deletes } => {
                     let mut t = Transaction::begin(TxnMeta::default_committed()).unwrap();
                     let mut touched = BTreeMap::new();
                     for (o, b) in &stores {
+                        // ZODB stores an object at most once per transaction (FileStorage, like
+                        // zeo-rs, cannot undo a transaction that stored one twice).
+                        if touched.contains_key(o) {
+                            continue;
+                        }
                         t.store(oid(*o), current_serial(&model, *o), vec![*b; 1 + (*b as usize % 7)]).unwrap();
                         touched.insert(*o, Some(vec![*b; 1 + (*b as usize % 7)]));
                     }
@@ -513,7 +542,9 @@ proptest! {
                     let VoteOutcome::Voted { tid, .. } = fs.vote(&mut t).unwrap() else { panic!("no conflicts expected") };
                     prop_assert_eq!(fs.tpc_finish(&mut t).unwrap(), tid);
                     for (o, d) in &touched {
-                        model.entry(*o).or_default().push((tid, d.clone()));
+                        next_id += 1;
+                        let back = if d.is_none() { Some(0) } else { None };
+                        model.entry(*o).or_default().push(Rev { tid, data: d.clone(), id: next_id, back });
                     }
                     history.push((tid, touched.keys().copied().collect()));
                     tids.push(tid);
@@ -542,14 +573,11 @@ proptest! {
                 Step::Undo { back } => {
                     if history.is_empty() { continue; }
                     let (target, oids) = history[history.len() - 1 - back.min(history.len() - 1)].clone();
-                    // The undo succeeds iff every object it touched is still at the target revision
-                    // (or holds equal data, which random bytes make rare; the model checks exactly).
                     let mut t = Transaction::begin(TxnMeta::default_committed()).unwrap();
                     t.undo(target).unwrap();
                     let expect_ok = oids.iter().all(|o| {
                         let revs = &model[o];
-                        let i = revs.iter().position(|r| r.0 == target).unwrap();
-                        i == revs.len() - 1 || revs.last().unwrap().1 == revs[i].1
+                        undoable(revs, revs.iter().position(|r| r.tid == target).unwrap())
                     });
                     match fs.vote(&mut t) {
                         Ok(VoteOutcome::Voted { tid, .. }) => {
@@ -557,9 +585,11 @@ proptest! {
                             fs.tpc_finish(&mut t).unwrap();
                             for o in &oids {
                                 let revs = model.get_mut(o).unwrap();
-                                let i = revs.iter().position(|r| r.0 == target).unwrap();
-                                let before = if i == 0 { None } else { revs[i - 1].1.clone() };
-                                revs.push((tid, before));
+                                let i = revs.iter().position(|r| r.tid == target).unwrap();
+                                // The undo record points at the revision before the undone one.
+                                let (data, back) = if i == 0 { (None, 0) } else { (revs[i - 1].data.clone(), revs[i - 1].id) };
+                                next_id += 1;
+                                revs.push(Rev { tid, data, id: next_id, back: Some(back) });
                             }
                             history.push((tid, oids.clone()));
                             tids.push(tid);
