@@ -134,3 +134,100 @@ fn check_prefix(path: &Path, acknowledged: &[String], round: usize) {
         assert!(tids.contains(a), "round {round}: acknowledged tid {a} was lost");
     }
 }
+
+const PACK_CHILD_ENV: &str = "ZEORS_PACK_CHILD_FILE";
+const PACK_KILLS: usize = 25;
+
+/// A root (oid 0) referring to oids 1..=7, as a ZODB PersistentMapping pickle.
+fn root_record() -> Vec<u8> {
+    use zeo_proto::pickle::{Value, encode_memo};
+    let class = Value::Tuple(vec![Value::global("persistent.mapping", "PersistentMapping"), Value::None]);
+    let items = (1u64..=7)
+        .map(|o| {
+            let r =
+                Value::PersistentId(Box::new(Value::Tuple(vec![Value::Bytes(o.to_be_bytes().to_vec()), Value::None])));
+            (Value::Str(format!("o{o}")), r)
+        })
+        .collect();
+    let mut out = encode_memo(&class);
+    out.extend(encode_memo(&Value::Dict(vec![(Value::Str("data".into()), Value::Dict(items))])));
+    out
+}
+
+/// The child: commits to oids 1..=7 and packs every 15 commits, until killed. Prints `oid seq` for
+/// each acknowledged commit.
+#[test]
+#[ignore = "run only as the child of sigkill_during_pack_leaves_a_valid_database"]
+fn pack_child() {
+    let Some(path) = std::env::var_os(PACK_CHILD_ENV) else { return };
+    let fs = FileStorage::open(&path, OpenOptions { create: true, ..Default::default() }).unwrap();
+    if fs.get_tid(&[0; 8]).is_err() {
+        let mut t = Transaction::begin(TxnMeta::new("", "root", Vec::new())).unwrap();
+        t.store([0; 8], [0; 8], root_record()).unwrap();
+        fs.vote(&mut t).unwrap();
+        fs.tpc_finish(&mut t).unwrap();
+    }
+    let mut seq: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
+    let mut out = std::io::stdout().lock();
+    for n in 0u64.. {
+        let o = 1 + n % 7;
+        let oid = o.to_be_bytes();
+        let serial = fs.get_tid(&oid).unwrap_or([0; 8]);
+        let mut t = Transaction::begin(TxnMeta::new("", "", Vec::new())).unwrap();
+        t.store(oid, serial, format!("{seq}").into_bytes()).unwrap();
+        fs.vote(&mut t).unwrap();
+        fs.tpc_finish(&mut t).unwrap();
+        use std::io::Write;
+        writeln!(out, "{o} {seq}").unwrap();
+        out.flush().unwrap();
+        seq += 1;
+        if n % 15 == 14 {
+            fs.pack(&fs.last_transaction(), true).unwrap();
+        }
+    }
+}
+
+#[test]
+fn sigkill_during_pack_leaves_a_valid_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let mut latest = std::collections::HashMap::<u64, u64>::new();
+    let mut rng = rand::rng();
+    for round in 0..PACK_KILLS {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "pack_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(PACK_CHILD_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| {
+                    let (o, s) = l.split_once(' ')?;
+                    Some((o.parse::<u64>().ok()?, s.parse::<u64>().ok()?))
+                })
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(30..200)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for (o, s) in reader.join().unwrap() {
+            latest.insert(o, s);
+        }
+        let fs = FileStorage::open(&path, OpenOptions { create: true, ..Default::default() }).unwrap();
+        drop(fs);
+        let report = storage::verify(&path).unwrap();
+        assert!(report.errors.is_empty(), "round {round}: {:?}", report.errors);
+        let fs = FileStorage::open(&path, OpenOptions { read_only: true, ..Default::default() }).unwrap();
+        for (o, acked) in &latest {
+            let (data, _) = fs.load(&o.to_be_bytes()).unwrap();
+            let current: u64 = String::from_utf8(data).unwrap().parse().unwrap();
+            assert!(current >= *acked, "round {round}: oid {o} went back from {acked} to {current}");
+        }
+    }
+    assert!(latest.len() == 7, "the child committed too little: {latest:?}");
+}

@@ -609,3 +609,134 @@ proptest! {
         check(&fs, &model, &tids);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pack.
+
+/// A record that is a ZODB pickle of a PersistentMapping-like state referring to `refs`.
+fn record_with_refs(refs: &[u64], tag: &str) -> Vec<u8> {
+    use zeo_proto::pickle::{Value, encode_memo};
+    let class = Value::Tuple(vec![Value::global("persistent.mapping", "PersistentMapping"), Value::None]);
+    let items: Vec<(Value, Value)> = refs
+        .iter()
+        .map(|r| {
+            (
+                Value::Str(format!("k{r}")),
+                Value::PersistentId(Box::new(Value::Tuple(vec![Value::Bytes(oid(*r).to_vec()), Value::None]))),
+            )
+        })
+        .chain(std::iter::once((Value::Str("tag".into()), Value::Str(tag.into()))))
+        .collect();
+    let state = Value::Dict(vec![(Value::Str("data".into()), Value::Dict(items))]);
+    let mut out = encode_memo(&class);
+    out.extend(encode_memo(&state));
+    out
+}
+
+#[test]
+fn pack_removes_unreachable_and_old_revisions_and_keeps_later_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let fs = open(&path);
+    let t1 = commit(&fs, &[(0, Z64, &record_with_refs(&[1, 2], "r1")), (1, Z64, b"one"), (2, Z64, b"two")]);
+    let t2 = commit(&fs, &[(0, t1, &record_with_refs(&[1], "r2")), (1, t1, b"one v2")]);
+    let t3 = commit(&fs, &[(1, t2, b"one v3")]);
+    // Python's Data.fs.index would describe the old file: pack must remove it.
+    std::fs::write(format!("{}.index", path.display()), b"stale").unwrap();
+    let stats = fs.pack(&t2, true).unwrap();
+    assert!(stats.packed);
+    assert!(!std::path::Path::new(&format!("{}.index", path.display())).exists());
+    assert!(
+        std::path::Path::new(&format!("{}.old", path.display())).exists(),
+        "the old file is kept, as FileStorage keeps it"
+    );
+    // oid 2 was unreachable at t2: gone. oid 1's revision at t1 was not current at t2: gone.
+    assert!(matches!(fs.load(&oid(2)), Err(StorageError::PosKey { .. })));
+    assert!(matches!(fs.load_serial(&oid(1), &t1), Err(StorageError::PosKey { .. })));
+    assert_eq!(fs.load_serial(&oid(1), &t2).unwrap(), b"one v2");
+    assert_eq!(fs.load(&oid(1)).unwrap(), (b"one v3".to_vec(), t3));
+    let txns: Vec<_> = fs.iterator(None, None).unwrap().map(|t| t.unwrap()).collect();
+    assert_eq!(txns.iter().map(|t| (t.tid, t.status)).collect::<Vec<_>>(), vec![(t2, b'p'), (t3, b' ')]);
+    assert_eq!(fs.undo_log(0, -10, None).unwrap().len(), 1, "undo stops at the packed transaction");
+    // Packing again to the same time is redundant.
+    assert!(!fs.pack(&t2, true).unwrap().packed);
+    // The packed file reopens, with and without its snapshot, and verifies.
+    drop(fs);
+    assert!(verify(&path).unwrap().errors.is_empty());
+    std::fs::remove_file(index::snapshot_path(&path)).unwrap();
+    let fs = open(&path);
+    assert_eq!(fs.load(&oid(1)).unwrap(), (b"one v3".to_vec(), t3));
+}
+
+#[test]
+fn commits_continue_during_pack_and_survive_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let fs = Arc::new(open(&path));
+    let mut serials = std::collections::HashMap::new();
+    let mut t = commit(&fs, &[(0, Z64, &record_with_refs(&(1..50).collect::<Vec<_>>(), "root"))]);
+    serials.insert(0, t);
+    for round in 0..20 {
+        for o in 1..50u64 {
+            let s = serials.get(&o).copied().unwrap_or(Z64);
+            t = commit(&fs, &[(o, s, format!("{o}@{round}").as_bytes())]);
+            serials.insert(o, t);
+        }
+    }
+    let pack_at = t;
+    let writer = {
+        let fs = fs.clone();
+        let mut serials = serials.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            for round in 0..200 {
+                let o = 1 + round % 49;
+                let s = serials[&o];
+                let tid = commit(&fs, &[(o, s, format!("{o}@late{round}").as_bytes())]);
+                serials.insert(o, tid);
+                n += 1;
+            }
+            (n, serials)
+        })
+    };
+    let stats = fs.pack(&pack_at, true).unwrap();
+    let (n, serials) = writer.join().unwrap();
+    assert!(stats.packed && stats.records_removed > 0);
+    assert_eq!(n, 200);
+    for (o, s) in &serials {
+        assert_eq!(fs.get_tid(&oid(*o)).unwrap(), *s, "oid {o} lost a commit made during the pack");
+    }
+    let fs = Arc::into_inner(fs).unwrap();
+    fs.close().unwrap();
+    assert!(verify(&path).unwrap().errors.is_empty());
+    let fs = open(&path);
+    for (o, s) in &serials {
+        assert_eq!(fs.get_tid(&oid(*o)).unwrap(), *s);
+    }
+}
+
+#[test]
+fn a_pack_that_fails_midway_leaves_the_storage_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let faults = Arc::new(Faults::default());
+    let fs = FileStorage::open(&path, OpenOptions { create: true, faults: Some(faults.clone()), ..Default::default() })
+        .unwrap();
+    let mut s1 = commit(&fs, &[(0, Z64, &record_with_refs(&[1], "root")), (1, Z64, b"a")]);
+    for i in 0..10 {
+        s1 = commit(&fs, &[(1, s1, format!("a{i}").as_bytes())]);
+    }
+    let before: Vec<_> = fs.iterator(None, None).unwrap().map(|t| t.unwrap()).collect();
+    // Fail each write of the pack in turn (the pack writes once per kept transaction).
+    for n in 1..4 {
+        faults.fail_write(n, 28);
+        assert!(fs.pack(&s1, true).is_err(), "write {n} should have failed the pack");
+        let after: Vec<_> = fs.iterator(None, None).unwrap().map(|t| t.unwrap()).collect();
+        assert_eq!(after, before);
+        assert!(!std::path::Path::new(&format!("{}.pack", path.display())).exists());
+    }
+    faults.fail_write(-1, 5);
+    let s2 = commit(&fs, &[(1, s1, b"after")]);
+    assert!(fs.pack(&s1, true).unwrap().packed);
+    assert_eq!(fs.load(&oid(1)).unwrap(), (b"after".to_vec(), s2));
+}
