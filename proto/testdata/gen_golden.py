@@ -245,14 +245,16 @@ def write_pickle_data():
     lines.append("/// `(name, value, wire hex, memo hex)`: `encode_wire(value)` must equal the wire "
                  "bytes (zodbpickle fast mode) and `encode_memo(value)` the memo bytes "
                  "(`ZODB._compat.dumps`).")
-    lines.append("pub(crate) const ENCODE_CASES: &[(&str, fn() -> Value, &str, &str)] = &[")
+    lines.append("pub(crate) type EncodeCase = (&'static str, fn() -> Value, &'static str, &'static str);")
+    lines.append("pub(crate) const ENCODE_CASES: &[EncodeCase] = &[")
     for name, v, expr in encode_cases():
         expr = expr or rust_value(v)
         lines.append('    ("%s", || %s, "%s", "%s"),' % (name, expr, fast_dumps(v).hex(), memo_dumps(v).hex()))
     lines.append("];\n")
     lines.append("/// `(name, pickle hex, expected value)`: pickles of other protocols and "
                  "writers, and what `decode` must return for them.")
-    lines.append("pub(crate) const DECODE_CASES: &[(&str, &str, fn() -> Value)] = &[")
+    lines.append("pub(crate) type DecodeCase = (&'static str, &'static str, fn() -> Value);")
+    lines.append("pub(crate) const DECODE_CASES: &[DecodeCase] = &[")
     for name, data, expr in decode_cases():
         lines.append('    ("%s", "%s", || %s),' % (name, data.hex(), expr))
     lines.append("];")
@@ -344,7 +346,8 @@ def write_timestamp_data():
         d = rnd.randint(1, 28)
         utc.append((y, m, d, rnd.randint(0, 23), rnd.randint(0, 59), rnd.random() * 60))
     lines.append("/// `(year, month, day, hour, minute, seconds bits, raw hex, str, timeTime bits)`.")
-    lines.append("pub(crate) const FROM_UTC: &[(i32, u32, u32, u32, u32, u64, &str, &str, u64)] = &[")
+    lines.append("pub(crate) type UtcCase = (i32, u32, u32, u32, u32, u64, &'static str, &'static str, u64);")
+    lines.append("pub(crate) const FROM_UTC: &[UtcCase] = &[")
     for y, m, d, hh, mm, s in utc:
         ts = TimeStamp(y, m, d, hh, mm, s)
         lines.append('    (%d, %d, %d, %d, %d, %s, "%s", "%s", %s),' % (
@@ -365,7 +368,8 @@ def write_timestamp_data():
     raws += [bytes(rnd.getrandbits(8) for _ in range(8)) for _ in range(40)]
     lines.append("/// `(raw hex, str, timeTime bits, year, month, day, hour, minute, second bits)` "
                  "for arbitrary raw bytes.")
-    lines.append("pub(crate) const FROM_RAW: &[(&str, &str, u64, i32, u32, u32, u32, u32, u64)] = &[")
+    lines.append("pub(crate) type RawCase = (&'static str, &'static str, u64, i32, u32, u32, u32, u32, u64);")
+    lines.append("pub(crate) const FROM_RAW: &[RawCase] = &[")
     for raw in raws:
         ts = TimeStamp(raw)
         lines.append('    ("%s", "%s", %s, %d, %d, %d, %d, %d, %s),' % (

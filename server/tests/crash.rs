@@ -167,9 +167,11 @@ fn pack_child() {
         fs.vote(&mut t).unwrap();
         fs.tpc_finish(&mut t).unwrap();
     }
-    let mut seq: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
+    // Microseconds since the epoch: increasing across the child's restarts.
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
     let mut out = std::io::stdout().lock();
     for n in 0u64.. {
+        let seq = start + n;
         let o = 1 + n % 7;
         let oid = o.to_be_bytes();
         let serial = fs.get_tid(&oid).unwrap_or([0; 8]);
@@ -180,7 +182,6 @@ fn pack_child() {
         use std::io::Write;
         writeln!(out, "{o} {seq}").unwrap();
         out.flush().unwrap();
-        seq += 1;
         if n % 15 == 14 {
             fs.pack(&fs.last_transaction(), true).unwrap();
         }

@@ -10,7 +10,7 @@
 //! - [`encode_memo`] writes what `pickle.dumps(v, 3)` writes (memo opcodes included): the
 //!   transaction extension in `Data.fs`.
 //!
-//! Internally, decoding runs a stack machine (`machine.rs`) into an arena of nodes
+//! Internally, decoding runs a stack machine (`machine.rs`, `ops.rs`) into an arena of nodes
 //! (`arena.rs`), which is then turned into a tree (`convert.rs`); the reference scanner in
 //! [`crate::refs`] works on the arena directly.
 
@@ -21,6 +21,7 @@ mod encode;
 mod error;
 pub(crate) mod machine;
 mod opcodes;
+mod ops;
 mod text;
 mod value;
 

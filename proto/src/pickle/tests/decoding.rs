@@ -91,15 +91,21 @@ fn opcode_errors() {
     ));
 }
 
-/// `MARK` fences the stack: ops after it cannot reach the list below (CPython 3.11's rule).
+/// As in zodbpickle (and unlike CPython 3.11), `MARK` does not fence the stack: opcodes may
+/// reach the items below it, and `STOP` takes the top whatever marks are left.
 #[test]
-fn mark_is_a_fence() {
-    assert!(matches!(any(b"](K\x01a."), Err(PickleError::StackUnderflow { .. })));
-    // POP right after MARK removes the mark itself.
+fn mark_does_not_fence_the_stack() {
+    assert_eq!(any(b"](K\x01a."), Ok(list(vec![1.into()])));
+    assert_eq!(any(b"](."), Ok(list(vec![])));
+    assert_eq!(any(b"K\x01(K\x02\x86."), Ok(Value::Tuple(vec![1.into(), 2.into()])));
+    // POP right after MARK removes the mark itself, not the item below.
     assert_eq!(any(b"N(0."), Ok(Value::None));
+    assert_eq!(any(b"K\x01(0t."), Err(PickleError::MarkNotFound { opcode: b't', offset: 4 }));
     assert_eq!(any(b"(N1K\x01."), Ok(Value::Int(1)));
     // STOP ignores what is left below the top, as Python does.
     assert_eq!(any(b"K\x01(K\x02."), Ok(Value::Int(2)));
+    // A mark above the stack (items popped from under it) is an underflow, not a panic.
+    assert!(matches!(any(b"]K\x01(a\x85t."), Err(PickleError::StackUnderflow { .. })));
 }
 
 /// The memo holds references, not copies: filling a list after `PUT` shows in every `GET`.

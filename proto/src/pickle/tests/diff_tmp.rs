@@ -13,7 +13,9 @@ fn canon(v: &Value) -> String {
         Value::Str(s) => format!("s{}", to_hex(s.as_bytes())),
         Value::Tuple(v) => format!("t({})", v.iter().map(canon).collect::<Vec<_>>().join(",")),
         Value::List(v) => format!("l({})", v.iter().map(canon).collect::<Vec<_>>().join(",")),
-        Value::Dict(v) => format!("d({})", v.iter().map(|(k, x)| format!("{}:{}", canon(k), canon(x))).collect::<Vec<_>>().join(",")),
+        Value::Dict(v) => {
+            format!("d({})", v.iter().map(|(k, x)| format!("{}:{}", canon(k), canon(x))).collect::<Vec<_>>().join(","))
+        }
         Value::Set(_) | Value::FrozenSet(_) => "set".into(),
         _ => "obj".into(),
     }
@@ -29,14 +31,16 @@ fn diff_dump() {
     let mut f = std::fs::File::create("/tmp/diff_in.txt").unwrap();
     for i in 0..n {
         let mut data = corpus[i % corpus.len()].clone();
-        if i >= corpus.len() { super::fuzz::mutate(&mut rng, &mut data, &corpus); }
+        if i >= corpus.len() {
+            super::fuzz::mutate(&mut rng, &mut data, &corpus);
+        }
         let d = match decode(&data, &DecodeOptions::records()) {
             Ok((v, used)) => format!("{}@{used}", canon(&v)),
-            Err(_) => "ERR".into(),
+            Err(e) => format!("ERR:{}", format!("{e:?}").split([' ', '{']).next().unwrap()),
         };
         let r = match crate::refs::references(&data) {
             Ok(o) => o.iter().map(|x| to_hex(x)).collect::<Vec<_>>().join(","),
-            Err(_) => "ERR".into(),
+            Err(e) => format!("ERR:{}", format!("{e:?}").split([' ', '{']).next().unwrap()),
         };
         writeln!(f, "{} {} {}", to_hex(&data), d, r).unwrap();
     }

@@ -3,7 +3,8 @@
 use super::*;
 
 /// `(name, value, wire hex, memo hex)`: `encode_wire(value)` must equal the wire bytes (zodbpickle fast mode) and `encode_memo(value)` the memo bytes (`ZODB._compat.dumps`).
-pub(crate) const ENCODE_CASES: &[(&str, fn() -> Value, &str, &str)] = &[
+pub(crate) type EncodeCase = (&'static str, fn() -> Value, &'static str, &'static str);
+pub(crate) const ENCODE_CASES: &[EncodeCase] = &[
     ("none", || Value::None, "80034e2e", "80034e2e"),
     ("true", || Value::Bool(true), "8003882e", "8003882e"),
     ("false", || Value::Bool(false), "8003892e", "8003892e"),
@@ -92,7 +93,8 @@ pub(crate) const ENCODE_CASES: &[(&str, fn() -> Value, &str, &str)] = &[
 ];
 
 /// `(name, pickle hex, expected value)`: pickles of other protocols and writers, and what `decode` must return for them.
-pub(crate) const DECODE_CASES: &[(&str, &str, fn() -> Value)] = &[
+pub(crate) type DecodeCase = (&'static str, &'static str, fn() -> Value);
+pub(crate) const DECODE_CASES: &[DecodeCase] = &[
     ("ints p0", "286c70300a49300a6149310a61492d310a61493235350a614936353533360a614c323134373438333634384c0a614c2d323134373438333634394c0a614c393232333337323033363835343737353830384c0a614c313630363933383034343235383939303237353534313936323039323334313136323630323532323230323939333738323739323833353330313337364c0a614c2d313630363933383034343235383939303237353534313936323039323334313136323630323532323230323939333738323739323833353330313337364c0a612e", || Value::List(vec![Value::Int(0), Value::Int(1), Value::Int(-1), Value::Int(255), Value::Int(65536), Value::Int(2147483648), Value::Int(-2147483649), Value::int_from_le_bytes(&h("000000000000008000")), Value::int_from_le_bytes(&h("0000000000000000000000000000000000000000000000000001")), Value::int_from_le_bytes(&h("00000000000000000000000000000000000000000000000000ff"))])),
     ("ints p1", "5d7100284b004b014affffffff4bff4a000001004c323134373438333634384c0a4c2d323134373438333634394c0a4c393232333337323033363835343737353830384c0a4c313630363933383034343235383939303237353534313936323039323334313136323630323532323230323939333738323739323833353330313337364c0a4c2d313630363933383034343235383939303237353534313936323039323334313136323630323532323230323939333738323739323833353330313337364c0a652e", || Value::List(vec![Value::Int(0), Value::Int(1), Value::Int(-1), Value::Int(255), Value::Int(65536), Value::Int(2147483648), Value::Int(-2147483649), Value::int_from_le_bytes(&h("000000000000008000")), Value::int_from_le_bytes(&h("0000000000000000000000000000000000000000000000000001")), Value::int_from_le_bytes(&h("00000000000000000000000000000000000000000000000000ff"))])),
     ("ints p2", "80025d7100284b004b014affffffff4bff4a000001008a0500000080008a05ffffff7fff8a090000000000000080008a1a00000000000000000000000000000000000000000000000000018a1a00000000000000000000000000000000000000000000000000ff652e", || Value::List(vec![Value::Int(0), Value::Int(1), Value::Int(-1), Value::Int(255), Value::Int(65536), Value::Int(2147483648), Value::Int(-2147483649), Value::int_from_le_bytes(&h("000000000000008000")), Value::int_from_le_bytes(&h("0000000000000000000000000000000000000000000000000001")), Value::int_from_le_bytes(&h("00000000000000000000000000000000000000000000000000ff"))])),
