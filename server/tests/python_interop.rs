@@ -138,6 +138,9 @@ fn zeo_rs_written_file_passes_zodb_checks() {
     let expect = dir.path().join("expect.json");
     std::fs::write(&expect, serde_json::to_string(&rs_describe(&dst)).unwrap()).unwrap();
     run_py("check_fs.py", &[dst.to_str().unwrap(), "--expect", expect.to_str().unwrap()]);
+    // ZODB's maintenance tools work on it: repozo, copyTransactionsFrom (zodbconvert), fsstats...
+    let work = dir.path().join("tools");
+    run_py("tools_roundtrip.py", &[dst.to_str().unwrap(), work.to_str().unwrap()]);
 }
 
 #[test]
