@@ -7,15 +7,20 @@
 //!
 //! # Layout
 //!
-//! - [`pickle`]: the pickle codec. [`pickle::decode`] reads protocols 0–5 (untrusted input,
-//!   resource limits, never panics); [`pickle::encode_wire`] writes exactly what ZEO's fast-mode
-//!   protocol-3 pickler writes (the `Z5` message encoding); [`pickle::encode_memo`] writes what
-//!   ZODB writes into `Data.fs` for the transaction extension (`pickle.dumps(x, 3)`).
+//! - [`pickle`]: the pickle codec. [`pickle::decode`] (and [`pickle::Decoder`] for the two
+//!   pickles of a data record) reads protocols 0–5: untrusted input, resource limits, never
+//!   panics. [`pickle::encode_wire`] writes exactly what ZEO's fast-mode protocol-3 pickler writes
+//!   (the `Z5` message encoding); [`pickle::encode_memo`] writes what ZODB writes into `Data.fs`
+//!   for the transaction extension (`pickle.dumps(x, 3)`).
 //! - [`refs`]: [`refs::references`] lists the oids a ZODB data record points at, as ZODB's
-//!   `referencesf` does; pack's garbage collection needs it.
+//!   `referencesf` does; pack's garbage collection needs it. [`refs::references_best_effort`]
+//!   also keeps what it found before a damaged spot.
 //! - [`timestamp`]: [`timestamp::TimeStamp`], the 8-byte transaction id of `persistent`, including
 //!   `laterThan`, which keeps tids strictly increasing.
 //! - This file: the [`Oid`]/[`Tid`] aliases, [`Z64`], [`MAXTID`] and u64 conversions.
+//!
+//! Golden test vectors come from the real Python stack via `proto/testdata/gen_golden.py`,
+//! which regenerates the `golden_data.rs` files.
 
 pub mod pickle;
 pub mod refs;

@@ -12,6 +12,8 @@
 //! Workloads (each on a fresh storage in a temporary directory under `--dir`):
 //! - `tiny`: one 300 B object per transaction (begin/store/vote/`tpc_finish`, which fdatasyncs),
 //!   overwriting objects from a pool of 1000, for `--tiny-seconds` (or `--tiny-n` transactions).
+//!   Slices of it alternate with equal slices of raw append 300 B + fdatasync on a side file in the
+//!   same directory: `fraction_of_raw` compares the two under the same disk conditions.
 //! - `tiny_group`: the same with `--group-threads` committer threads; each votes and finishes under
 //!   a commit lock (like the ZEO server's) with `finish_nosync`, then calls `sync` outside it, so one
 //!   fdatasync covers every transaction finished meanwhile (group commit). Python has no equivalent.
@@ -23,8 +25,9 @@
 //!   (median of `--open-reps`, page cache warm). The file is never copied: a symlink in a temporary
 //!   directory stands for it, so the snapshot and lock files land there. One read-write open + close
 //!   of that symlink writes the snapshot first (it does not write to the data file, which is checked).
-//! - `fsync`: raw disk, append 300 B + fdatasync (`File::sync_data`) in a loop for `--fsync-seconds`;
-//!   then the same with fsync (`File::sync_all`, what Python's `os.fsync` does) for reference.
+//! - `fsync`: raw disk, append 300 B + fdatasync (`File::sync_data`) in a loop for `--fsync-seconds`,
+//!   alternating op by op with append + fsync (`File::sync_all`, what Python's `os.fsync` does) on a
+//!   second file; the fsync figures are under `fsync`.
 
 use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::io::Write;
@@ -233,25 +236,83 @@ fn done(a: &Args, start: Instant, n: u64) -> bool {
     if a.tiny_n > 0 { n >= a.tiny_n } else { start.elapsed().as_secs_f64() >= a.tiny_seconds }
 }
 
+/// Appends 300 B + fdatasync to a side file: the raw rate a tiny commit is measured against.
+struct RawAppender {
+    file: File,
+    rec: Vec<u8>,
+    ops: u64,
+    seconds: f64,
+}
+
+impl RawAppender {
+    fn new(path: &Path, rec: Vec<u8>) -> Result<Self> {
+        let file = FsOpenOptions::new().create(true).append(true).open(path)?;
+        Ok(RawAppender { file, rec, ops: 0, seconds: 0.0 })
+    }
+
+    /// Runs for `seconds`, or `count` operations when given.
+    fn run(&mut self, seconds: f64, count: Option<u64>) -> Result<()> {
+        let start = Instant::now();
+        let mut n = 0;
+        while count.map_or(start.elapsed().as_secs_f64() < seconds, |c| n < c) {
+            self.file.write_all(&self.rec)?;
+            self.file.sync_data()?;
+            n += 1;
+        }
+        self.ops += n;
+        self.seconds += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+}
+
+/// Tiny commits, in slices alternating with slices of raw append + fdatasync in the same directory,
+/// so that the "fraction of the raw rate" compares numbers measured under the same disk conditions.
 fn bench_tiny(a: &Args, base: &Path, rng: &mut Rng) -> Result<Value> {
     let st = TempStorage::new(base)?;
     let fs = st.fs();
     let pool = rng.payloads(64);
     let mut objs = bulk_create(fs, rng.payloads(1000), 1000)?;
+    let dir = fs.path().parent().context("storage path has no directory")?;
+    let mut raw = RawAppender::new(&dir.join("raw-append.log"), rng.bytes(OBJ_SIZE))?;
+    // Slices: 1/10 of the count, or min(0.25 s, 1/10 of the time).
+    let slice_n = (a.tiny_n > 0).then(|| a.tiny_n.div_ceil(10));
+    let slice_s = (a.tiny_seconds / 10.0).min(0.25);
     let mut lat = Vec::new();
     let mut n = 0u64;
-    let start = Instant::now();
-    while !done(a, start, n) {
-        let i = (n % objs.len() as u64) as usize;
-        let (oid, serial) = objs[i];
-        let t0 = Instant::now();
-        objs[i].1 = commit(fs, vec![(oid, serial, pool[(n % pool.len() as u64) as usize].clone())])?;
-        lat.push(t0.elapsed().as_secs_f64());
-        n += 1;
+    let mut tiny_s = 0.0;
+    loop {
+        let total_done = match slice_n {
+            Some(_) => n >= a.tiny_n,
+            None => tiny_s >= a.tiny_seconds,
+        };
+        if total_done {
+            break;
+        }
+        let start = Instant::now();
+        let first = n;
+        while match slice_n {
+            Some(c) => n - first < c && n < a.tiny_n,
+            None => start.elapsed().as_secs_f64() < slice_s,
+        } {
+            let i = (n % objs.len() as u64) as usize;
+            let (oid, serial) = objs[i];
+            let t0 = Instant::now();
+            objs[i].1 = commit(fs, vec![(oid, serial, pool[(n % pool.len() as u64) as usize].clone())])?;
+            lat.push(t0.elapsed().as_secs_f64());
+            n += 1;
+        }
+        let el = start.elapsed().as_secs_f64();
+        tiny_s += el;
+        raw.run(el, slice_n.map(|_| n - first))?;
     }
-    let elapsed = start.elapsed().as_secs_f64();
     st.close()?;
-    Ok(merge(json!({"transactions": n, "seconds": elapsed, "tx_per_s": n as f64 / elapsed}), lat_summary(&mut lat)))
+    let tx_per_s = n as f64 / tiny_s;
+    let raw_per_s = raw.ops as f64 / raw.seconds;
+    Ok(merge(
+        json!({"transactions": n, "seconds": tiny_s, "tx_per_s": tx_per_s,
+               "raw_fdatasync_ops": raw.ops, "raw_fdatasync_per_s": raw_per_s, "fraction_of_raw": tx_per_s / raw_per_s}),
+        lat_summary(&mut lat),
+    ))
 }
 
 fn bench_tiny_group(a: &Args, base: &Path, rng: &mut Rng) -> Result<Value> {
@@ -366,9 +427,10 @@ fn open_file(a: &Args) -> Result<PathBuf> {
     if let Some(f) = &a.open_file {
         return Ok(f.clone());
     }
-    let cache = a.cache_dir.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("bench").join("out").join("cache")
-    });
+    let cache = a
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("bench").join("out").join("cache"));
     let f = cache.join(format!("open-{}mb-{}oids.fs", a.open_mb, a.open_oids));
     if !Path::new(&format!("{}.done", f.display())).exists() {
         bail!("{} is not built: run `bench/storage_py.py --only open` first, or pass --open-file", f.display());
@@ -417,30 +479,33 @@ fn bench_open(a: &Args, base: &Path, _rng: &mut Rng) -> Result<Value> {
               "reps": a.open_reps, "page_cache": "warm"}))
 }
 
-/// Appends `rec` and syncs (`data_only`: fdatasync, else fsync) in a loop for `seconds`.
-fn append_sync_loop(dir: &Path, rec: &[u8], seconds: f64, data_only: bool) -> Result<Value> {
-    let path = dir.join(if data_only { "append-fdatasync.log" } else { "append-fsync.log" });
-    let mut f: File = FsOpenOptions::new().create(true).append(true).open(&path)?;
-    let mut lat = Vec::new();
-    let start = Instant::now();
-    let limit = Duration::from_secs_f64(seconds);
-    while start.elapsed() < limit {
-        let t0 = Instant::now();
-        f.write_all(rec)?;
-        if data_only { f.sync_data()? } else { f.sync_all()? }
-        lat.push(t0.elapsed().as_secs_f64());
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let ops = lat.len();
-    Ok(merge(json!({"ops": ops, "seconds": elapsed, "ops_per_s": ops as f64 / elapsed}), lat_summary(&mut lat)))
-}
-
+/// Raw disk: append 300 B + fdatasync in a loop, alternating op by op with append 300 B + fsync on a
+/// second file (what Python's `os.fsync` does), so both see the same disk conditions.
 fn bench_fsync(a: &Args, base: &Path, rng: &mut Rng) -> Result<Value> {
     let rec = rng.bytes(OBJ_SIZE);
     let dir = tempfile::Builder::new().prefix("zeors-bench-").tempdir_in(base)?;
-    let fdatasync = append_sync_loop(dir.path(), &rec, a.fsync_seconds, true)?;
-    let fsync = append_sync_loop(dir.path(), &rec, a.fsync_seconds, false)?;
-    Ok(merge(json!({"bytes_per_op": OBJ_SIZE, "call": "fdatasync", "fsync": fsync}), fdatasync))
+    let open = |name: &str| FsOpenOptions::new().create(true).append(true).open(dir.path().join(name));
+    let (mut fd, mut ff) = (open("append-fdatasync.log")?, open("append-fsync.log")?);
+    let (mut lat_d, mut lat_f) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(a.fsync_seconds);
+    while start.elapsed() < limit {
+        let t0 = Instant::now();
+        fd.write_all(&rec)?;
+        fd.sync_data()?;
+        let t1 = Instant::now();
+        ff.write_all(&rec)?;
+        ff.sync_all()?;
+        lat_d.push((t1 - t0).as_secs_f64());
+        lat_f.push(t1.elapsed().as_secs_f64());
+    }
+    let summary = |lat: &mut Vec<f64>| {
+        let s: f64 = lat.iter().sum();
+        let ops = lat.len();
+        merge(json!({"ops": ops, "seconds": s, "ops_per_s": ops as f64 / s}), lat_summary(lat))
+    };
+    let fsync = summary(&mut lat_f);
+    Ok(merge(json!({"bytes_per_op": OBJ_SIZE, "call": "fdatasync", "fsync": fsync}), summary(&mut lat_d)))
 }
 
 fn hostname() -> String {

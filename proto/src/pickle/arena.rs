@@ -10,6 +10,9 @@
 pub(crate) type NodeId = usize;
 
 /// One Python object under construction. Containers hold the ids of their items.
+///
+/// Kept at 32 bytes (the rare big variants are boxed): a hostile record can make one node per
+/// input byte, and reference scanning has no item limit.
 #[derive(Debug, Clone)]
 pub(crate) enum Node {
     None,
@@ -28,17 +31,9 @@ pub(crate) enum Node {
     Dict(Vec<(NodeId, NodeId)>),
     Set(Vec<NodeId>),
     FrozenSet(Vec<NodeId>),
-    Global {
-        module: String,
-        name: String,
-    },
-    Object {
-        class: NodeId,
-        args: NodeId,
-        state: Option<NodeId>,
-        list_items: Vec<NodeId>,
-        dict_items: Vec<(NodeId, NodeId)>,
-    },
+    /// Module and name.
+    Global(Box<(String, String)>),
+    Object(Box<ObjectNode>),
     PersistentId(NodeId),
     /// An `EXT*` code: an error only if it ends up in a decoded value (as for [`Node::BadText`]).
     Ext(i64),
@@ -61,8 +56,8 @@ impl Node {
             Node::Dict(_) => "dict",
             Node::Set(_) => "set",
             Node::FrozenSet(_) => "frozenset",
-            Node::Global { .. } => "global",
-            Node::Object { .. } => "object",
+            Node::Global(_) => "global",
+            Node::Object(_) => "object",
             Node::PersistentId(_) => "persistent id",
             Node::Ext(_) => "extension",
             Node::Taken => "consumed value",
@@ -77,12 +72,12 @@ impl Node {
                 f(k);
                 f(v);
             }),
-            Node::Object { class, args, state, list_items, dict_items } => {
-                f(*class);
-                f(*args);
-                state.iter().copied().for_each(&mut f);
-                list_items.iter().copied().for_each(&mut f);
-                dict_items.iter().for_each(|&(k, v)| {
+            Node::Object(o) => {
+                f(o.class);
+                f(o.args);
+                o.state.iter().copied().for_each(&mut f);
+                o.list_items.iter().copied().for_each(&mut f);
+                o.dict_items.iter().for_each(|&(k, v)| {
                     f(k);
                     f(v);
                 });
@@ -90,6 +85,27 @@ impl Node {
             Node::PersistentId(p) => f(*p),
             _ => {}
         }
+    }
+}
+
+/// The parts of [`crate::pickle::Value::Object`], as node ids.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectNode {
+    pub(crate) class: NodeId,
+    pub(crate) args: NodeId,
+    pub(crate) state: Option<NodeId>,
+    pub(crate) list_items: Vec<NodeId>,
+    pub(crate) dict_items: Vec<(NodeId, NodeId)>,
+}
+
+impl Node {
+    pub(crate) fn global(module: String, name: String) -> Node {
+        Node::Global(Box::new((module, name)))
+    }
+
+    /// A freshly built object: no state, no items yet.
+    pub(crate) fn object(class: NodeId, args: NodeId, state: Option<NodeId>) -> Node {
+        Node::Object(Box::new(ObjectNode { class, args, state, list_items: Vec::new(), dict_items: Vec::new() }))
     }
 }
 
@@ -143,5 +159,13 @@ impl Arena {
             Node::Str(s) if s.is_ascii() => Some(s.as_bytes()),
             _ => None,
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    /// One node per input byte is possible, so the node size is the memory amplification.
+    #[test]
+    fn nodes_stay_small() {
+        assert!(std::mem::size_of::<super::Node>() <= 32);
     }
 }

@@ -6,7 +6,7 @@
 //! every produced item and byte is charged against the limits, and nesting is capped so that
 //! this recursion, and every later recursive walk of the value, stays within the stack.
 
-use super::arena::{Arena, Node, NodeId};
+use super::arena::{Arena, Node, NodeId, ObjectNode};
 use super::error::{Limit, PickleError};
 use super::value::Value;
 
@@ -108,17 +108,23 @@ impl Converter<'_> {
             Node::Set(items) => Value::Set(self.convert_all(&items, d)?),
             Node::FrozenSet(items) => Value::FrozenSet(self.convert_all(&items, d)?),
             Node::Dict(pairs) => Value::Dict(self.convert_pairs(&pairs, d)?),
-            Node::Global { module, name } => Value::Global { module, name },
-            Node::Object { class, args, state, list_items, dict_items } => Value::Object {
-                class: Box::new(self.convert(class, d.0, d.1)?),
-                args: Box::new(self.convert(args, d.0, d.1)?),
-                state: match state {
-                    Some(s) => Some(Box::new(self.convert(s, d.0, d.1)?)),
-                    None => None,
-                },
-                list_items: self.convert_all(&list_items, d)?,
-                dict_items: self.convert_pairs(&dict_items, d)?,
-            },
+            Node::Global(g) => {
+                let (module, name) = *g;
+                Value::Global { module, name }
+            }
+            Node::Object(o) => {
+                let ObjectNode { class, args, state, list_items, dict_items } = *o;
+                Value::Object {
+                    class: Box::new(self.convert(class, d.0, d.1)?),
+                    args: Box::new(self.convert(args, d.0, d.1)?),
+                    state: match state {
+                        Some(s) => Some(Box::new(self.convert(s, d.0, d.1)?)),
+                        None => None,
+                    },
+                    list_items: self.convert_all(&list_items, d)?,
+                    dict_items: self.convert_pairs(&dict_items, d)?,
+                }
+            }
             Node::PersistentId(pid) => Value::PersistentId(Box::new(self.convert(pid, d.0, d.1)?)),
         };
         if let Some(v) = self.visiting.get_mut(id) {

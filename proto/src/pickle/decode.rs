@@ -113,11 +113,17 @@ pub fn decode(data: &[u8], opts: &DecodeOptions) -> Result<(Value, usize), Pickl
 ///
 /// This is how ZODB reads a data record: the class metadata, then the state, and the state may
 /// refer back (`BINGET`) to objects memoized by the first pickle, typically the class.
-#[derive(Debug)]
 pub struct Decoder<'a> {
     machine: Machine<'a>,
     input_len: usize,
     opts: &'a DecodeOptions,
+}
+
+/// Shows the position, not the input (which may be megabytes).
+impl std::fmt::Debug for Decoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder").field("position", &self.position()).field("len", &self.input_len).finish()
+    }
 }
 
 impl<'a> Decoder<'a> {

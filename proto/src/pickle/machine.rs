@@ -222,14 +222,14 @@ impl<'a> Machine<'a> {
             });
         }
         let node = match (m, n) {
-            (Ok(module), Ok(name)) => Node::Global { module: module.to_owned(), name: name.to_owned() },
+            (Ok(module), Ok(name)) => Node::global(module.to_owned(), name.to_owned()),
             _ => Node::BadText,
         };
         self.new_node(node, offset)
     }
 
     pub(super) fn object(&mut self, class: NodeId, args: NodeId, offset: usize) -> Result<NodeId, PickleError> {
-        self.new_node(Node::Object { class, args, state: None, list_items: Vec::new(), dict_items: Vec::new() }, offset)
+        self.new_node(Node::object(class, args, None), offset)
     }
 
     // ----- opcodes -----

@@ -29,6 +29,15 @@ pub enum VoteOutcome {
     Conflicts(Vec<WriteConflict>),
 }
 
+/// What became of a finished transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Durable,
+    /// Rolled back: an fsync failed before it was durable.
+    Lost,
+    Pending,
+}
+
 /// A finished transaction and its place in the durability order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
@@ -311,7 +320,12 @@ impl FileStorage {
     /// non-durable transaction is rolled back (cut from the file) and reported lost; if even that
     /// cannot be made durable, the storage refuses writes until reopened.
     pub fn sync(&self) -> Result<u64> {
-        let _serial = self.sync_lock.lock().expect("sync lock poisoned");
+        let serial = self.sync_lock.lock().expect("sync lock poisoned");
+        self.sync_locked(serial)
+    }
+
+    /// `sync` with the sync lock already held (it is released on return).
+    fn sync_locked(&self, _serial: std::sync::MutexGuard<'_, ()>) -> Result<u64> {
         let (batch_end, file) = {
             let w = self.writer();
             if w.poisoned {
@@ -350,6 +364,10 @@ impl FileStorage {
                     (s.end, s.last_tid)
                 };
                 tracing::error!(error = %e, durable_end = end, lost = w.pending.len(), "fsync failed; rolling back every non-durable transaction");
+                {
+                    let mut s = self.shared.write().expect("storage state lock poisoned");
+                    s.lost_seqs.extend(w.pending.iter().map(|p| p.seq));
+                }
                 w.pending.clear();
                 w.overlay.clear();
                 w.voted = None;
@@ -364,16 +382,39 @@ impl FileStorage {
         }
     }
 
-    /// Returns once `seq` is durable, syncing if nobody else has.
-    pub fn wait_durable(&self, seq: u64) -> Result<()> {
-        if self.durable_seq() >= seq {
-            return Ok(());
-        }
-        let durable = self.sync()?;
-        if durable >= seq {
-            Ok(())
+    /// Whether the commit `seq` is durable, lost (rolled back after a failed fsync), or not yet known.
+    pub fn commit_outcome(&self, seq: u64) -> CommitOutcome {
+        let s = self.shared();
+        if s.lost_seqs.contains(&seq) {
+            CommitOutcome::Lost
+        } else if seq <= s.durable_seq {
+            CommitOutcome::Durable
         } else {
-            Err(StorageError::Transaction("the transaction was rolled back: an fsync failed".into()))
+            CommitOutcome::Pending
+        }
+    }
+
+    /// Returns once `seq` is durable, syncing if nobody else has.
+    ///
+    /// Group commit: a caller that finds an fsync in flight waits for it, then checks again before
+    /// syncing itself, so transactions finished during one fsync share the next one.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        let lost = || Err(StorageError::Transaction("the transaction was rolled back: an fsync failed".into()));
+        match self.commit_outcome(seq) {
+            CommitOutcome::Durable => return Ok(()),
+            CommitOutcome::Lost => return lost(),
+            CommitOutcome::Pending => {}
+        }
+        let serial = self.sync_lock.lock().expect("sync lock poisoned");
+        match self.commit_outcome(seq) {
+            CommitOutcome::Durable => return Ok(()),
+            CommitOutcome::Lost => return lost(),
+            CommitOutcome::Pending => {}
+        }
+        self.sync_locked(serial)?;
+        match self.commit_outcome(seq) {
+            CommitOutcome::Durable => Ok(()),
+            _ => lost(),
         }
     }
 }

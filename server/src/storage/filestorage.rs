@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub last_tid: u64,
     /// Highest commit sequence number made durable.
     pub durable_seq: u64,
+    /// Commit sequence numbers rolled back after a failed fsync (rare; never durable).
+    pub lost_seqs: std::collections::BTreeSet<u64>,
 }
 
 /// A transaction written with status 'c', waiting for finish or abort.
@@ -188,6 +190,7 @@ impl FileStorage {
                 end: end.end,
                 last_tid: end.last_tid,
                 durable_seq: 0,
+                lost_seqs: Default::default(),
             }),
             writer: Mutex::new(Writer {
                 pos: end.end,
@@ -277,6 +280,15 @@ impl FileStorage {
         let (oid_n, tid_n) = (u64_of(oid), u64_of(tid));
         let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         let mut end = None;
+        // The current revision (the common case) comes back with its data in one read.
+        let (first, inline) = read_record(&s.file, pos, s.end, oid_n)?;
+        if first.tid < tid_n {
+            let data = match inline {
+                Some(d) => d,
+                None => record_data(&s.file, pos, &first, s.end)?.ok_or(StorageError::PosKey { oid: *oid })?,
+            };
+            return Ok(Some(LoadBefore { data, start: bytes_of(first.tid), end: None }));
+        }
         let h = loop {
             let h = read_data_header(&s.file, pos, s.end, oid_n)?;
             if h.tid < tid_n {
@@ -297,8 +309,11 @@ impl FileStorage {
         let s = self.shared();
         let oid_n = u64_of(oid);
         let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
-        let h = read_data_header(&s.file, pos, s.end, oid_n)?;
-        let data = record_data(&s.file, pos, &h, s.end)?.ok_or(StorageError::PosKey { oid: *oid })?;
+        let (h, inline) = read_record(&s.file, pos, s.end, oid_n)?;
+        let data = match inline {
+            Some(d) => d,
+            None => record_data(&s.file, pos, &h, s.end)?.ok_or(StorageError::PosKey { oid: *oid })?,
+        };
         Ok((data, bytes_of(h.tid)))
     }
 
@@ -420,6 +435,37 @@ pub(crate) fn next_record(file: &DataFile, pos: u64, h: &DataHeader, tend: u64) 
     pos.checked_add(h.record_len())
         .filter(|e| *e <= tend)
         .ok_or_else(|| StorageError::corrupted(file.path(), pos, "data record exceeds its transaction"))
+}
+
+/// Bytes read with a record's header, so that a typical record (ZODB objects are mostly small) comes
+/// back with one `pread` instead of two.
+const RECORD_READ_AHEAD: u64 = 4096 - DATA_HEADER_LEN;
+
+/// Reads the record at `pos` (of `oid`) with one `pread` for records up to about 4 KiB: its header
+/// and, when it has inline data, the data.
+pub(crate) fn read_record(file: &DataFile, pos: u64, end: u64, oid: u64) -> Result<(DataHeader, Option<Vec<u8>>)> {
+    if pos < 4 || pos.saturating_add(DATA_HEADER_LEN) > end {
+        return Err(StorageError::corrupted(file.path(), pos, "data record position out of range"));
+    }
+    let want = (DATA_HEADER_LEN + RECORD_READ_AHEAD).min(end - pos);
+    let mut buf = vec![0u8; usize::try_from(want).expect("at most 4 KiB")];
+    file.read_exact_at(&mut buf, pos)?;
+    let mut hb = [0u8; DATA_HEADER_LEN as usize];
+    hb.copy_from_slice(&buf[..DATA_HEADER_LEN as usize]);
+    let h = DataHeader::decode(&hb);
+    if h.oid != oid {
+        return Err(StorageError::corrupted(file.path(), pos, format!("expected a record of oid {oid:#x}, found {:#x}", h.oid)));
+    }
+    if h.plen == 0 {
+        return Ok((h, None));
+    }
+    let have = want - DATA_HEADER_LEN;
+    if h.plen <= have {
+        buf.truncate(usize::try_from(DATA_HEADER_LEN + h.plen).expect("at most 4 KiB"));
+        buf.drain(..DATA_HEADER_LEN as usize);
+        return Ok((h, Some(buf)));
+    }
+    Ok((h, Some(file.read_vec_at(pos + DATA_HEADER_LEN, h.plen, end)?)))
 }
 
 /// Reads any data header at `pos` (no oid check).

@@ -62,6 +62,25 @@ impl FileStorage {
     }
 }
 
+impl FileStorage {
+    /// The last `n` durable transactions, oldest first (a backward walk over the trailing lengths;
+    /// what FileStorage's `lastInvalidations` reads to seed ZEO's invalidation queue).
+    pub fn last_transactions(&self, n: usize) -> Result<Vec<TransactionRecord>> {
+        let (file, end) = {
+            let s = self.shared();
+            (s.file.clone(), s.end)
+        };
+        let mut pos = end;
+        for _ in 0..n {
+            if pos <= 4 {
+                break;
+            }
+            pos = prev_txn_pos(&file, pos)?;
+        }
+        TransactionIterator { file, pos, end, stop: None }.collect()
+    }
+}
+
 impl TransactionIterator {
     pub(crate) fn new(file: Arc<DataFile>, end: u64, start: Option<u64>, stop: Option<u64>) -> Result<Self> {
         let pos = match start {

@@ -30,7 +30,7 @@ mod txn;
 mod undo;
 mod verify;
 
-pub use commit::{Committed, VoteOutcome};
+pub use commit::{CommitOutcome, Committed, VoteOutcome};
 pub use error::{Result, StorageError};
 pub use file::Faults;
 pub use filestorage::{FileStorage, HistoryEntry, IterNext, LoadBefore, OpenOptions};

@@ -9,10 +9,10 @@ use std::time::Instant;
 use super::*;
 
 /// Iterations when `ZEO_FUZZ_ITERS` is not set: a few seconds in a debug build.
-const DEFAULT_ITERS: u64 = 20_000;
+const DEFAULT_ITERS: u64 = 30_000;
 
 /// xorshift64*: deterministic, dependency-free randomness.
-pub(super) struct Rng(pub(super) u64);
+struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -32,7 +32,7 @@ const INTERESTING: &[u8] = b"(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC\
     \x80\x81\x82\x83\x84\x85\x86\x87\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\
     \x90\x91\x92\x93\x94\x95\x96\x97\x98\x00\x01\x7f\xff\n\\'\"";
 
-pub(super) fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &[Vec<u8>]) {
+fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &[Vec<u8>]) {
     for _ in 0..=rng.below(4) {
         let len = data.len();
         let i = rng.below(len.max(1));
