@@ -22,6 +22,9 @@
 //! Golden test vectors come from the real Python stack via `proto/testdata/gen_golden.py`,
 //! which regenerates the `golden_data.rs` files.
 
+pub mod frame;
+pub mod message;
+pub mod msgpack;
 pub mod pickle;
 pub mod refs;
 pub mod timestamp;

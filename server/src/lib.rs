@@ -4,7 +4,17 @@
 //! - `storage`: the synchronous engine (no networking).
 //! - `describe`: renderings of records for tools and tests (class names, JSON).
 //! - `telemetry`: logging setup for the binaries.
+//! - `config`: the server's configuration (flags > environment > YAML file > defaults) and its checks.
+//! - `access`: who may connect (address allow-list), TLS with client certificates, and identity roles.
+//! - `metrics`: the Prometheus metrics (`zeo_*`).
+//! - `admin`: the admin HTTP listener (`/livez`, `/readyz`, `/metrics`, `/status`).
+//! - `zeo`: the ZEO 5 protocol server.
 
+pub mod access;
+pub mod admin;
+pub mod config;
 pub mod describe;
+pub mod metrics;
 pub mod storage;
 pub mod telemetry;
+pub mod zeo;

@@ -1,6 +1,176 @@
-//! zeo-server: serves FileStorages over the ZEO 5 protocol. (Wiring lands with the protocol core.)
+//! zeo-server: serves ZODB FileStorages over the ZEO 5 protocol to unmodified Python clients.
+//!
+//! Startup: parse and validate the configuration (exit 64 on a bad one, before binding anything),
+//! open every storage (recovering crash tails), bind the listeners, write the ready file, serve.
+//! SIGTERM/SIGINT: stop accepting, let in-flight commits finish (up to --shutdown-grace), fsync,
+//! save the index snapshots, exit 0.
 
-fn main() {
-    eprintln!("zeo-server: not wired yet");
-    std::process::exit(64);
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+use zeo_proto::message::Encoding;
+use zeo_server::access::{self, AccessPolicy};
+use zeo_server::admin::{self, AdminSource};
+use zeo_server::config::Config;
+use zeo_server::metrics::Metrics;
+use zeo_server::storage::{FileStorage, OpenOptions};
+use zeo_server::zeo::{self, BlobDir, Server, ServerOptions, StorageHost};
+
+fn main() -> std::process::ExitCode {
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zeo-server: {e}");
+            return std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(64));
+        }
+    };
+    zeo_server::telemetry::init(config.log_format.as_str());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("zeo-server: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "zeo-server failed");
+            eprintln!("zeo-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the admin endpoints see.
+struct AdminView {
+    server: Arc<Server>,
+    ready: AtomicBool,
+}
+
+impl AdminSource for AdminView {
+    fn status(&self) -> serde_json::Value {
+        self.server.status()
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn refresh_metrics(&self) {
+        for h in self.server.hosts.values() {
+            h.metrics.objects.set(i64::try_from(h.fs.len()).unwrap_or(i64::MAX));
+            h.metrics.bytes.set(i64::try_from(h.fs.size()).unwrap_or(i64::MAX));
+            let tid = zeo_proto::timestamp::TimeStamp::from_raw(h.fs.last_transaction());
+            h.metrics.last_tid_seconds.set(if tid.as_u64() == 0 { 0.0 } else { tid.time_time() });
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<()> {
+    tracing::info!(config = %config.redacted_summary(), "starting zeo-server");
+    let metrics = Metrics::new();
+    let mut hosts = HashMap::new();
+    for sc in &config.storages {
+        tracing::info!(storage = %sc.name, path = %sc.path.display(), "opening storage");
+        let path = sc.path.clone();
+        let read_only = sc.read_only;
+        let fs = tokio::task::spawn_blocking(move || {
+            FileStorage::open(
+                &path,
+                OpenOptions { read_only: false, create: !read_only || !path.exists(), ..Default::default() },
+            )
+        })
+        .await?
+        .with_context(|| format!("opening storage {} ({})", sc.name, sc.path.display()))?;
+        let fs = Arc::new(fs);
+        let m = metrics.clone();
+        fs.set_sync_observer(move |secs, txns| {
+            m.fsync_seconds.observe(secs);
+            m.fsync_batch_transactions.observe(txns as f64);
+        });
+        let blobs = match &sc.blob_dir {
+            Some(dir) => Some(BlobDir::open(dir).with_context(|| format!("opening blob directory {}", dir.display()))?),
+            None => None,
+        };
+        let host =
+            StorageHost::new(sc.name.clone(), fs, read_only, blobs, config.invalidation_queue_size, metrics.clone());
+        hosts.insert(sc.name.clone(), Arc::new(host));
+    }
+    let tls = match &config.tls {
+        Some(files) => Some(access::tls_acceptor(files).context("setting up TLS")?),
+        None => None,
+    };
+    let opts = ServerOptions {
+        encoding: if config.msgpack { Encoding::Msgpack } else { Encoding::Pickle },
+        read_only: config.read_only,
+        max_frame: config.max_frame_bytes,
+        output_limit: config.output_buffer_bytes,
+        transaction_timeout: config.transaction_timeout,
+        max_connections: config.max_connections,
+    };
+    let server = Arc::new(Server::new(hosts, opts, metrics.clone(), AccessPolicy::from_config(&config), tls));
+
+    let listener = tokio::net::TcpListener::bind(config.listen.as_tuple())
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let listen_addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let view = Arc::new(AdminView { server: server.clone(), ready: AtomicBool::new(false) });
+    let mut admin_task = None;
+    let mut admin_addr = None;
+    if let Some(admin) = &config.admin {
+        let l =
+            tokio::net::TcpListener::bind(admin.as_tuple()).await.with_context(|| format!("binding admin {admin}"))?;
+        admin_addr = Some(l.local_addr()?);
+        admin_task = Some(tokio::spawn(admin::serve(l, view.clone(), metrics.clone(), shutdown.clone())));
+    }
+    tracing::info!(listen = %listen_addr, admin = ?admin_addr, tls = config.tls.is_some(), "listening");
+    if let Some(path) = &config.ready_file {
+        let doc = serde_json::json!({"listen": listen_addr.to_string(), "admin": admin_addr.map(|a| a.to_string())});
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, doc.to_string())
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    view.ready.store(true, Ordering::SeqCst);
+
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signals.cancel();
+    });
+    zeo::run(listener, server.clone(), shutdown.clone(), config.shutdown_grace).await;
+    view.ready.store(false, Ordering::SeqCst);
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    // Every connection is gone: make everything durable and save the index snapshots.
+    for h in server.hosts.values() {
+        let fs = h.fs.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            fs.sync()?;
+            fs.save_index()?;
+            Ok(())
+        })
+        .await??;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

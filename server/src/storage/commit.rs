@@ -336,7 +336,9 @@ impl FileStorage {
                 Some(p) => (p.seq, self.shared().file.clone()),
             }
         };
+        let started = std::time::Instant::now();
         let synced = file.sync_data();
+        let took = started.elapsed().as_secs_f64();
         let mut w = self.writer();
         match synced {
             Ok(()) => {
@@ -344,6 +346,9 @@ impl FileStorage {
                     let n = w.pending.iter().take_while(|p| p.seq <= batch_end).count();
                     w.pending.drain(..n).collect()
                 };
+                if let Some(obs) = self.sync_observer.get() {
+                    (obs.0)(took, batch.len() as u64);
+                }
                 let mut s = self.shared.write().expect("storage state lock poisoned");
                 for p in &batch {
                     for &(oid, pos) in &p.records {

@@ -94,7 +94,18 @@ pub struct FileStorage {
     pub(crate) oids: Mutex<OidAllocator>,
     pub(crate) packing: AtomicBool,
     pub(crate) faults: Option<Arc<Faults>>,
+    pub(crate) sync_observer: std::sync::OnceLock<SyncObserver>,
     _lock: Option<LockFile>,
+}
+
+/// Called after every successful fsync of the commit path with its duration in seconds and the number
+/// of transactions it made durable (metrics: fsync latency, group-commit batch size).
+pub struct SyncObserver(pub Box<dyn Fn(f64, u64) + Send + Sync>);
+
+impl std::fmt::Debug for SyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncObserver")
+    }
 }
 
 /// `load_before`'s answer: the revision, when it became current, and when it stopped being current.
@@ -205,6 +216,7 @@ impl FileStorage {
             oids: Mutex::new(oids),
             packing: AtomicBool::new(false),
             faults: opts.faults,
+            sync_observer: std::sync::OnceLock::new(),
             _lock: lock,
             path,
         };
@@ -217,6 +229,11 @@ impl FileStorage {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Installs the fsync observer (once).
+    pub fn set_sync_observer(&self, f: impl Fn(f64, u64) + Send + Sync + 'static) {
+        let _ = self.sync_observer.set(SyncObserver(Box::new(f)));
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -454,7 +471,11 @@ pub(crate) fn read_record(file: &DataFile, pos: u64, end: u64, oid: u64) -> Resu
     hb.copy_from_slice(&buf[..DATA_HEADER_LEN as usize]);
     let h = DataHeader::decode(&hb);
     if h.oid != oid {
-        return Err(StorageError::corrupted(file.path(), pos, format!("expected a record of oid {oid:#x}, found {:#x}", h.oid)));
+        return Err(StorageError::corrupted(
+            file.path(),
+            pos,
+            format!("expected a record of oid {oid:#x}, found {:#x}", h.oid),
+        ));
     }
     if h.plen == 0 {
         return Ok((h, None));

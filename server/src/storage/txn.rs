@@ -101,6 +101,11 @@ impl Transaction {
         &self.meta
     }
 
+    /// The operations buffered so far.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
     /// Bytes of object data buffered so far.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered

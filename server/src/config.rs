@@ -1,0 +1,701 @@
+//! The zeo-server configuration, resolved from four layers: flags > environment > YAML file > defaults.
+//!
+//! Every layer goes through the same value parsers (`values`), so a setting means the same thing
+//! wherever it is written. Environment variables are read through an injected lookup function rather
+//! than by clap, so tests never need `std::env::set_var`. List settings (`--storage`, `--allow`,
+//! `--identity`, ...) are replaced whole by a higher layer, never merged item by item.
+//!
+//! The YAML file uses the flag names as keys, with lists for the repeatable ones:
+//!
+//! ```yaml
+//! listen: 0.0.0.0:8100
+//! path: /data/Data.fs
+//! blob-dir: /data/blobs
+//! storages:                       # more storages, besides "1" from `path`
+//!   - {name: archive, path: /data/archive.fs, blob-dir: /data/archive-blobs, read-only: true}
+//! transaction-timeout: 30s        # or a number of seconds, or `off`
+//! max-frame-bytes: 64MiB
+//! admin: 0.0.0.0:8101
+//! tls-cert: /tls/server.pem
+//! tls-key: /tls/server-key.pem
+//! tls-client-ca: /tls/clients-ca.pem
+//! allow: [10.0.0.0/8, 192.168.1.7]
+//! identities: {app1: rw, reporting: ro}
+//! ```
+//!
+//! `Config::validate` runs before anything binds, so a bad config fails with exit code 64 and a
+//! message that names the flag, not later with a socket or TLS error.
+
+mod values;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::access::Role;
+pub use values::HostPort;
+use values::{ByteSize, Cidr, Seconds, Setting, Toggle};
+
+/// Environment variable naming the YAML config file.
+pub const ENV_CONFIG: &str = "ZEO_CONFIG";
+pub const ENV_LISTEN: &str = "ZEO_LISTEN";
+pub const ENV_PATH: &str = "ZEO_PATH";
+/// Comma-separated `NAME=FILE` pairs.
+pub const ENV_STORAGES: &str = "ZEO_STORAGES";
+pub const ENV_BLOB_DIR: &str = "ZEO_BLOB_DIR";
+/// Comma-separated `NAME=DIR` pairs.
+pub const ENV_STORAGE_BLOB_DIRS: &str = "ZEO_STORAGE_BLOB_DIRS";
+pub const ENV_READ_ONLY: &str = "ZEO_READ_ONLY";
+/// Comma-separated storage names.
+pub const ENV_READ_ONLY_STORAGES: &str = "ZEO_READ_ONLY_STORAGES";
+pub const ENV_MSGPACK: &str = "ZEO_MSGPACK";
+pub const ENV_INVALIDATION_QUEUE_SIZE: &str = "ZEO_INVALIDATION_QUEUE_SIZE";
+pub const ENV_TRANSACTION_TIMEOUT: &str = "ZEO_TRANSACTION_TIMEOUT";
+pub const ENV_MAX_CONNECTIONS: &str = "ZEO_MAX_CONNECTIONS";
+pub const ENV_MAX_FRAME_BYTES: &str = "ZEO_MAX_FRAME_BYTES";
+pub const ENV_OUTPUT_BUFFER_BYTES: &str = "ZEO_OUTPUT_BUFFER_BYTES";
+pub const ENV_ADMIN: &str = "ZEO_ADMIN";
+pub const ENV_TLS_CERT: &str = "ZEO_TLS_CERT";
+pub const ENV_TLS_KEY: &str = "ZEO_TLS_KEY";
+pub const ENV_TLS_CLIENT_CA: &str = "ZEO_TLS_CLIENT_CA";
+/// Comma-separated CIDRs.
+pub const ENV_ALLOW: &str = "ZEO_ALLOW";
+/// Comma-separated `NAME=rw|ro` pairs.
+pub const ENV_IDENTITIES: &str = "ZEO_IDENTITIES";
+pub const ENV_LOG_FORMAT: &str = "ZEO_LOG_FORMAT";
+pub const ENV_SHUTDOWN_GRACE: &str = "ZEO_SHUTDOWN_GRACE";
+pub const ENV_READY_FILE: &str = "ZEO_READY_FILE";
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8100";
+pub const DEFAULT_INVALIDATION_QUEUE_SIZE: usize = 100;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 20;
+pub const DEFAULT_OUTPUT_BUFFER_BYTES: usize = 16 << 20;
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Frames smaller than this could not carry ordinary ZEO calls; a smaller limit is a typo.
+pub const MIN_FRAME_BYTES: usize = 1 << 10;
+/// A longer transaction timeout is almost certainly a unit mistake (milliseconds given as seconds).
+pub const MAX_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// A longer grace period would outlive any orchestrator's kill timeout.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
+
+/// Why the configuration could not be loaded. The binary exits with `exit_code()` (64, `EX_USAGE`,
+/// except for `--help`/`--version`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The command line did not parse, or asked for `--help`/`--version` (the message is the text).
+    #[error("{0}")]
+    Cli(#[from] clap::Error),
+    /// An environment variable holds a value that does not parse.
+    #[error("{var}={value:?}: {reason}")]
+    Env { var: &'static str, value: String, reason: String },
+    /// The YAML config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML config file is malformed, has an unknown key or a bad value.
+    #[error("config file {}: {source}", path.display())]
+    Yaml {
+        path: PathBuf,
+        #[source]
+        source: serde_norway::Error,
+    },
+    /// A file the server must read at startup (TLS material) cannot be opened.
+    #[error("{setting} {}: {source}", path.display())]
+    Unreadable {
+        setting: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The settings parse but break a rule; the message names the flag and the rule.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ConfigError {
+    /// 0 for `--help`/`--version` (clap reports them as errors), else 64 (`EX_USAGE`).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ConfigError::Cli(e) if !e.use_stderr() => 0,
+            _ => 64,
+        }
+    }
+}
+
+/// Log output format (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+impl LogFormat {
+    /// The name `telemetry::init` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// One served storage: the name clients register with and its FileStorage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub blob_dir: Option<PathBuf>,
+    /// Serve this storage read-only (set for every storage by the server-wide `--read-only`).
+    pub read_only: bool,
+}
+
+/// PEM files for TLS. All three or none: a ZEO TLS server always requires client certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Server certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// The server certificate's private key (unencrypted PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates that client certificates must chain to: one PEM file (several certificates
+    /// allowed) or a directory of PEM files.
+    pub client_ca: PathBuf,
+}
+
+/// The resolved configuration of a zeo-server process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The YAML file the settings were read from, if any.
+    pub config_file: Option<PathBuf>,
+    pub listen: HostPort,
+    /// Storage "1" (from `--path`) first, then the others in the order given.
+    pub storages: Vec<StorageConfig>,
+    /// The whole server is read-only (also reflected in every `StorageConfig::read_only`).
+    pub read_only: bool,
+    /// Announce the msgpack protocol (`M5`) instead of pickle (`Z5`).
+    pub msgpack: bool,
+    pub invalidation_queue_size: usize,
+    /// Abort a transaction holding the commit lock for longer than this; `None` = never.
+    pub transaction_timeout: Option<Duration>,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    /// Per-connection bound on queued outgoing bytes; a client that reads slower is disconnected.
+    pub output_buffer_bytes: usize,
+    /// Admin HTTP listener (`/livez`, `/readyz`, `/metrics`, `/status`); `None` = none.
+    pub admin: Option<HostPort>,
+    pub tls: Option<TlsFiles>,
+    /// Client networks allowed to connect; empty = everyone.
+    pub allow: Vec<IpNet>,
+    /// Client-certificate identity → role; when non-empty, unlisted certificates are refused.
+    pub identities: BTreeMap<String, Role>,
+    pub log_format: LogFormat,
+    /// How long SIGTERM waits for in-flight commits before exiting.
+    pub shutdown_grace: Duration,
+    /// Where to write `{"listen": "ip:port", "admin": "ip:port"|null}` once listening.
+    pub ready_file: Option<PathBuf>,
+}
+
+const ENV_HELP: &str = "Environment variables (below flags, above the YAML file): ZEO_CONFIG, ZEO_LISTEN, ZEO_PATH, \
+ZEO_STORAGES (NAME=FILE,...), ZEO_BLOB_DIR, ZEO_STORAGE_BLOB_DIRS (NAME=DIR,...), ZEO_READ_ONLY, \
+ZEO_READ_ONLY_STORAGES (NAME,...), ZEO_MSGPACK, ZEO_INVALIDATION_QUEUE_SIZE, ZEO_TRANSACTION_TIMEOUT, \
+ZEO_MAX_CONNECTIONS, ZEO_MAX_FRAME_BYTES, ZEO_OUTPUT_BUFFER_BYTES, ZEO_ADMIN, ZEO_TLS_CERT, ZEO_TLS_KEY, \
+ZEO_TLS_CLIENT_CA, ZEO_ALLOW (CIDR,...), ZEO_IDENTITIES (NAME=rw|ro,...), ZEO_LOG_FORMAT, ZEO_SHUTDOWN_GRACE, \
+ZEO_READY_FILE. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
+
+/// The command line. Every setting is optional here so that lower layers can fill it in.
+#[derive(Debug, Parser)]
+#[command(name = "zeo-server", version, about = "Serve ZODB FileStorages over the ZEO 5 protocol", after_help = ENV_HELP)]
+struct Cli {
+    /// YAML config file; its keys are the flag names.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on for ZEO clients [default: 127.0.0.1:8100].
+    #[arg(long, value_name = "HOST:PORT", value_parser = HostPort::parse)]
+    listen: Option<HostPort>,
+    /// FileStorage served as storage "1".
+    #[arg(long, value_name = "FILE")]
+    path: Option<PathBuf>,
+    /// Another named storage (repeatable).
+    #[arg(long = "storage", value_name = "NAME=FILE", value_parser = values::parse_named_path)]
+    storages: Vec<(String, PathBuf)>,
+    /// Blob directory of storage "1".
+    #[arg(long, value_name = "DIR")]
+    blob_dir: Option<PathBuf>,
+    /// Blob directory of a named storage (repeatable).
+    #[arg(long = "storage-blob-dir", value_name = "NAME=DIR", value_parser = values::parse_named_path)]
+    storage_blob_dirs: Vec<(String, PathBuf)>,
+    /// Serve every storage read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Serve one storage read-only (repeatable).
+    #[arg(long = "read-only-storage", value_name = "NAME")]
+    read_only_storages: Vec<String>,
+    /// Announce msgpack (M5) instead of pickle (Z5).
+    #[arg(long)]
+    msgpack: bool,
+    /// Invalidations kept for reconnecting clients [default: 100].
+    #[arg(long, value_name = "N", value_parser = values::parse_count)]
+    invalidation_queue_size: Option<usize>,
+    /// Abort transactions holding the commit lock longer than this ("off" = never) [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = Toggle::<Seconds>::parse)]
+    transaction_timeout: Option<Toggle<Seconds>>,
+    /// Maximum simultaneous client connections [default: 1000].
+    #[arg(long, value_name = "N", value_parser = values::parse_count)]
+    max_connections: Option<usize>,
+    /// Largest frame accepted from a client [default: 64MiB].
+    #[arg(long, value_name = "BYTES", value_parser = ByteSize::parse)]
+    max_frame_bytes: Option<ByteSize>,
+    /// Per-connection bound on queued outgoing bytes; slower readers are disconnected [default: 16MiB].
+    #[arg(long, value_name = "BYTES", value_parser = ByteSize::parse)]
+    output_buffer_bytes: Option<ByteSize>,
+    /// Admin HTTP address (/livez, /readyz, /metrics, /status) ("off" = none) [default: off].
+    #[arg(long, value_name = "HOST:PORT", value_parser = Toggle::<HostPort>::parse)]
+    admin: Option<Toggle<HostPort>>,
+    /// Server certificate chain (PEM); TLS needs --tls-key and --tls-client-ca too.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM file or directory) that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Allowed client network (repeatable) [default: everyone].
+    #[arg(long = "allow", value_name = "CIDR", value_parser = Cidr::parse)]
+    allow: Vec<Cidr>,
+    /// Client-certificate identity (CN or DNS name) and its role (repeatable); others are refused.
+    #[arg(long = "identity", value_name = "NAME=rw|ro", value_parser = values::parse_identity)]
+    identities: Vec<(String, Role)>,
+    /// Log format [default: plain].
+    #[arg(long, value_name = "json|plain", value_parser = LogFormat::parse)]
+    log_format: Option<LogFormat>,
+    /// How long SIGTERM waits for in-flight commits [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = Seconds::parse)]
+    shutdown_grace: Option<Seconds>,
+    /// Write {"listen": ..., "admin": ...} as JSON here once listening.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+}
+
+/// A YAML `storages:` entry (and what `--storage NAME=FILE` becomes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct StorageEntry {
+    name: String,
+    path: PathBuf,
+    #[serde(default)]
+    blob_dir: Option<PathBuf>,
+    #[serde(default)]
+    read_only: bool,
+}
+
+/// One layer's settings, all optional. The YAML file deserializes straight into it; the command line
+/// and the environment are converted into it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Layer {
+    listen: Option<HostPort>,
+    path: Option<PathBuf>,
+    blob_dir: Option<PathBuf>,
+    storages: Option<Vec<StorageEntry>>,
+    #[serde(skip)]
+    storage_blob_dirs: Option<Vec<(String, PathBuf)>>,
+    read_only: Option<bool>,
+    #[serde(skip)]
+    read_only_storages: Option<Vec<String>>,
+    msgpack: Option<bool>,
+    invalidation_queue_size: Option<usize>,
+    transaction_timeout: Option<Toggle<Seconds>>,
+    max_connections: Option<usize>,
+    max_frame_bytes: Option<ByteSize>,
+    output_buffer_bytes: Option<ByteSize>,
+    admin: Option<Toggle<HostPort>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    allow: Option<Vec<Cidr>>,
+    identities: Option<BTreeMap<String, Role>>,
+    log_format: Option<LogFormat>,
+    shutdown_grace: Option<Seconds>,
+    ready_file: Option<PathBuf>,
+}
+
+/// `Some(v)` for a non-empty list, so an absent repeatable flag leaves the lower layers in charge.
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+impl From<Cli> for Layer {
+    fn from(c: Cli) -> Layer {
+        let entry = |(name, path)| StorageEntry { name, path, blob_dir: None, read_only: false };
+        Layer {
+            listen: c.listen,
+            path: c.path,
+            blob_dir: c.blob_dir,
+            storages: non_empty(c.storages.into_iter().map(entry).collect()),
+            storage_blob_dirs: non_empty(c.storage_blob_dirs),
+            read_only: c.read_only.then_some(true),
+            read_only_storages: non_empty(c.read_only_storages),
+            msgpack: c.msgpack.then_some(true),
+            invalidation_queue_size: c.invalidation_queue_size,
+            transaction_timeout: c.transaction_timeout,
+            max_connections: c.max_connections,
+            max_frame_bytes: c.max_frame_bytes,
+            output_buffer_bytes: c.output_buffer_bytes,
+            admin: c.admin,
+            tls_cert: c.tls_cert,
+            tls_key: c.tls_key,
+            tls_client_ca: c.tls_client_ca,
+            allow: non_empty(c.allow),
+            identities: non_empty(c.identities).map(|v| v.into_iter().collect()),
+            log_format: c.log_format,
+            shutdown_grace: c.shutdown_grace,
+            ready_file: c.ready_file,
+        }
+    }
+}
+
+impl Layer {
+    /// Reads the environment layer. Empty variables count as unset.
+    fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Layer, ConfigError> {
+        let get = |var: &'static str| env(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v));
+        fn parsed<T>(
+            v: Option<(&'static str, String)>,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Result<Option<T>, ConfigError> {
+            v.map(|(var, value)| parse(&value).map_err(|reason| ConfigError::Env { var, value, reason })).transpose()
+        }
+        fn list<T>(
+            v: Option<(&'static str, String)>,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Result<Option<Vec<T>>, ConfigError> {
+            parsed(v, |s| values::split_list(s).map(&parse).collect())
+        }
+        let path = |s: &str| Ok::<_, String>(PathBuf::from(s));
+        let entry = |s: &str| {
+            values::parse_named_path(s).map(|(name, path)| StorageEntry {
+                name,
+                path,
+                blob_dir: None,
+                read_only: false,
+            })
+        };
+        Ok(Layer {
+            listen: parsed(get(ENV_LISTEN), HostPort::parse)?,
+            path: parsed(get(ENV_PATH), path)?,
+            blob_dir: parsed(get(ENV_BLOB_DIR), path)?,
+            storages: list(get(ENV_STORAGES), entry)?,
+            storage_blob_dirs: list(get(ENV_STORAGE_BLOB_DIRS), values::parse_named_path)?,
+            read_only: parsed(get(ENV_READ_ONLY), values::parse_bool)?,
+            read_only_storages: list(get(ENV_READ_ONLY_STORAGES), |s| Ok(s.to_owned()))?,
+            msgpack: parsed(get(ENV_MSGPACK), values::parse_bool)?,
+            invalidation_queue_size: parsed(get(ENV_INVALIDATION_QUEUE_SIZE), values::parse_count)?,
+            transaction_timeout: parsed(get(ENV_TRANSACTION_TIMEOUT), Toggle::parse)?,
+            max_connections: parsed(get(ENV_MAX_CONNECTIONS), values::parse_count)?,
+            max_frame_bytes: parsed(get(ENV_MAX_FRAME_BYTES), ByteSize::parse)?,
+            output_buffer_bytes: parsed(get(ENV_OUTPUT_BUFFER_BYTES), ByteSize::parse)?,
+            admin: parsed(get(ENV_ADMIN), Toggle::parse)?,
+            tls_cert: parsed(get(ENV_TLS_CERT), path)?,
+            tls_key: parsed(get(ENV_TLS_KEY), path)?,
+            tls_client_ca: parsed(get(ENV_TLS_CLIENT_CA), path)?,
+            allow: list(get(ENV_ALLOW), Cidr::parse)?,
+            identities: list(get(ENV_IDENTITIES), values::parse_identity)?.map(|v| v.into_iter().collect()),
+            log_format: parsed(get(ENV_LOG_FORMAT), LogFormat::parse)?,
+            shutdown_grace: parsed(get(ENV_SHUTDOWN_GRACE), Seconds::parse)?,
+            ready_file: parsed(get(ENV_READY_FILE), path)?,
+        })
+    }
+
+    /// Reads the YAML layer. An empty file is an empty layer.
+    fn from_yaml_file(path: &Path) -> Result<Layer, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+        let layer: Option<Layer> =
+            serde_norway::from_str(&text).map_err(|source| ConfigError::Yaml { path: path.to_owned(), source })?;
+        Ok(layer.unwrap_or_default())
+    }
+
+    /// Fills what `self` (the higher layer) leaves unset from `lower`.
+    fn over(self, lower: Layer) -> Layer {
+        Layer {
+            listen: self.listen.or(lower.listen),
+            path: self.path.or(lower.path),
+            blob_dir: self.blob_dir.or(lower.blob_dir),
+            storages: self.storages.or(lower.storages),
+            storage_blob_dirs: self.storage_blob_dirs.or(lower.storage_blob_dirs),
+            read_only: self.read_only.or(lower.read_only),
+            read_only_storages: self.read_only_storages.or(lower.read_only_storages),
+            msgpack: self.msgpack.or(lower.msgpack),
+            invalidation_queue_size: self.invalidation_queue_size.or(lower.invalidation_queue_size),
+            transaction_timeout: self.transaction_timeout.or(lower.transaction_timeout),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
+            output_buffer_bytes: self.output_buffer_bytes.or(lower.output_buffer_bytes),
+            admin: self.admin.or(lower.admin),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
+            allow: self.allow.or(lower.allow),
+            identities: self.identities.or(lower.identities),
+            log_format: self.log_format.or(lower.log_format),
+            shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            ready_file: self.ready_file.or(lower.ready_file),
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// Converts a byte count to `usize`, naming the flag if it does not fit (32-bit targets).
+fn bytes(v: Option<ByteSize>, default: usize, flag: &str) -> Result<usize, ConfigError> {
+    v.map_or(Ok(default), |ByteSize(n)| usize::try_from(n).map_err(|_| invalid(format!("{flag} {n} is too large"))))
+}
+
+/// Storage "1" from `path`/`blob_dir`, then the listed storages, with the per-name overrides applied.
+fn resolve_storages(l: &mut Layer, read_only: bool) -> Result<Vec<StorageConfig>, ConfigError> {
+    let mut out = Vec::new();
+    match (l.path.take(), l.blob_dir.take()) {
+        (Some(path), blob_dir) => out.push(StorageConfig { name: "1".into(), path, blob_dir, read_only: false }),
+        (None, Some(_)) => return Err(invalid("--blob-dir needs --path (it is the blob directory of storage \"1\")")),
+        (None, None) => {}
+    }
+    for e in l.storages.take().unwrap_or_default() {
+        out.push(StorageConfig { name: e.name, path: e.path, blob_dir: e.blob_dir, read_only: e.read_only });
+    }
+    fn named<'a>(out: &'a mut [StorageConfig], name: &str, flag: &str) -> Result<&'a mut StorageConfig, ConfigError> {
+        out.iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| invalid(format!("{flag} names storage {name:?}, which is not configured")))
+    }
+    for (name, dir) in l.storage_blob_dirs.take().unwrap_or_default() {
+        named(&mut out, &name, "--storage-blob-dir")?.blob_dir = Some(dir);
+    }
+    for name in l.read_only_storages.take().unwrap_or_default() {
+        named(&mut out, &name, "--read-only-storage")?.read_only = true;
+    }
+    for s in &mut out {
+        s.read_only |= read_only;
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Loads the configuration from the process's arguments, environment and config file, and
+    /// validates it.
+    ///
+    /// # Errors
+    /// Any `ConfigError`; the binary prints it and exits with `exit_code()`.
+    pub fn load() -> Result<Config, ConfigError> {
+        Config::from_sources(std::env::args_os(), &|var| std::env::var(var).ok())
+    }
+
+    /// Like `load`, with the arguments (including the program name) and the environment injected.
+    ///
+    /// # Errors
+    /// Any `ConfigError`.
+    pub fn from_sources<I, T>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        let config_file = match cli.config.clone() {
+            Some(path) => Some(path),
+            None => env(ENV_CONFIG).filter(|v| !v.trim().is_empty()).map(PathBuf::from),
+        };
+        let yaml = match &config_file {
+            Some(path) => Layer::from_yaml_file(path)?,
+            None => Layer::default(),
+        };
+        let layer = Layer::from(cli).over(Layer::from_env(env)?.over(yaml));
+        let config = Config::resolve(layer, config_file)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies the defaults and the per-storage overrides.
+    fn resolve(mut l: Layer, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let read_only = l.read_only.unwrap_or(false);
+        let storages = resolve_storages(&mut l, read_only)?;
+        let tls = match (l.tls_cert, l.tls_key, l.tls_client_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(client_ca)) => Some(TlsFiles { cert, key, client_ca }),
+            (cert, key, _) => {
+                let given = if cert.is_some() {
+                    "--tls-cert"
+                } else if key.is_some() {
+                    "--tls-key"
+                } else {
+                    "--tls-client-ca"
+                };
+                let missing = if cert.is_none() {
+                    "--tls-cert"
+                } else if key.is_none() {
+                    "--tls-key"
+                } else {
+                    "--tls-client-ca"
+                };
+                let why = if missing == "--tls-client-ca" {
+                    " (a ZEO TLS server always requires client certificates)"
+                } else {
+                    ""
+                };
+                return Err(invalid(format!("{missing} is required with {given}{why}")));
+            }
+        };
+        let listen = match l.listen {
+            Some(hp) => hp,
+            // The default is a valid literal.
+            None => HostPort::parse(DEFAULT_LISTEN).map_err(invalid)?,
+        };
+        Ok(Config {
+            config_file,
+            listen,
+            storages,
+            read_only,
+            msgpack: l.msgpack.unwrap_or(false),
+            invalidation_queue_size: l.invalidation_queue_size.unwrap_or(DEFAULT_INVALIDATION_QUEUE_SIZE),
+            transaction_timeout: l.transaction_timeout.and_then(|t| t.0).map(|s| s.0),
+            max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_frame_bytes: bytes(l.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES, "--max-frame-bytes")?,
+            output_buffer_bytes: bytes(l.output_buffer_bytes, DEFAULT_OUTPUT_BUFFER_BYTES, "--output-buffer-bytes")?,
+            admin: l.admin.and_then(|t| t.0),
+            tls,
+            allow: l.allow.unwrap_or_default().into_iter().map(|c| c.0).collect(),
+            identities: l.identities.unwrap_or_default(),
+            log_format: l.log_format.unwrap_or(LogFormat::Plain),
+            shutdown_grace: l.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |s| s.0),
+            ready_file: l.ready_file,
+        })
+    }
+
+    /// Checks the rules that parsing alone cannot. Runs before anything binds.
+    ///
+    /// # Errors
+    /// `ConfigError::Invalid` naming the flag and the rule, or `Unreadable` for TLS files.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.storages.is_empty() {
+            return Err(invalid("no storage configured: give --path FILE or --storage NAME=FILE"));
+        }
+        let (mut names, mut paths) = (BTreeSet::new(), BTreeSet::new());
+        for s in &self.storages {
+            let ok = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+            if s.name.is_empty() || !s.name.chars().all(ok) {
+                return Err(invalid(format!("storage name {:?} must be letters, digits, '_', '-' or '.'", s.name)));
+            }
+            if !names.insert(&s.name) {
+                return Err(invalid(format!("storage {:?} is configured twice (--path is storage \"1\")", s.name)));
+            }
+            if !paths.insert(&s.path) {
+                return Err(invalid(format!("file {} is used by two storages", s.path.display())));
+            }
+        }
+        if self.invalidation_queue_size < 1 {
+            return Err(invalid("--invalidation-queue-size must be at least 1"));
+        }
+        if self.max_connections < 1 {
+            return Err(invalid("--max-connections must be at least 1"));
+        }
+        if self.max_frame_bytes < MIN_FRAME_BYTES {
+            return Err(invalid(format!("--max-frame-bytes must be at least {MIN_FRAME_BYTES} (1KiB)")));
+        }
+        if self.output_buffer_bytes < MIN_FRAME_BYTES {
+            return Err(invalid(format!("--output-buffer-bytes must be at least {MIN_FRAME_BYTES} (1KiB)")));
+        }
+        if let Some(t) = self.transaction_timeout {
+            if t.is_zero() {
+                return Err(invalid("--transaction-timeout must be positive (use \"off\" to disable it)"));
+            }
+            if t > MAX_TRANSACTION_TIMEOUT {
+                return Err(invalid("--transaction-timeout must be at most 24h"));
+            }
+        }
+        if self.shutdown_grace > MAX_SHUTDOWN_GRACE {
+            return Err(invalid("--shutdown-grace must be at most 1h"));
+        }
+        if let Some(admin) = &self.admin
+            && admin.port != 0
+            && *admin == self.listen
+        {
+            return Err(invalid(format!("--admin and --listen are both {admin}")));
+        }
+        match &self.tls {
+            Some(tls) => {
+                readable("--tls-cert", &tls.cert)?;
+                readable("--tls-key", &tls.key)?;
+                readable("--tls-client-ca", &tls.client_ca)?;
+            }
+            None if !self.identities.is_empty() => {
+                return Err(invalid(
+                    "--identity needs TLS (--tls-cert, --tls-key, --tls-client-ca): identities come from client certificates",
+                ));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// One line describing the effective configuration for the startup log. File contents are never
+    /// included (only paths), so nothing secret is logged.
+    pub fn redacted_summary(&self) -> String {
+        let storages: Vec<String> = self
+            .storages
+            .iter()
+            .map(|s| {
+                let blobs = s.blob_dir.as_ref().map(|d| format!(" blobs={}", d.display())).unwrap_or_default();
+                format!("{}={}{}{}", s.name, s.path.display(), blobs, if s.read_only { " ro" } else { "" })
+            })
+            .collect();
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "off".into());
+        let tls = self.tls.as_ref().map(|t| format!("cert={} client-ca={}", t.cert.display(), t.client_ca.display()));
+        let allow = if self.allow.is_empty() {
+            "everyone".to_owned()
+        } else {
+            self.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+        };
+        let identities: Vec<String> = self.identities.iter().map(|(n, r)| format!("{n}={r}")).collect();
+        format!(
+            "listen={} storages=[{}] read-only={} protocol={} admin={} tls={} allow={} identities=[{}] \
+             invalidation-queue-size={} transaction-timeout={} max-connections={} max-frame-bytes={} \
+             output-buffer-bytes={} shutdown-grace={} config-file={}",
+            self.listen,
+            storages.join(", "),
+            self.read_only,
+            if self.msgpack { "M5" } else { "Z5" },
+            opt(self.admin.as_ref().map(ToString::to_string)),
+            opt(tls),
+            allow,
+            identities.join(","),
+            self.invalidation_queue_size,
+            opt(self.transaction_timeout.map(|t| humantime::format_duration(t).to_string())),
+            self.max_connections,
+            self.max_frame_bytes,
+            self.output_buffer_bytes,
+            humantime::format_duration(self.shutdown_grace),
+            opt(self.config_file.as_ref().map(|p| p.display().to_string())),
+        )
+    }
+}
+
+/// Fails early, with the flag's name, if a startup file (or directory) cannot be opened.
+fn readable(setting: &'static str, path: &Path) -> Result<(), ConfigError> {
+    let unreadable = |source| ConfigError::Unreadable { setting, path: path.to_owned(), source };
+    if path.is_dir() {
+        std::fs::read_dir(path).map(drop).map_err(unreadable)
+    } else {
+        std::fs::File::open(path).map(drop).map_err(unreadable)
+    }
+}
+
+#[cfg(test)]
+mod tests;

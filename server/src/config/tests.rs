@@ -1,0 +1,247 @@
+use std::collections::HashMap;
+
+use super::*;
+
+/// Loads a config from flags (without the program name) and an env given as pairs.
+fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: HashMap<String, String> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let argv = std::iter::once("zeo-server").chain(args.iter().copied());
+    Config::from_sources(argv, &|k| env.get(k).cloned())
+}
+
+fn err(args: &[&str], env: &[(&str, &str)]) -> String {
+    load(args, env).expect_err("config should be refused").to_string()
+}
+
+fn yaml(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("zeo.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn defaults_with_just_a_path() {
+    let c = load(&["--path", "/d/Data.fs"], &[]).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8100");
+    assert_eq!(
+        c.storages,
+        [StorageConfig { name: "1".into(), path: "/d/Data.fs".into(), blob_dir: None, read_only: false }]
+    );
+    assert!(!c.read_only && !c.msgpack);
+    assert_eq!(c.invalidation_queue_size, 100);
+    assert_eq!(c.transaction_timeout, None);
+    assert_eq!((c.max_connections, c.max_frame_bytes, c.output_buffer_bytes), (1000, 64 << 20, 16 << 20));
+    assert_eq!((c.admin.clone(), c.tls.clone(), c.ready_file.clone()), (None, None, None));
+    assert!(c.allow.is_empty() && c.identities.is_empty());
+    assert_eq!(c.log_format, LogFormat::Plain);
+    assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+}
+
+#[test]
+fn flags_beat_env_beat_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = yaml(
+        &dir,
+        "path: /y/Data.fs\nlisten: 10.0.0.1:1\nmax-connections: 7\ntransaction-timeout: 30\nlog-format: json\n",
+    );
+    let env = [(ENV_CONFIG, file.as_str()), (ENV_LISTEN, "10.0.0.2:2"), (ENV_MAX_CONNECTIONS, "8")];
+    let c = load(&["--listen", "10.0.0.3:3"], &env).unwrap();
+    assert_eq!(c.listen.to_string(), "10.0.0.3:3", "flag wins");
+    assert_eq!(c.max_connections, 8, "env beats yaml");
+    assert_eq!(c.transaction_timeout, Some(Duration::from_secs(30)), "yaml beats default");
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.storages[0].path, PathBuf::from("/y/Data.fs"));
+    assert_eq!(c.config_file.as_deref(), Some(Path::new(&file)));
+    // --config beats ZEO_CONFIG.
+    let other = dir.path().join("other.yaml");
+    std::fs::write(&other, "path: /o/Data.fs\n").unwrap();
+    let c = load(&["--config", other.to_str().unwrap()], &[(ENV_CONFIG, &file)]).unwrap();
+    assert_eq!(c.storages[0].path, PathBuf::from("/o/Data.fs"));
+}
+
+#[test]
+fn full_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "x").unwrap();
+    let ca = ca.to_str().unwrap();
+    let file = yaml(
+        &dir,
+        &format!(
+            "listen: '[::]:8100'\npath: /d/Data.fs\nblob-dir: /d/blobs\nstorages:\n  - name: archive\n    path: /d/a.fs\n    \
+             blob-dir: /d/ablobs\n    read-only: true\n  - {{name: scratch, path: /d/s.fs}}\nread-only: false\nmsgpack: true\n\
+             invalidation-queue-size: 5000\ntransaction-timeout: 1m 30s\nmax-connections: 50\nmax-frame-bytes: 2MiB\n\
+             output-buffer-bytes: 1048576\nadmin: 127.0.0.1:0\ntls-cert: {ca}\ntls-key: {ca}\ntls-client-ca: {ca}\n\
+             allow: [10.0.0.0/8, 192.168.1.7]\nidentities: {{app1: rw, reporting: read-only}}\nlog-format: plain\n\
+             shutdown-grace: 2.5\nready-file: /run/zeo.json\n"
+        ),
+    );
+    let c = load(&["--config", &file], &[]).unwrap();
+    assert_eq!(c.listen, HostPort { host: "::".into(), port: 8100 });
+    let names: Vec<_> = c.storages.iter().map(|s| (s.name.as_str(), s.blob_dir.is_some(), s.read_only)).collect();
+    assert_eq!(names, [("1", true, false), ("archive", true, true), ("scratch", false, false)]);
+    assert!(c.msgpack);
+    assert_eq!(c.invalidation_queue_size, 5000);
+    assert_eq!(c.transaction_timeout, Some(Duration::from_secs(90)));
+    assert_eq!((c.max_connections, c.max_frame_bytes, c.output_buffer_bytes), (50, 2 << 20, 1 << 20));
+    assert_eq!(c.admin.as_ref().map(ToString::to_string).as_deref(), Some("127.0.0.1:0"));
+    assert_eq!(c.tls.as_ref().map(|t| t.client_ca.clone()), Some(PathBuf::from(ca)));
+    assert_eq!(c.allow.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.0/8", "192.168.1.7/32"]);
+    assert_eq!(c.identities.get("reporting"), Some(&Role::ReadOnly));
+    assert_eq!(c.identities.get("app1"), Some(&Role::ReadWrite));
+    assert_eq!(c.shutdown_grace, Duration::from_millis(2500));
+    assert_eq!(c.ready_file, Some(PathBuf::from("/run/zeo.json")));
+}
+
+#[test]
+fn yaml_errors_are_reported_with_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = yaml(&dir, "path: /d/Data.fs\nmax-conections: 5\n");
+    let e = err(&["--config", &file], &[]);
+    assert!(e.contains("zeo.yaml") && e.contains("unknown field `max-conections`"), "{e}");
+    let file = yaml(&dir, "storages: [{name: a, path: /a.fs, blobdir: /x}]\n");
+    assert!(err(&["--config", &file], &[]).contains("unknown field `blobdir`"));
+    let file = yaml(&dir, "path: /d/Data.fs\ntransaction-timeout: soon\n");
+    assert!(err(&["--config", &file], &[]).contains("not a duration"));
+    let missing = dir.path().join("missing.yaml");
+    assert!(err(&["--config", missing.to_str().unwrap()], &[]).contains("cannot read config file"));
+    let file = yaml(&dir, "");
+    assert!(err(&["--config", &file], &[]).contains("no storage configured"), "empty file = empty layer");
+}
+
+#[test]
+fn storages_from_flags_and_env() {
+    let c = load(
+        &[
+            "--path",
+            "/d/1.fs",
+            "--storage",
+            "a=/d/a.fs",
+            "--storage",
+            "b=/d/b.fs",
+            "--storage-blob-dir",
+            "a=/d/ablobs",
+            "--read-only-storage",
+            "b",
+        ],
+        &[(ENV_STORAGES, "x=/d/x.fs")],
+    )
+    .unwrap();
+    let got: Vec<_> = c.storages.iter().map(|s| (s.name.as_str(), s.blob_dir.clone(), s.read_only)).collect();
+    assert_eq!(got, [("1", None, false), ("a", Some(PathBuf::from("/d/ablobs")), false), ("b", None, true)]);
+
+    let c = load(&[], &[(ENV_STORAGES, "x=/d/x.fs, y=/d/y.fs"), (ENV_READ_ONLY, "true")]).unwrap();
+    assert_eq!(c.storages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["x", "y"]);
+    assert!(c.read_only && c.storages.iter().all(|s| s.read_only), "--read-only covers every storage");
+
+    assert!(err(&["--path", "/a", "--storage-blob-dir", "nope=/b"], &[]).contains("names storage \"nope\""));
+    assert!(err(&["--path", "/a", "--read-only-storage", "nope"], &[]).contains("--read-only-storage names storage"));
+    assert!(err(&["--blob-dir", "/b", "--storage", "a=/a"], &[]).contains("--blob-dir needs --path"));
+}
+
+#[test]
+fn storage_rules() {
+    assert!(err(&[], &[]).contains("no storage configured"));
+    assert!(err(&["--path", "/a", "--storage", "1=/b"], &[]).contains("configured twice"));
+    assert!(err(&["--storage", "a=/x", "--storage", "b=/x"], &[]).contains("used by two storages"));
+    assert!(err(&["--storage", "a b=/x"], &[]).contains("must be letters"));
+    assert!(err(&["--storage", "nofile"], &[]).contains("NAME=PATH"), "clap reports the bad value");
+}
+
+#[test]
+fn limits_and_durations() {
+    let p = ["--path", "/a"];
+    let with = |extra: &[&str]| err(&[&p[..], extra].concat(), &[]);
+    assert!(with(&["--max-frame-bytes", "1000"]).contains("at least 1024"));
+    assert!(with(&["--output-buffer-bytes", "10"]).contains("--output-buffer-bytes must be at least"));
+    assert!(with(&["--invalidation-queue-size", "0"]).contains("at least 1"));
+    assert!(with(&["--max-connections", "0"]).contains("--max-connections must be at least 1"));
+    assert!(with(&["--transaction-timeout", "0"]).contains("use \"off\""));
+    assert!(with(&["--transaction-timeout", "2d"]).contains("at most 24h"));
+    assert!(with(&["--shutdown-grace", "2h"]).contains("at most 1h"));
+    assert!(with(&["--listen", "127.0.0.1:9000", "--admin", "127.0.0.1:9000"]).contains("both"));
+    let c = load(&[&p[..], &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]].concat(), &[]).unwrap();
+    assert_eq!(c.admin.map(|a| a.port), Some(0), "two port-0 listeners do not clash");
+    // "off" in a higher layer switches off what a lower one set.
+    let env = [(ENV_TRANSACTION_TIMEOUT, "30s"), (ENV_ADMIN, "127.0.0.1:9001")];
+    let c = load(&[&p[..], &["--transaction-timeout", "off", "--admin", "off"]].concat(), &env).unwrap();
+    assert_eq!((c.transaction_timeout, c.admin), (None, None));
+    let c = load(&p, &[(ENV_MAX_FRAME_BYTES, "1MiB"), (ENV_SHUTDOWN_GRACE, "0")]).unwrap();
+    assert_eq!((c.max_frame_bytes, c.shutdown_grace), (1 << 20, Duration::ZERO));
+}
+
+#[test]
+fn env_errors_name_the_variable() {
+    let e = err(&["--path", "/a"], &[(ENV_MAX_CONNECTIONS, "lots")]);
+    assert!(e.starts_with("ZEO_MAX_CONNECTIONS=\"lots\""), "{e}");
+    assert!(err(&["--path", "/a"], &[(ENV_READ_ONLY, "maybe")]).contains("ZEO_READ_ONLY"));
+    assert!(err(&["--path", "/a"], &[(ENV_ALLOW, "10.0.0.0/8,bogus")]).contains("\"bogus\" is not a CIDR"));
+    // Empty variables count as unset.
+    assert_eq!(load(&["--path", "/a"], &[(ENV_LISTEN, "")]).unwrap().listen.to_string(), DEFAULT_LISTEN);
+}
+
+#[test]
+fn access_settings() {
+    let c = load(&["--path", "/a", "--allow", "10.0.0.0/8", "--allow", "::1"], &[(ENV_ALLOW, "1.2.3.4")]).unwrap();
+    assert_eq!(c.allow.len(), 2, "the flag list replaces the env list");
+    let c = load(&["--path", "/a"], &[(ENV_ALLOW, "1.2.3.4, 10.0.0.0/8")]).unwrap();
+    assert_eq!(c.allow.len(), 2);
+    assert!(err(&["--path", "/a", "--identity", "alice=rw"], &[]).contains("--identity needs TLS"));
+    assert!(err(&["--path", "/a", "--identity", "alice=admin"], &[]).contains("not rw or ro"));
+}
+
+#[test]
+fn tls_all_or_none_and_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f.pem");
+    std::fs::write(&f, "x").unwrap();
+    let f = f.to_str().unwrap();
+    let p = ["--path", "/a"];
+    let with = |extra: &[&str]| load(&[&p[..], extra].concat(), &[]);
+    assert_eq!(with(&["--tls-cert", f]).unwrap_err().to_string(), "--tls-key is required with --tls-cert");
+    assert_eq!(with(&["--tls-key", f]).unwrap_err().to_string(), "--tls-cert is required with --tls-key");
+    let e = with(&["--tls-cert", f, "--tls-key", f]).unwrap_err().to_string();
+    assert!(e.starts_with("--tls-client-ca is required with --tls-cert (a ZEO TLS server always requires"), "{e}");
+    let missing = dir.path().join("missing.pem");
+    let e = with(&["--tls-cert", f, "--tls-key", missing.to_str().unwrap(), "--tls-client-ca", f]).unwrap_err();
+    assert!(matches!(e, ConfigError::Unreadable { setting: "--tls-key", .. }), "{e}");
+    let dir_path = dir.path().to_str().unwrap();
+    let c = with(&["--tls-cert", f, "--tls-key", f, "--tls-client-ca", dir_path, "--identity", "alice=ro"]).unwrap();
+    assert_eq!(c.tls.unwrap().client_ca, PathBuf::from(dir_path), "a CA directory is accepted");
+    assert_eq!(c.identities.get("alice"), Some(&Role::ReadOnly));
+    let env = [(ENV_TLS_CERT, f), (ENV_TLS_KEY, f), (ENV_TLS_CLIENT_CA, f), (ENV_IDENTITIES, "a=rw,b=ro")];
+    assert_eq!(load(&p, &env).unwrap().identities.len(), 2);
+}
+
+#[test]
+fn help_and_version_exit_zero_and_bad_flags_exit_64() {
+    let help = load(&["--help"], &[]).unwrap_err();
+    assert_eq!(help.exit_code(), 0);
+    let text = help.to_string();
+    assert!(text.contains("--storage-blob-dir") && text.contains("ZEO_IDENTITIES"), "{text}");
+    assert_eq!(load(&["--version"], &[]).unwrap_err().exit_code(), 0);
+    assert_eq!(load(&["--bogus"], &[]).unwrap_err().exit_code(), 64);
+    assert_eq!(load(&[], &[]).unwrap_err().exit_code(), 64);
+}
+
+#[test]
+fn summary_lists_the_effective_settings() {
+    let c = load(
+        &["--path", "/d/1.fs", "--blob-dir", "/d/b", "--storage", "a=/d/a.fs", "--read-only-storage", "a"],
+        &[(ENV_ALLOW, "10.0.0.0/8"), (ENV_TRANSACTION_TIMEOUT, "30s"), (ENV_MSGPACK, "1")],
+    )
+    .unwrap();
+    let s = c.redacted_summary();
+    for part in [
+        "listen=127.0.0.1:8100",
+        "storages=[1=/d/1.fs blobs=/d/b, a=/d/a.fs ro]",
+        "protocol=M5",
+        "admin=off",
+        "tls=off",
+        "allow=10.0.0.0/8",
+        "transaction-timeout=30s",
+        "shutdown-grace=10s",
+    ] {
+        assert!(s.contains(part), "{part:?} missing from {s}");
+    }
+}

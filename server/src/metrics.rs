@@ -1,0 +1,289 @@
+//! The server's Prometheus metrics (prefix `zeo_`), encoded as OpenMetrics text for `/metrics`.
+//!
+//! Every metric is an atomic, so connection tasks update them without locks. Labelled families take a
+//! read lock to find their child; hot paths avoid even that by holding a `StorageMetrics` handle
+//! (cloned counters) for their storage. Label values are `&'static str` wherever a client could
+//! otherwise choose them (method and error names), which keeps the label cardinality bounded by
+//! construction.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of `Metrics::encode`'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StorageLabel {
+    storage: String,
+}
+
+/// Which kind of conflict a commit hit.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ConflictKind {
+    Write,
+    Read,
+}
+
+impl EncodeLabelValue for ConflictKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(match self {
+            ConflictKind::Write => "write",
+            ConflictKind::Read => "read",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConflictLabels {
+    storage: String,
+    kind: ConflictKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    method: &'static str,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+/// All of the server's metrics. Create once with `Metrics::new` and share the `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub connections_accepted: Counter,
+    connections_refused: Family<ReasonLabel, Counter>,
+    loads: Family<StorageLabel, Counter>,
+    stores: Family<StorageLabel, Counter>,
+    commits: Family<StorageLabel, Counter>,
+    aborts: Family<StorageLabel, Counter>,
+    conflicts: Family<ConflictLabels, Counter>,
+    /// Seconds a transaction waited for the commit lock.
+    pub commit_lock_wait_seconds: Histogram,
+    /// Duration of each fsync of the log.
+    pub fsync_seconds: Histogram,
+    /// Transactions made durable by one fsync (group commit batch size).
+    pub fsync_batch_transactions: Histogram,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub invalidations_sent: Counter,
+    errors: Family<ErrorLabels, Counter>,
+    storage_objects: Family<StorageLabel, Gauge>,
+    storage_bytes: Family<StorageLabel, Gauge>,
+    last_tid_seconds: Family<StorageLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+/// Cloned handles to one storage's counters and gauges, so per-request updates take no lock.
+#[derive(Clone, Debug)]
+pub struct StorageMetrics {
+    pub loads: Counter,
+    pub stores: Counter,
+    pub commits: Counter,
+    pub aborts: Counter,
+    pub write_conflicts: Counter,
+    pub read_conflicts: Counter,
+    /// Set at scrape time (`AdminSource::refresh_metrics`) or after commits.
+    pub objects: Gauge,
+    pub bytes: Gauge,
+    /// The last committed tid as Unix seconds: `time() - zeo_last_tid_seconds` is the commit lag.
+    pub last_tid_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("zeo");
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("build_info", "zeo-server version", build_info);
+
+        let m = Metrics {
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+            connections_refused: Family::default(),
+            loads: Family::default(),
+            stores: Family::default(),
+            commits: Family::default(),
+            aborts: Family::default(),
+            conflicts: Family::default(),
+            // 100us .. ~13s
+            commit_lock_wait_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            // 50us .. ~1.6s
+            fsync_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            // 1 .. 1024
+            fsync_batch_transactions: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            invalidations_sent: Counter::default(),
+            errors: Family::default(),
+            storage_objects: Family::default(),
+            storage_bytes: Family::default(),
+            last_tid_seconds: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("connections", "Open client connections", m.connections.clone());
+        r.register("connections_accepted", "Client connections accepted", m.connections_accepted.clone());
+        r.register("connections_refused", "Client connections refused, by reason", m.connections_refused.clone());
+        r.register("loads", "Object loads", m.loads.clone());
+        r.register("stores", "Object stores", m.stores.clone());
+        r.register("commits", "Committed transactions", m.commits.clone());
+        r.register("aborts", "Aborted transactions", m.aborts.clone());
+        r.register("conflicts", "Conflicts, by kind (write or read)", m.conflicts.clone());
+        r.register("commit_lock_wait_seconds", "Time waited for the commit lock", m.commit_lock_wait_seconds.clone());
+        r.register("fsync_seconds", "Duration of log fsyncs", m.fsync_seconds.clone());
+        r.register("fsync_batch_transactions", "Transactions per fsync", m.fsync_batch_transactions.clone());
+        r.register("bytes_received", "Bytes received from clients", m.bytes_received.clone());
+        r.register("bytes_sent", "Bytes sent to clients", m.bytes_sent.clone());
+        r.register("invalidations_sent", "Invalidation messages sent", m.invalidations_sent.clone());
+        r.register("errors", "Errors returned to clients, by method and error", m.errors.clone());
+        r.register("storage_objects", "Objects in the storage", m.storage_objects.clone());
+        r.register("storage_bytes", "Size of the storage file", m.storage_bytes.clone());
+        r.register("last_tid_seconds", "Time of the last committed transaction", m.last_tid_seconds.clone());
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Handles to `storage`'s metrics; creating them also makes the series appear (at 0) in scrapes.
+    pub fn storage(&self, storage: &str) -> StorageMetrics {
+        let label = StorageLabel { storage: storage.to_owned() };
+        let conflict = |kind| ConflictLabels { storage: storage.to_owned(), kind };
+        StorageMetrics {
+            loads: self.loads.get_or_create_owned(&label),
+            stores: self.stores.get_or_create_owned(&label),
+            commits: self.commits.get_or_create_owned(&label),
+            aborts: self.aborts.get_or_create_owned(&label),
+            write_conflicts: self.conflicts.get_or_create_owned(&conflict(ConflictKind::Write)),
+            read_conflicts: self.conflicts.get_or_create_owned(&conflict(ConflictKind::Read)),
+            objects: self.storage_objects.get_or_create_owned(&label),
+            bytes: self.storage_bytes.get_or_create_owned(&label),
+            last_tid_seconds: self.last_tid_seconds.get_or_create_owned(&label),
+        }
+    }
+
+    /// Counts a refused connection; `reason` is a fixed label such as `Refusal::metric_label()`,
+    /// `"max_connections"` or `"tls"`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts an error returned to a client. `method` must be a known method name (or `"unknown"`),
+    /// never text taken from the wire; `error` is the exception name (e.g. `"POSKeyError"`).
+    pub fn error(&self, method: &'static str, error: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { method, error }).inc();
+    }
+
+    /// The OpenMetrics text exposition (served with `CONTENT_TYPE`).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail, and every label and value encoder here is infallible.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encoding metrics into a String");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn encodes_every_metric_with_prefix_and_labels() {
+        let m = Metrics::new();
+        m.connections.inc();
+        m.connections_accepted.inc();
+        m.connection_refused("address");
+        let s = m.storage("1");
+        s.loads.inc_by(3);
+        s.stores.inc();
+        s.commits.inc();
+        s.aborts.inc();
+        s.write_conflicts.inc();
+        s.objects.set(42);
+        s.bytes.set(4096);
+        s.last_tid_seconds.set(1_700_000_000.5);
+        m.commit_lock_wait_seconds.observe(0.001);
+        m.fsync_seconds.observe(0.00004);
+        m.fsync_batch_transactions.observe(3.0);
+        m.bytes_received.inc_by(100);
+        m.bytes_sent.inc_by(200);
+        m.invalidations_sent.inc();
+        m.error("loadBefore", "POSKeyError");
+        let text = m.encode();
+        for line in [
+            "zeo_connections 1",
+            "zeo_connections_accepted_total 1",
+            "zeo_connections_refused_total{reason=\"address\"} 1",
+            "zeo_loads_total{storage=\"1\"} 3",
+            "zeo_stores_total{storage=\"1\"} 1",
+            "zeo_commits_total{storage=\"1\"} 1",
+            "zeo_aborts_total{storage=\"1\"} 1",
+            "zeo_conflicts_total{storage=\"1\",kind=\"write\"} 1",
+            "zeo_conflicts_total{storage=\"1\",kind=\"read\"} 0",
+            "zeo_storage_objects{storage=\"1\"} 42",
+            "zeo_storage_bytes{storage=\"1\"} 4096",
+            "zeo_last_tid_seconds{storage=\"1\"} 1700000000.5",
+            "zeo_commit_lock_wait_seconds_count 1",
+            "zeo_fsync_seconds_bucket{le=\"5.0e-5\"} 1",
+            "zeo_fsync_batch_transactions_sum 3.0",
+            "zeo_bytes_received_total 100",
+            "zeo_bytes_sent_total 200",
+            "zeo_invalidations_sent_total 1",
+            "zeo_errors_total{method=\"loadBefore\",error=\"POSKeyError\"} 1",
+            "# TYPE zeo_fsync_seconds histogram",
+            "# EOF",
+        ] {
+            assert!(has_line(&text, line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.contains("zeo_build_info{version=\""), "{text}");
+    }
+
+    #[test]
+    fn storage_handles_share_the_registered_series() {
+        let m = Metrics::new();
+        let (a, b) = (m.storage("main"), m.storage("main"));
+        a.commits.inc();
+        b.commits.inc();
+        m.storage("other");
+        let text = m.encode();
+        assert!(has_line(&text, "zeo_commits_total{storage=\"main\"} 2"), "{text}");
+        assert!(has_line(&text, "zeo_commits_total{storage=\"other\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn updates_from_many_threads_add_up() {
+        let m = Metrics::new();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let s = m.storage("1");
+                let m = &m;
+                scope.spawn(move || {
+                    for _ in 0..1000 {
+                        s.loads.inc();
+                        m.bytes_sent.inc_by(2);
+                    }
+                });
+            }
+        });
+        let text = m.encode();
+        assert!(has_line(&text, "zeo_loads_total{storage=\"1\"} 4000"), "{text}");
+        assert!(has_line(&text, "zeo_bytes_sent_total 8000"), "{text}");
+    }
+}

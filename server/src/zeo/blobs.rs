@@ -1,0 +1,134 @@
+//! The server-side blob directory, in ZODB's "bushy" layout so that a blob directory is
+//! interchangeable with Python ZEO's: `<dir>/.layout` holds `bushy`, committed blobs live at
+//! `<dir>/0x00/0x00/0x00/0x00/0x00/0x00/0x00/0x03/0x03f58e0008888888.blob` (one level per oid byte,
+//! the file named by the tid as ZODB's `tid_repr` writes it), uploads are staged in `<dir>/tmp`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A blob directory.
+#[derive(Debug, Clone)]
+pub struct BlobDir {
+    root: PathBuf,
+}
+
+/// ZODB's `oid_repr`/`tid_repr`: `0x` and the hex digits without leading zeros (an even number of
+/// them; `0x00` for zero).
+pub fn id_repr(id: &[u8; 8]) -> String {
+    let hex = hex::encode(id);
+    let trimmed = hex.trim_start_matches('0');
+    let even = if trimmed.is_empty() {
+        "00".to_string()
+    } else if trimmed.len() % 2 == 1 {
+        format!("0{trimmed}")
+    } else {
+        trimmed.to_string()
+    };
+    format!("0x{even}")
+}
+
+impl BlobDir {
+    /// Opens (creating if needed) a blob directory; refuses a layout other than bushy.
+    pub fn open(root: &Path) -> std::io::Result<Self> {
+        fs::create_dir_all(root.join("tmp"))?;
+        let marker = root.join(".layout");
+        match fs::read_to_string(&marker) {
+            Ok(layout) if layout.trim() == "bushy" => {}
+            Ok(layout) => {
+                return Err(std::io::Error::other(format!(
+                    "{}: blob layout {:?} is not supported (only \"bushy\", ZEO's default)",
+                    root.display(),
+                    layout.trim()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::write(&marker, "bushy")?,
+            Err(e) => return Err(e),
+        }
+        Ok(BlobDir { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of an object's blobs.
+    pub fn oid_dir(&self, oid: &[u8; 8]) -> PathBuf {
+        let mut p = self.root.clone();
+        for b in oid {
+            p.push(format!("0x{b:02x}"));
+        }
+        p
+    }
+
+    /// File of a committed blob revision.
+    pub fn blob_path(&self, oid: &[u8; 8], tid: &[u8; 8]) -> PathBuf {
+        self.oid_dir(oid).join(format!("{}.blob", id_repr(tid)))
+    }
+
+    /// A new, empty staging file for an upload.
+    pub fn temp_file(&self) -> std::io::Result<(PathBuf, fs::File)> {
+        for _ in 0..100 {
+            let name = format!("upload-{:016x}.tmp", rand_u64());
+            let path = self.root.join("tmp").join(name);
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(f) => return Ok((path, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other("cannot create a blob staging file"))
+    }
+
+    /// Moves a staged upload into place as the blob of (oid, tid), durably: the file is fsynced
+    /// before the rename, the directory after.
+    pub fn commit(&self, staged: &Path, oid: &[u8; 8], tid: &[u8; 8]) -> std::io::Result<()> {
+        let dir = self.oid_dir(oid);
+        fs::create_dir_all(&dir)?;
+        fs::File::open(staged)?.sync_all()?;
+        fs::rename(staged, self.blob_path(oid, tid))?;
+        fs::File::open(&dir)?.sync_all()
+    }
+
+    /// Removes the blob of one revision (after pack dropped it), and the object's directory when it
+    /// is left empty.
+    pub fn remove(&self, oid: &[u8; 8], tid: &[u8; 8]) {
+        let _ = fs::remove_file(self.blob_path(oid, tid));
+        let _ = fs::remove_dir(self.oid_dir(oid));
+    }
+}
+
+/// Appends to a staging file.
+pub fn append(file: &mut fs::File, chunk: &[u8]) -> std::io::Result<()> {
+    file.write_all(chunk)
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_zodb_bushy_layout() {
+        assert_eq!(id_repr(&[0, 0, 0, 0, 0, 0, 0, 3]), "0x03");
+        assert_eq!(id_repr(&[0; 8]), "0x00");
+        assert_eq!(id_repr(&[0x03, 0xf5, 0x8e, 0, 0x08, 0x88, 0x88, 0x88]), "0x03f58e0008888888");
+        let dir = tempfile::tempdir().unwrap();
+        let b = BlobDir::open(dir.path()).unwrap();
+        assert_eq!(fs::read_to_string(dir.path().join(".layout")).unwrap(), "bushy");
+        let p = b.blob_path(&[0, 0, 0, 0, 0, 0, 0, 3], &[0x03, 0xf5, 0x8e, 0, 0x08, 0x88, 0x88, 0x88]);
+        assert!(p.ends_with("0x00/0x00/0x00/0x00/0x00/0x00/0x00/0x03/0x03f58e0008888888.blob"), "{}", p.display());
+        let (tmp, mut f) = b.temp_file().unwrap();
+        append(&mut f, b"hello").unwrap();
+        b.commit(&tmp, &[0, 0, 0, 0, 0, 0, 0, 3], &[1; 8]).unwrap();
+        assert_eq!(fs::read(b.blob_path(&[0, 0, 0, 0, 0, 0, 0, 3], &[1; 8])).unwrap(), b"hello");
+        fs::write(dir.path().join(".layout"), "lawn").unwrap();
+        assert!(BlobDir::open(dir.path()).is_err());
+    }
+}
