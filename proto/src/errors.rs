@@ -219,7 +219,10 @@ mod tests {
         let (class, payload) = multiple_undo(&[(p64(1), "no"), (p64(2), "nope")]);
         assert_eq!(class, MULTIPLE_UNDO_ERRORS);
         let errs = payload.dict_get("_errs").and_then(Value::as_list).unwrap_or_default();
-        assert_eq!(errs, [Value::Tuple(vec![p64(1).into(), "no".into()]), Value::Tuple(vec![p64(2).into(), "nope".into()])]);
+        assert_eq!(
+            errs,
+            [Value::Tuple(vec![p64(1).into(), "no".into()]), Value::Tuple(vec![p64(2).into(), "nope".into()])]
+        );
         let (_, empty) = multiple_undo(&[]);
         assert_eq!(empty.dict_get("_errs").and_then(Value::as_list).map(<[_]>::len), Some(1));
         let (class, payload) = undo_error("bad", Some(p64(9)));

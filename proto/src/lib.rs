@@ -7,6 +7,14 @@
 //!
 //! # Layout
 //!
+//! - [`frame`]: the 4-byte big-endian length framing of the stream, with a size limit
+//!   ([`frame::FrameDecoder`], [`frame::encode_frame`]).
+//! - [`message`]: the ZEO 5 `(msgid, flag, name, args)` messages ([`message::Message`]) in
+//!   both encodings ([`message::Encoding`]: `Z5` pickle, `M5` msgpack), and the hello frame.
+//! - [`errors`]: the `(class_name, payload)` error replies for the exceptions clients rebuild
+//!   (`ConflictError`, `POSKeyError`, `MultipleUndoErrors`, ...), shaped as ZEO's client expects.
+//! - [`msgpack`]: msgpack over [`pickle::Value`], byte-identical to msgpack-python's
+//!   `packb(use_bin_type=True)` / `unpackb(raw=False, use_list=False)`.
 //! - [`pickle`]: the pickle codec. [`pickle::decode`] (and [`pickle::Decoder`] for the two
 //!   pickles of a data record) reads protocols 0–5: untrusted input, resource limits, never
 //!   panics. [`pickle::encode_wire`] writes exactly what ZEO's fast-mode protocol-3 pickler writes
@@ -19,15 +27,20 @@
 //!   `laterThan`, which keeps tids strictly increasing.
 //! - This file: the [`Oid`]/[`Tid`] aliases, [`Z64`], [`MAXTID`] and u64 conversions.
 //!
-//! Golden test vectors come from the real Python stack via `proto/testdata/gen_golden.py`,
-//! which regenerates the `golden_data.rs` files.
+//! Golden test vectors come from the real Python stack via `proto/testdata/gen_golden.py`
+//! (pickle, refs, timestamp) and `proto/testdata/gen_wire_golden.py` (msgpack, messages, error
+//! replies), which regenerate the `golden_data.rs` files.
 
+pub mod errors;
 pub mod frame;
 pub mod message;
 pub mod msgpack;
 pub mod pickle;
 pub mod refs;
 pub mod timestamp;
+
+#[cfg(test)]
+mod wire_tests;
 
 /// An object id: 8 bytes, compared and allocated as a big-endian u64. [`Z64`] is the root object.
 pub type Oid = [u8; 8];

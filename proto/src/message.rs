@@ -165,9 +165,9 @@ impl Message {
                 Value::Tuple(items) | Value::List(items) => items,
                 other => return Err(bad_shape(format!("error reply args are a {}, not a pair", other.type_name()))),
             };
-            let [class, payload]: [Value; 2] = pair
-                .try_into()
-                .map_err(|items: Vec<Value>| bad_shape(format!("error reply args have {} elements, not 2", items.len())))?;
+            let [class, payload]: [Value; 2] = pair.try_into().map_err(|items: Vec<Value>| {
+                bad_shape(format!("error reply args have {} elements, not 2", items.len()))
+            })?;
             return Ok(Message::Error { msgid, class: text(class, "error class name")?, payload });
         }
         let args = match args {
@@ -408,12 +408,14 @@ mod tests {
             (Value::Int(2), true),
         ] {
             for enc in BOTH {
-                let data = encode_value(&shape(Value::Int(3), flag.clone(), "m".into(), args.clone()), enc).expect("ok");
+                let data =
+                    encode_value(&shape(Value::Int(3), flag.clone(), "m".into(), args.clone()), enc).expect("ok");
                 assert_eq!(
                     decode(&data, enc),
                     Ok(Message::Call { msgid: Value::Int(3), is_async, method: "m".into(), args: vec![Value::Int(5)] })
                 );
-                let reply = encode_value(&shape(Value::Int(3), flag.clone(), REPLY.into(), args.clone()), enc).expect("ok");
+                let reply =
+                    encode_value(&shape(Value::Int(3), flag.clone(), REPLY.into(), args.clone()), enc).expect("ok");
                 let expected = if is_async {
                     // A truthy reply flag makes an error reply, whose args must be a pair.
                     Err(ProtoError::BadShape("error reply args have 1 elements, not 2".into()))
@@ -455,7 +457,10 @@ mod tests {
         assert_eq!(decode(&data, Encoding::Pickle), Ok(Message::Heartbeat));
         let mut data = encode(&Message::Heartbeat, Encoding::Msgpack).expect("ok");
         data.push(0xc0);
-        assert!(matches!(decode(&data, Encoding::Msgpack), Err(ProtoError::Msgpack(MsgpackError::TrailingBytes { .. }))));
+        assert!(matches!(
+            decode(&data, Encoding::Msgpack),
+            Err(ProtoError::Msgpack(MsgpackError::TrailingBytes { .. }))
+        ));
     }
 
     #[test]
@@ -474,7 +479,10 @@ mod tests {
         }
         // Still a 4-tuple is required: Python unpacks it before comparing the msgid.
         let short = Value::Tuple(vec![Value::Int(-1), Value::Int(0), REPLY.into()]);
-        assert!(matches!(decode(&encode_value(&short, Encoding::Pickle).expect("ok"), Encoding::Pickle), Err(ProtoError::BadShape(_))));
+        assert!(matches!(
+            decode(&encode_value(&short, Encoding::Pickle).expect("ok"), Encoding::Pickle),
+            Err(ProtoError::BadShape(_))
+        ));
     }
 
     #[test]
@@ -490,7 +498,12 @@ mod tests {
             Value::Tuple(vec![Value::Int(1), Value::Bool(false), "m".into(), Value::None]),
             Value::Tuple(vec![Value::Int(1), Value::Bool(false), "m".into(), Value::Dict(vec![])]),
             Value::Tuple(vec![Value::Int(1), Value::Int(2), REPLY.into(), Value::None]),
-            Value::Tuple(vec![Value::Int(1), Value::Int(2), REPLY.into(), Value::Tuple(vec![Value::Int(1), Value::None])]),
+            Value::Tuple(vec![
+                Value::Int(1),
+                Value::Int(2),
+                REPLY.into(),
+                Value::Tuple(vec![Value::Int(1), Value::None]),
+            ]),
         ];
         for v in cases {
             for enc in BOTH {
@@ -508,7 +521,12 @@ mod tests {
         // (1, False, 'm', (os.system,)) and the same with an allowed global.
         let with_global = |module: &str, name: &str| {
             let g = Value::global(module, name);
-            pickle::encode_wire(&Value::Tuple(vec![Value::Int(1), Value::Bool(false), "m".into(), Value::Tuple(vec![g])]))
+            pickle::encode_wire(&Value::Tuple(vec![
+                Value::Int(1),
+                Value::Bool(false),
+                "m".into(),
+                Value::Tuple(vec![g]),
+            ]))
         };
         assert_eq!(
             decode(&with_global("os", "system"), Encoding::Pickle),
@@ -532,7 +550,11 @@ mod tests {
     #[test]
     fn encode_matches_into_value() {
         let msgs = [
-            Message::call(7, "tpc_begin", vec![Value::from(140_567_705_425_168u64), "user".into(), "".into(), Value::Dict(vec![])]),
+            Message::call(
+                7,
+                "tpc_begin",
+                vec![Value::from(140_567_705_425_168u64), "user".into(), "".into(), Value::Dict(vec![])],
+            ),
             Message::async_call("storea", vec![Z64.into(), Z64.into(), Value::Bytes(vec![1; 300]), Value::Int(1)]),
             Message::reply(Value::Int(7), Value::Tuple(vec![Value::Bytes(vec![2; 10]), tid(), Value::None])),
             Message::error(Value::Int(8), errors::conflict(Z64, MAXTID, Z64, Some("a.B"))),

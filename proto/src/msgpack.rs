@@ -115,7 +115,9 @@ pub enum MsgpackError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MsgpackOptions {
     /// Maximum nesting (a scalar at the top is depth 1). Python allows 1,025; the default,
-    /// [`DEFAULT_MAX_DEPTH`], is the pickle decoder's, far above anything ZEO sends.
+    /// [`DEFAULT_MAX_DEPTH`], is the pickle decoder's, far above anything ZEO sends. Decoding
+    /// itself uses no stack per level, but dropping or walking a [`Value`] is recursive, so
+    /// keep this moderate.
     pub max_depth: usize,
     /// Maximum number of values decoded, counting every scalar and container.
     pub max_items: usize,
@@ -149,7 +151,29 @@ pub fn encode(value: &Value) -> Result<Vec<u8>, MsgpackError> {
 ///
 /// As [`encode`].
 pub fn encode_into(value: &Value, out: &mut Vec<u8>) -> Result<(), MsgpackError> {
-    pack(value, out, ENCODE_MAX_DEPTH)
+    // Iterative, so that nesting up to the limit cannot overflow the stack: the values still
+    // to write, last first, each with its depth (the top value is depth 1).
+    let mut pending: Vec<(&Value, usize)> = vec![(value, 1)];
+    while let Some((value, depth)) = pending.pop() {
+        if depth > ENCODE_MAX_DEPTH {
+            return Err(MsgpackError::TooDeep { max: ENCODE_MAX_DEPTH });
+        }
+        match value {
+            Value::Tuple(items) | Value::List(items) => {
+                container_header(items.len(), [0x90, 0xdc, 0xdd], "array", out)?;
+                pending.extend(items.iter().rev().map(|item| (item, depth + 1)));
+            }
+            Value::Dict(pairs) => {
+                container_header(pairs.len(), [0x80, 0xde, 0xdf], "map", out)?;
+                for (k, v) in pairs.iter().rev() {
+                    pending.push((v, depth + 1));
+                    pending.push((k, depth + 1));
+                }
+            }
+            scalar => pack_scalar(scalar, out)?,
+        }
+    }
+    Ok(())
 }
 
 /// Decodes one msgpack value that must fill `data` exactly, with [`MsgpackOptions::default`].
@@ -168,7 +192,7 @@ pub fn decode(data: &[u8]) -> Result<Value, MsgpackError> {
 /// As [`decode`].
 pub fn decode_with(data: &[u8], opts: &MsgpackOptions) -> Result<Value, MsgpackError> {
     let mut reader = Reader { data, pos: 0, items: 0, opts };
-    let value = reader.value(1)?;
+    let value = reader.value()?;
     if reader.pos < data.len() {
         return Err(MsgpackError::TrailingBytes { offset: reader.pos });
     }
@@ -177,10 +201,8 @@ pub fn decode_with(data: &[u8], opts: &MsgpackOptions) -> Result<Value, MsgpackE
 
 // ----- encoding -----
 
-fn pack(value: &Value, out: &mut Vec<u8>, depth_left: usize) -> Result<(), MsgpackError> {
-    let Some(depth_left) = depth_left.checked_sub(1) else {
-        return Err(MsgpackError::TooDeep { max: ENCODE_MAX_DEPTH });
-    };
+/// Writes a value that is not a tuple, list or dict.
+fn pack_scalar(value: &Value, out: &mut Vec<u8>) -> Result<(), MsgpackError> {
     match value {
         Value::None => out.push(0xc0),
         Value::Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
@@ -229,20 +251,14 @@ fn pack(value: &Value, out: &mut Vec<u8>, depth_left: usize) -> Result<(), Msgpa
             }
             out.extend_from_slice(s.as_bytes());
         }
-        Value::Tuple(items) | Value::List(items) => {
-            container_header(items.len(), [0x90, 0xdc, 0xdd], "array", out)?;
-            for item in items {
-                pack(item, out, depth_left)?;
-            }
-        }
-        Value::Dict(pairs) => {
-            container_header(pairs.len(), [0x80, 0xde, 0xdf], "map", out)?;
-            for (k, v) in pairs {
-                pack(k, out, depth_left)?;
-                pack(v, out, depth_left)?;
-            }
-        }
-        Value::Set(_) | Value::FrozenSet(_) | Value::Global { .. } | Value::Object { .. } | Value::PersistentId(_) => {
+        Value::Tuple(_)
+        | Value::List(_)
+        | Value::Dict(_)
+        | Value::Set(_)
+        | Value::FrozenSet(_)
+        | Value::Global { .. }
+        | Value::Object { .. }
+        | Value::PersistentId(_) => {
             return Err(MsgpackError::Unsupported { type_name: value.type_name() });
         }
     }
@@ -250,7 +266,12 @@ fn pack(value: &Value, out: &mut Vec<u8>, depth_left: usize) -> Result<(), Msgpa
 }
 
 /// Writes an array or map header: `fix | len` below 16, then the 16- and 32-bit forms.
-fn container_header(len: usize, [fix, b16, b32]: [u8; 3], what: &'static str, out: &mut Vec<u8>) -> Result<(), MsgpackError> {
+fn container_header(
+    len: usize,
+    [fix, b16, b32]: [u8; 3],
+    what: &'static str,
+    out: &mut Vec<u8>,
+) -> Result<(), MsgpackError> {
     if len < 16 {
         out.push(fix | len as u8);
     } else if let Ok(n) = u16::try_from(len) {
@@ -302,6 +323,28 @@ fn pack_int(i: i64, out: &mut Vec<u8>) {
 
 // ----- decoding -----
 
+/// A container whose elements are still being read.
+enum Open {
+    Seq {
+        items: Vec<Value>,
+        left: usize,
+        start: usize,
+    },
+    Map {
+        pairs: Vec<(Value, Value)>,
+        /// The key read, waiting for its value.
+        key: Option<Value>,
+        left: usize,
+        start: usize,
+    },
+}
+
+/// What the next type byte starts.
+enum Item {
+    Done(Value),
+    Open(Open),
+}
+
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -311,6 +354,58 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// Reads one value. Iterative, with the open containers on the heap, so hostile nesting
+    /// can only hit the depth limit, never the stack.
+    fn value(&mut self) -> Result<Value, MsgpackError> {
+        let mut open: Vec<Open> = Vec::new();
+        loop {
+            let start = self.pos;
+            let (mut value, mut value_start) = match self.item(open.len() + 1)? {
+                Item::Done(v) => (v, start),
+                Item::Open(container) => {
+                    open.push(container);
+                    continue;
+                }
+            };
+            // Hand the value to its container; a container that is now full becomes the value
+            // handed to the one around it.
+            loop {
+                match open.last_mut() {
+                    None => return Ok(value),
+                    Some(Open::Seq { items, left, .. }) => {
+                        items.push(value);
+                        *left -= 1;
+                        if *left > 0 {
+                            break;
+                        }
+                    }
+                    Some(Open::Map { pairs, key, left, .. }) => match key.take() {
+                        None => {
+                            if self.opts.strict_map_key && !matches!(value, Value::Str(_) | Value::Bytes(_)) {
+                                return Err(MsgpackError::BadMapKey { found: value.type_name(), offset: value_start });
+                            }
+                            *key = Some(value);
+                            break;
+                        }
+                        Some(k) => {
+                            pairs.push((k, value));
+                            *left -= 1;
+                            if *left > 0 {
+                                break;
+                            }
+                        }
+                    },
+                }
+                (value, value_start) = match open.pop() {
+                    Some(Open::Seq { items, start, .. }) => (Value::Tuple(items), start),
+                    Some(Open::Map { pairs, start, .. }) => (Value::Dict(pairs), start),
+                    // Cannot happen (last_mut() just found a container); an error, not a panic.
+                    None => return Err(MsgpackError::Truncated { offset: start }),
+                };
+            }
+        }
+    }
+
     /// Takes `n` bytes, or reports the value starting at `start` as truncated.
     fn take(&mut self, n: usize, start: usize) -> Result<&'a [u8], MsgpackError> {
         let end = self.pos.checked_add(n).ok_or(MsgpackError::Truncated { offset: start })?;
@@ -339,20 +434,25 @@ impl<'a> Reader<'a> {
         self.data.len().saturating_sub(self.pos)
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, MsgpackError> {
+    /// Reads the type byte (and for scalars, the whole value) of an item at `depth`.
+    fn item(&mut self, depth: usize) -> Result<Item, MsgpackError> {
         let start = self.pos;
         if depth > self.opts.max_depth {
-            return Err(MsgpackError::LimitExceeded { limit: "nesting depth", max: self.opts.max_depth, offset: start });
+            return Err(MsgpackError::LimitExceeded {
+                limit: "nesting depth",
+                max: self.opts.max_depth,
+                offset: start,
+            });
         }
         self.items += 1;
         if self.items > self.opts.max_items {
             return Err(MsgpackError::LimitExceeded { limit: "item count", max: self.opts.max_items, offset: start });
         }
         let [tag] = self.array::<1>(start)?;
-        Ok(match tag {
+        Ok(Item::Done(match tag {
             0x00..=0x7f => Value::Int(i64::from(tag)),
-            0x80..=0x8f => self.map(usize::from(tag & 0x0f), depth, start)?,
-            0x90..=0x9f => self.seq(usize::from(tag & 0x0f), depth, start)?,
+            0x80..=0x8f => return self.map(usize::from(tag & 0x0f), start),
+            0x90..=0x9f => return self.seq(usize::from(tag & 0x0f), start),
             0xa0..=0xbf => self.str(usize::from(tag & 0x1f), start)?,
             0xc0 => Value::None,
             0xc1 => return Err(MsgpackError::Reserved { offset: start }),
@@ -389,14 +489,14 @@ impl<'a> Reader<'a> {
             }
             0xdc | 0xdd => {
                 let len = self.len(if tag == 0xdc { 2 } else { 4 }, start)?;
-                self.seq(len, depth, start)?
+                return self.seq(len, start);
             }
             0xde | 0xdf => {
                 let len = self.len(if tag == 0xde { 2 } else { 4 }, start)?;
-                self.map(len, depth, start)?
+                return self.map(len, start);
             }
             0xe0..=0xff => Value::Int(i64::from(tag as i8)),
-        })
+        }))
     }
 
     fn str(&mut self, len: usize, start: usize) -> Result<Value, MsgpackError> {
@@ -405,33 +505,26 @@ impl<'a> Reader<'a> {
         Ok(Value::Str(text.to_owned()))
     }
 
-    fn seq(&mut self, len: usize, depth: usize, start: usize) -> Result<Value, MsgpackError> {
+    fn seq(&mut self, len: usize, start: usize) -> Result<Item, MsgpackError> {
         // Every element takes at least one byte: a longer header is a truncated input.
         if len > self.remaining() {
             return Err(MsgpackError::Truncated { offset: start });
         }
-        let mut items = Vec::with_capacity(len.min(PREALLOC_LIMIT));
-        for _ in 0..len {
-            items.push(self.value(depth + 1)?);
+        if len == 0 {
+            return Ok(Item::Done(Value::Tuple(Vec::new())));
         }
-        Ok(Value::Tuple(items))
+        Ok(Item::Open(Open::Seq { items: Vec::with_capacity(len.min(PREALLOC_LIMIT)), left: len, start }))
     }
 
-    fn map(&mut self, len: usize, depth: usize, start: usize) -> Result<Value, MsgpackError> {
+    fn map(&mut self, len: usize, start: usize) -> Result<Item, MsgpackError> {
         if len > self.remaining() / 2 {
             return Err(MsgpackError::Truncated { offset: start });
         }
-        let mut pairs = Vec::with_capacity(len.min(PREALLOC_LIMIT));
-        for _ in 0..len {
-            let key_at = self.pos;
-            let key = self.value(depth + 1)?;
-            if self.opts.strict_map_key && !matches!(key, Value::Str(_) | Value::Bytes(_)) {
-                return Err(MsgpackError::BadMapKey { found: key.type_name(), offset: key_at });
-            }
-            let value = self.value(depth + 1)?;
-            pairs.push((key, value));
+        if len == 0 {
+            return Ok(Item::Done(Value::Dict(Vec::new())));
         }
-        Ok(Value::Dict(pairs))
+        let pairs = Vec::with_capacity(len.min(PREALLOC_LIMIT));
+        Ok(Item::Open(Open::Map { pairs, key: None, left: len, start }))
     }
 }
 
@@ -549,7 +642,10 @@ mod tests {
     fn decode_limits() {
         let deep = |n: usize| [vec![0x91; n], vec![0xc0]].concat();
         assert!(decode(&deep(DEFAULT_MAX_DEPTH - 1)).is_ok());
-        assert!(matches!(decode(&deep(DEFAULT_MAX_DEPTH)), Err(MsgpackError::LimitExceeded { limit: "nesting depth", .. })));
+        assert!(matches!(
+            decode(&deep(DEFAULT_MAX_DEPTH)),
+            Err(MsgpackError::LimitExceeded { limit: "nesting depth", .. })
+        ));
         let python_depth = MsgpackOptions { max_depth: ENCODE_MAX_DEPTH, ..MsgpackOptions::default() };
         assert!(decode_with(&deep(1024), &python_depth).is_ok());
         assert!(decode_with(&deep(1025), &python_depth).is_err());
@@ -567,8 +663,10 @@ mod tests {
         for hex in ["ddffffffff", "dfffffffff", "dbffffffff61", "c6ffffffff", "c9ffffffff01", "dc0002c0"] {
             assert!(matches!(decode(&h(hex)), Err(MsgpackError::Truncated { offset: 0 })), "{hex}");
         }
-        // A map of 2 pairs needs at least 4 more bytes.
-        assert_eq!(decode(&h("82a161c0a162")), Err(MsgpackError::Truncated { offset: 0 }));
+        // A map of 2 pairs needs at least 4 more bytes; with enough, the missing value is
+        // reported where it should start.
+        assert_eq!(decode(&h("82a161c0")), Err(MsgpackError::Truncated { offset: 0 }));
+        assert_eq!(decode(&h("82a161c0a162")), Err(MsgpackError::Truncated { offset: 6 }));
     }
 
     #[test]
@@ -621,7 +719,10 @@ mod tests {
             ".{0,40}".prop_map(Value::Str),
         ];
         scalar.prop_recursive(5, 96, 20, |inner| {
-            let key = prop_oneof![".{0,8}".prop_map(Value::Str), prop::collection::vec(any::<u8>(), 0..8).prop_map(Value::Bytes)];
+            let key = prop_oneof![
+                ".{0,8}".prop_map(Value::Str),
+                prop::collection::vec(any::<u8>(), 0..8).prop_map(Value::Bytes)
+            ];
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..20).prop_map(Value::Tuple),
                 prop::collection::vec((key, inner), 0..18).prop_map(Value::Dict),

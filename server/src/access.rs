@@ -13,7 +13,8 @@
 //! *without* `CA:TRUE` (e.g. `openssl req -x509 -addext basicConstraints=critical,CA:FALSE`) listed in
 //! `--tls-client-ca` does work, since webpki takes any listed certificate's name and key as an anchor.
 //! The usual setup is a small CA that signs the client certificates; `--tls-client-ca` holds the CA.
-//! When a client presents a CA certificate, the handshake error says so (see `CaAsClientCertificate`).
+//! When a client presents a CA certificate, the handshake fails with `AccessError::CaAsClientCertificate`,
+//! which says so.
 
 #[cfg(test)]
 mod tests;
@@ -244,6 +245,14 @@ pub enum AccessError {
     /// The client did not finish the TLS handshake in time.
     #[error("TLS handshake timed out after {0:?}")]
     HandshakeTimeout(Duration),
+    /// The client presented a CA certificate (`CA:TRUE`) as its own, as ZEO's test certificates do;
+    /// webpki refuses those (see the module docs).
+    #[error(
+        "TLS handshake failed: the client certificate is a CA certificate (basicConstraints CA:TRUE), which \
+         rustls/webpki does not accept as a client certificate (ZEO-style self-signed certificates); issue \
+         client certificates from a CA listed in --tls-client-ca, or self-sign them with CA:FALSE"
+    )]
+    CaAsClientCertificate,
     /// The TLS handshake failed (bad or missing client certificate, protocol mismatch, ...).
     #[error("TLS handshake failed: {0}")]
     Handshake(#[source] std::io::Error),
@@ -334,19 +343,34 @@ where
     let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
         .await
         .map_err(|_| AccessError::HandshakeTimeout(TLS_HANDSHAKE_TIMEOUT))?
-        .map_err(AccessError::Handshake)?;
+        .map_err(handshake_error)?;
     let identity = identity_from(tls.get_ref().1);
     Ok((tls, identity))
 }
 
-/// The reason given when a client presents a CA certificate as its own (ZEO-test-style certificates).
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the client certificate is a CA certificate (basicConstraints CA:TRUE); rustls/webpki does not accept \
-     CA certificates as client certificates (ZEO-style self-signed certificates), so issue the client \
-     certificate from a CA listed in --tls-client-ca, or self-sign it with CA:FALSE"
-)]
-pub struct CaAsClientCertificate;
+/// Marks webpki's refusal of a CA certificate presented as a client certificate, so `accept_tls` can
+/// report `AccessError::CaAsClientCertificate`. rustls prints it with `Debug` inside its own error
+/// ("invalid peer certificate: Other(OtherError(...))"), so `Debug` carries the explanation too.
+#[derive(thiserror::Error)]
+#[error("the client certificate is a CA certificate (basicConstraints CA:TRUE)")]
+struct CaAsClientCertificate;
+
+impl fmt::Debug for CaAsClientCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the client certificate is a CA certificate (basicConstraints CA:TRUE), which webpki refuses as a \
+             client certificate; use one issued by a CA in --tls-client-ca",
+        )
+    }
+}
+
+/// Turns a failed handshake into an `AccessError`, recognising our `CaAsClientCertificate` marker.
+fn handshake_error(e: std::io::Error) -> AccessError {
+    let ca_as_client = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).is_some_and(|r| {
+        matches!(r, rustls::Error::InvalidCertificate(CertificateError::Other(o)) if o.0.is::<CaAsClientCertificate>())
+    });
+    if ca_as_client { AccessError::CaAsClientCertificate } else { AccessError::Handshake(e) }
+}
 
 /// Wraps webpki's verifier only to replace its terse `CaUsedAsEndEntity` with an explanation.
 #[derive(Debug)]

@@ -26,7 +26,7 @@ struct StorageLabel {
 
 /// Which kind of conflict a commit hit.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum ConflictKind {
+enum ConflictKind {
     Write,
     Read,
 }
@@ -241,7 +241,7 @@ mod tests {
             "zeo_storage_bytes{storage=\"1\"} 4096",
             "zeo_last_tid_seconds{storage=\"1\"} 1700000000.5",
             "zeo_commit_lock_wait_seconds_count 1",
-            "zeo_fsync_seconds_bucket{le=\"5.0e-5\"} 1",
+            "zeo_fsync_seconds_bucket{le=\"0.00005\"} 1",
             "zeo_fsync_batch_transactions_sum 3.0",
             "zeo_bytes_received_total 100",
             "zeo_bytes_sent_total 200",

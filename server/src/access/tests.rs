@@ -123,7 +123,8 @@ impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let ca = ca("zeo test CA");
-        let (server, server_key) = signed(&ca, "zeo server", &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+        let (server, server_key) =
+            signed(&ca, "zeo server", &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
         let put = |name: &str, text: &str| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
@@ -205,7 +206,8 @@ async fn rust_client(addr: SocketAddr, ca_pem: &str, client: Option<(&Path, &Pat
 #[test]
 fn identity_from_certificate() {
     let issuer = ca("x");
-    let (pem, _) = signed(&issuer, "app1", &["a.example", "127.0.0.1", "b.example"], ExtendedKeyUsagePurpose::ClientAuth);
+    let (pem, _) =
+        signed(&issuer, "app1", &["a.example", "127.0.0.1", "b.example"], ExtendedKeyUsagePurpose::ClientAuth);
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
     assert_eq!(ClientIdentity::from_der(&der), Some(identity(Some("app1"), &["a.example", "b.example"])));
     assert_eq!(ClientIdentity::from_der(b"not a certificate"), None);
@@ -213,6 +215,7 @@ fn identity_from_certificate() {
 
 #[test]
 fn acceptor_reports_bad_files_by_flag() {
+    let tls_acceptor = |files: &TlsFiles| tls_acceptor(files).map(drop);
     let pki = Pki::new();
     let mut files = pki.files.clone();
     files.key = pki.path("missing.pem");
@@ -224,7 +227,8 @@ fn acceptor_reports_bad_files_by_flag() {
     assert!(tls_acceptor(&files).unwrap_err().to_string().starts_with("--tls-cert"));
 
     let encrypted = pki.path("enc.pem");
-    std::fs::write(&encrypted, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n").unwrap();
+    std::fs::write(&encrypted, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n")
+        .unwrap();
     let files = TlsFiles { key: encrypted, ..pki.files.clone() };
     assert!(matches!(tls_acceptor(&files), Err(AccessError::EncryptedKey { .. })));
 
@@ -299,11 +303,65 @@ async fn self_signed_client_certificates() {
             Ok(id) => assert!(accepted && id.is_some_and(|id| id.common_name.as_deref() == Some("selfie"))),
             Err(e) => {
                 assert!(!accepted);
-                let msg = e.to_string();
-                assert!(msg.contains("is a CA certificate (basicConstraints CA:TRUE)"), "{msg}");
+                assert!(matches!(e, AccessError::CaAsClientCertificate), "{e}");
+                assert!(e.to_string().contains("is a CA certificate (basicConstraints CA:TRUE)"), "{e}");
             }
         }
     }
+}
+
+/// The operator recipe from the module docs: `openssl req -x509` self-signed client certificates work
+/// with `-addext basicConstraints=critical,CA:FALSE` and are refused without it (OpenSSL's default
+/// adds `CA:TRUE`). Skipped when the `openssl` CLI is missing.
+#[tokio::test]
+async fn openssl_self_signed_recipe() {
+    let pki = Pki::new();
+    for (extra, accepted) in [(&["-addext", "basicConstraints=critical,CA:FALSE"][..], true), (&[][..], false)] {
+        let (cert, key) = (pki.path("ossl.pem"), pki.path("ossl-key.pem"));
+        let run = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-days", "3650", "-subj", "/CN=ossl-client"])
+            .args(extra)
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output();
+        match run {
+            Ok(out) => assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr)),
+            Err(e) => {
+                eprintln!("skipped: openssl CLI not available ({e})");
+                return;
+            }
+        }
+        let (addr, server) =
+            serve_once(tls_acceptor(&TlsFiles { client_ca: cert.clone(), ..pki.files.clone() }).unwrap()).await;
+        let answer = rust_client(addr, &pki.ca.pem(), Some((&cert, &key))).await;
+        assert_eq!(answer.is_ok(), accepted, "{extra:?}: {answer:?}");
+        match server.await.unwrap() {
+            Ok(id) => assert_eq!(id.and_then(|i| i.common_name).as_deref(), Some("ossl-client")),
+            Err(e) => assert!(!accepted && matches!(e, AccessError::CaAsClientCertificate), "{e}"),
+        }
+    }
+}
+
+/// Callers that run `TlsAcceptor::accept` themselves (not `accept_tls`) still get the explanation in
+/// the error text.
+#[tokio::test]
+async fn raw_handshake_error_explains_ca_client_certificates() {
+    let pki = Pki::new();
+    let (cert, key) = pki.put_client("zeo-style", &self_signed_client("zeo", true));
+    let acceptor = tls_acceptor(&TlsFiles { client_ca: cert.clone(), ..pki.files.clone() }).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await?;
+        tls.read_u8().await
+    });
+    assert!(rust_client(addr, &pki.ca.pem(), Some((&cert, &key))).await.is_err());
+    let e = server.await.unwrap().unwrap_err().to_string();
+    assert!(e.contains("is a CA certificate (basicConstraints CA:TRUE), which webpki refuses"), "{e}");
 }
 
 /// ZEO's own test certificates (when the venv with ZEO is present): refused, with the explanation.
@@ -316,11 +374,13 @@ async fn zeo_test_certificates_are_refused_clearly() {
     let files =
         TlsFiles { cert: zeo.join("server.pem"), key: zeo.join("server_key.pem"), client_ca: zeo.join("client.pem") };
     let (addr, server) = serve_once(tls_acceptor(&files).unwrap()).await;
-    let out = python_client(addr, &zeo.join("server.pem"), Some((&zeo.join("client.pem"), &zeo.join("client_key.pem"))), false).await;
+    let out =
+        python_client(addr, &zeo.join("server.pem"), Some((&zeo.join("client.pem"), &zeo.join("client_key.pem"))), "")
+            .await;
     let Some(out) = out else { return };
     assert!(out.starts_with("FAIL"), "{out}");
-    let e = server.await.unwrap().unwrap_err().to_string();
-    assert!(e.contains("is a CA certificate"), "{e}");
+    let e = server.await.unwrap().unwrap_err();
+    assert!(matches!(e, AccessError::CaAsClientCertificate), "{e}");
 }
 
 // ---- Python ssl client -----------------------------------------------------------------------
@@ -328,19 +388,24 @@ async fn zeo_test_certificates_are_refused_clearly() {
 /// The venv's ZEO/tests directory, found from the workspace root.
 fn zeo_tests_dir() -> Option<PathBuf> {
     let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
-    std::fs::read_dir(lib).ok()?.filter_map(Result::ok).map(|e| e.path().join("site-packages/ZEO/tests")).find(|p| {
-        p.join("client.pem").is_file()
-    })
+    std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages/ZEO/tests"))
+        .find(|p| p.join("client.pem").is_file())
 }
 
 /// Connects like ZEO's client does (an `SSLContext` with `load_verify_locations` and `load_cert_chain`),
-/// sends "ping" and prints "OK <version> <answer>" or "FAIL <error>". `None` if python3 is missing.
+/// sends "ping" and prints "OK <version> <answer>" or "FAIL <error>". `opts` may hold `check-hostname`
+/// and `tls1.2`.
 const PYTHON_CLIENT: &str = r#"
 import socket, ssl, sys
-host, port, ca, cert, key, check = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+host, port, ca, cert, key, opts = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.load_verify_locations(ca)
-ctx.check_hostname = check == "1"
+ctx.check_hostname = "check-hostname" in opts
+if "tls1.2" in opts:
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
 if cert != "-":
     ctx.load_cert_chain(cert, key)
 try:
@@ -358,12 +423,14 @@ except Exception as e:
     print("FAIL", type(e).__name__, e)
 "#;
 
-async fn python_client(addr: SocketAddr, ca: &Path, client: Option<(&Path, &Path)>, check_hostname: bool) -> Option<String> {
-    let (cert, key) = client.map_or(("-".into(), "-".into()), |(c, k)| (c.display().to_string(), k.display().to_string()));
+/// Runs `PYTHON_CLIENT`; `None` (test skipped) if python3 is missing.
+async fn python_client(addr: SocketAddr, ca: &Path, client: Option<(&Path, &Path)>, opts: &str) -> Option<String> {
+    let (cert, key) =
+        client.map_or(("-".into(), "-".into()), |(c, k)| (c.display().to_string(), k.display().to_string()));
     let run = tokio::process::Command::new("python3")
         .args(["-c", PYTHON_CLIENT, "127.0.0.1", &addr.port().to_string()])
         .arg(ca)
-        .args([cert, key, if check_hostname { "1" } else { "0" }.to_owned()])
+        .args([cert, key, opts.to_owned()])
         .output();
     let output = match tokio::time::timeout(Duration::from_secs(30), run).await.expect("python3 timed out") {
         Ok(output) => output,
@@ -380,16 +447,18 @@ async fn python_client(addr: SocketAddr, ca: &Path, client: Option<(&Path, &Path
 #[tokio::test]
 async fn python_ssl_client_handshakes() {
     let pki = Pki::new();
-    let (addr, server) = serve_once(tls_acceptor(&pki.files).unwrap()).await;
     let client = (pki.path("client.pem"), pki.path("client-key.pem"));
-    let Some(out) = python_client(addr, &pki.files.client_ca, Some((&client.0, &client.1)), true).await else {
-        return;
-    };
-    assert!(out.starts_with("OK TLSv1.3 CN=app1"), "{out}");
-    assert!(server.await.unwrap().unwrap().is_some());
+    for (opts, version) in [("check-hostname", "TLSv1.3"), ("check-hostname tls1.2", "TLSv1.2")] {
+        let (addr, server) = serve_once(tls_acceptor(&pki.files).unwrap()).await;
+        let Some(out) = python_client(addr, &pki.files.client_ca, Some((&client.0, &client.1)), opts).await else {
+            return;
+        };
+        assert!(out.starts_with(&format!("OK {version} CN=app1 DNS=app1.clients.example")), "{opts}: {out}");
+        assert!(server.await.unwrap().unwrap().is_some());
+    }
 
     let (addr, server) = serve_once(tls_acceptor(&pki.files).unwrap()).await;
-    let out = python_client(addr, &pki.files.client_ca, None, true).await.unwrap_or_default();
+    let out = python_client(addr, &pki.files.client_ca, None, "check-hostname").await.unwrap_or_default();
     assert!(out.starts_with("FAIL"), "no client certificate: {out}");
     assert!(server.await.unwrap().is_err());
 }

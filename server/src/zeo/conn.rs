@@ -148,6 +148,14 @@ fn int_arg(args: &[Value], i: usize, default: i64) -> i64 {
     arg(args, i).and_then(Value::as_int).unwrap_or(default)
 }
 
+/// A serial: 8 bytes, or None for "a new object" (ZODB passes None), which is z64.
+fn serial_arg(v: Option<&Value>) -> Result<[u8; 8], WireError> {
+    match v {
+        None | Some(Value::None) => Ok([0; 8]),
+        Some(v) => id_arg(Some(v), "serial"),
+    }
+}
+
 fn bytes_list(oids: impl IntoIterator<Item = [u8; 8]>) -> Value {
     Value::List(oids.into_iter().map(|o| Value::Bytes(o.to_vec())).collect())
 }
@@ -286,7 +294,18 @@ impl Conn {
             "record_iternext" => self.record_iternext(args),
             "server_status" => Ok(self.server.status_value(self.host())),
             "ping" => Ok(Value::None),
-            "set_client_label" => Ok(Value::None),
+            // Methods clients normally send async, called synchronously (ZEO dispatches both ways).
+            "set_client_label"
+            | "iterator_gc"
+            | "tpc_begin"
+            | "storea"
+            | "checkCurrentSerialInTransaction"
+            | "deleteObject"
+            | "restorea"
+            | "undoa"
+            | "storeBlobStart"
+            | "storeBlobChunk"
+            | "storeBlobEnd" => self.handle_async(method, args).map(|()| Value::None),
             other => return Err(Close(format!("unknown method {other:?}"))),
         };
         Ok(r)
@@ -405,7 +424,7 @@ impl Conn {
             "tpc_begin" => self.tpc_begin(args),
             "storea" => {
                 let oid = id_arg(arg(args, 0), "oid")?;
-                let serial = id_arg(arg(args, 1), "serial")?;
+                let serial = serial_arg(args.get(1))?;
                 let data = bytes_arg(arg(args, 2));
                 self.host().stats.stores.fetch_add(1, Ordering::Relaxed);
                 self.host().metrics.stores.inc();
@@ -416,14 +435,14 @@ impl Conn {
             }
             "checkCurrentSerialInTransaction" => {
                 let oid = id_arg(arg(args, 0), "oid")?;
-                let serial = id_arg(arg(args, 1), "serial")?;
+                let serial = serial_arg(args.get(1))?;
                 self.with_txn(arg(args, 2), |t| {
                     t.engine.as_mut().map_or(Ok(()), |e| e.check_current_serial(oid, serial))
                 })
             }
             "deleteObject" => {
                 let oid = id_arg(arg(args, 0), "oid")?;
-                let serial = id_arg(arg(args, 1), "serial")?;
+                let serial = serial_arg(args.get(1))?;
                 self.with_txn(arg(args, 2), |t| {
                     // The reference server does not invalidate deletions; we do, so no client keeps
                     // a deleted object in its cache.
@@ -433,7 +452,7 @@ impl Conn {
             }
             "restorea" => {
                 let oid = id_arg(arg(args, 0), "oid")?;
-                let serial = id_arg(arg(args, 1), "serial")?;
+                let serial = serial_arg(args.get(1))?;
                 let data = match args.get(2) {
                     Some(Value::None) | None => None,
                     Some(v) => Some(bytes_arg(Some(v))),
@@ -474,7 +493,7 @@ impl Conn {
             }
             "storeBlobEnd" => {
                 let oid = id_arg(arg(args, 0), "oid")?;
-                let serial = id_arg(arg(args, 1), "serial")?;
+                let serial = serial_arg(args.get(1))?;
                 let data = bytes_arg(arg(args, 2));
                 let (path, file) =
                     self.upload.take().ok_or_else(|| transaction_error("storeBlobEnd without storeBlobStart"))?;
@@ -534,8 +553,8 @@ impl Conn {
                 return Err(transaction_error("tpc_begin while another transaction is in progress"));
             }
         }
-        let extension = match arg(args, 3) {
-            Some(v @ Value::Dict(items)) if !items.is_empty() => zeo_proto::pickle::encode_memo(v),
+        let extension = match arg(args, 3).map(super::convert::as_plain_dict) {
+            Some(Some(items)) if !items.is_empty() => zeo_proto::pickle::encode_memo(&Value::Dict(items)),
             _ => Vec::new(),
         };
         let mut meta = TxnMeta::new(bytes_arg(arg(args, 1)), bytes_arg(arg(args, 2)), extension);

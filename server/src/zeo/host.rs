@@ -45,6 +45,10 @@ struct PendingPublication {
     tid: Tid,
     oids: Vec<Oid>,
     committer: ConnId,
+    /// The committer's outbox and its `tpc_finish` msgid: its `info` and reply are queued in the
+    /// same ordered step as everyone else's invalidations, so no client ever sees a later tid
+    /// before its own commit's.
+    reply: (Outbox, Value),
 }
 
 #[derive(Debug)]
@@ -166,8 +170,17 @@ impl StorageHost {
     }
 
     /// Records a finished (not yet durable) transaction for publication in commit order.
-    pub fn queue_publication(&self, seq: u64, tid: Tid, oids: Vec<Oid>, committer: ConnId) {
-        self.pending.lock().expect("pending lock poisoned").insert(seq, PendingPublication { tid, oids, committer });
+    pub fn queue_publication(&self, seq: u64, tid: Tid, oids: Vec<Oid>, committer: ConnId, reply: (Outbox, Value)) {
+        self.pending
+            .lock()
+            .expect("pending lock poisoned")
+            .insert(seq, PendingPublication { tid, oids, committer, reply });
+    }
+
+    /// Withdraws a publication that will not happen (its transaction failed to become durable).
+    /// False when it was already published (the committer was answered).
+    pub fn cancel_publication(&self, seq: u64) -> bool {
+        self.pending.lock().expect("pending lock poisoned").remove(&seq).is_some()
     }
 
     /// Publishes, in order, every queued transaction that is now durable: invalidations to every
@@ -202,6 +215,11 @@ impl StorageHost {
                     self.server_metrics.invalidations_sent.inc();
                 }
             }
+            let (out, msgid) = p.reply;
+            out.send(&self.info_message());
+            out.send(&Message::Reply { msgid, value: Value::Bytes(p.tid.to_vec()) });
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.commits.inc();
             st.invq.push_back((p.tid, p.oids));
             while st.invq.len() > self.invq_size {
                 st.invq.pop_front();

@@ -268,23 +268,22 @@ pub async fn finish(ctx: TaskCtx, msgid: Value, mut txn: ServerTxn) {
         }
     };
     let oids = std::mem::take(&mut txn.invalidate);
-    ctx.host.queue_publication(committed.seq, committed.tid, oids, ctx.conn);
+    ctx.host.queue_publication(committed.seq, committed.tid, oids, ctx.conn, (ctx.outbox.clone(), msgid.clone()));
     // Free the commit lock now: the next transaction votes while this one's fsync runs.
     drop(txn);
     let fs = ctx.host.fs.clone();
     let durable = tokio::task::spawn_blocking(move || fs.wait_durable(committed.seq)).await;
+    // Publishing answers this committer too (in commit order with every invalidation).
     ctx.host.publish_durable();
-    match durable {
-        Ok(Ok(())) => {
-            ctx.host.stats.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ctx.host.metrics.commits.inc();
-            ctx.outbox.send(&ctx.host.info_message());
-            reply(&ctx.outbox, msgid, Ok(Value::Bytes(committed.tid.to_vec())));
-        }
-        Ok(Err(e)) => reply(&ctx.outbox, msgid, Err(storage_error(&e))),
+    let failure = match durable {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => storage_error(&e),
         Err(e) => {
             tracing::error!(error = %e, "durability task failed");
-            reply(&ctx.outbox, msgid, Err(transaction_error("internal error while finishing")));
+            transaction_error("internal error while finishing")
         }
+    };
+    if ctx.host.cancel_publication(committed.seq) {
+        reply(&ctx.outbox, msgid, Err(failure));
     }
 }

@@ -1,0 +1,260 @@
+//! The configuration layers: the command line (clap), the environment and the YAML file each become a
+//! `Layer` of optional settings; `Layer::over` stacks them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+use super::values::{self, ByteSize, Cidr, Seconds, Setting, Toggle};
+use super::*;
+
+const ENV_HELP: &str = "Environment variables (below flags, above the YAML file): ZEO_CONFIG, ZEO_LISTEN, ZEO_PATH, \
+ZEO_STORAGES (NAME=FILE,...), ZEO_BLOB_DIR, ZEO_STORAGE_BLOB_DIRS (NAME=DIR,...), ZEO_READ_ONLY, \
+ZEO_READ_ONLY_STORAGES (NAME,...), ZEO_MSGPACK, ZEO_INVALIDATION_QUEUE_SIZE, ZEO_TRANSACTION_TIMEOUT, \
+ZEO_MAX_CONNECTIONS, ZEO_MAX_FRAME_BYTES, ZEO_OUTPUT_BUFFER_BYTES, ZEO_ADMIN, ZEO_TLS_CERT, ZEO_TLS_KEY, \
+ZEO_TLS_CLIENT_CA, ZEO_ALLOW (CIDR,...), ZEO_IDENTITIES (NAME=rw|ro,...), ZEO_LOG_FORMAT, ZEO_SHUTDOWN_GRACE, \
+ZEO_READY_FILE. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
+
+/// The command line. Every setting is optional here so that lower layers can fill it in.
+#[derive(Debug, Parser)]
+#[command(name = "zeo-server", version, about = "Serve ZODB FileStorages over the ZEO 5 protocol", after_help = ENV_HELP)]
+pub(super) struct Cli {
+    /// YAML config file; its keys are the flag names.
+    #[arg(long, value_name = "FILE")]
+    pub(super) config: Option<PathBuf>,
+    /// Address to listen on for ZEO clients [default: 127.0.0.1:8100].
+    #[arg(long, value_name = "HOST:PORT", value_parser = HostPort::parse)]
+    listen: Option<HostPort>,
+    /// FileStorage served as storage "1".
+    #[arg(long, value_name = "FILE")]
+    path: Option<PathBuf>,
+    /// Another named storage (repeatable).
+    #[arg(long = "storage", value_name = "NAME=FILE", value_parser = values::parse_named_path)]
+    storages: Vec<(String, PathBuf)>,
+    /// Blob directory of storage "1".
+    #[arg(long, value_name = "DIR")]
+    blob_dir: Option<PathBuf>,
+    /// Blob directory of a named storage (repeatable).
+    #[arg(long = "storage-blob-dir", value_name = "NAME=DIR", value_parser = values::parse_named_path)]
+    storage_blob_dirs: Vec<(String, PathBuf)>,
+    /// Serve every storage read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Serve one storage read-only (repeatable).
+    #[arg(long = "read-only-storage", value_name = "NAME")]
+    read_only_storages: Vec<String>,
+    /// Announce msgpack (M5) instead of pickle (Z5).
+    #[arg(long)]
+    msgpack: bool,
+    /// Invalidations kept for reconnecting clients [default: 100].
+    #[arg(long, value_name = "N", value_parser = values::parse_count)]
+    invalidation_queue_size: Option<usize>,
+    /// Abort transactions holding the commit lock longer than this ("off" = never) [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = Toggle::<Seconds>::parse)]
+    transaction_timeout: Option<Toggle<Seconds>>,
+    /// Maximum simultaneous client connections [default: 1000].
+    #[arg(long, value_name = "N", value_parser = values::parse_count)]
+    max_connections: Option<usize>,
+    /// Largest frame accepted from a client [default: 64MiB].
+    #[arg(long, value_name = "BYTES", value_parser = ByteSize::parse)]
+    max_frame_bytes: Option<ByteSize>,
+    /// Per-connection bound on queued outgoing bytes; slower readers are disconnected [default: 16MiB].
+    #[arg(long, value_name = "BYTES", value_parser = ByteSize::parse)]
+    output_buffer_bytes: Option<ByteSize>,
+    /// Admin HTTP address (/livez, /readyz, /metrics, /status) ("off" = none) [default: off].
+    #[arg(long, value_name = "HOST:PORT", value_parser = Toggle::<HostPort>::parse)]
+    admin: Option<Toggle<HostPort>>,
+    /// Server certificate chain (PEM); TLS needs --tls-key and --tls-client-ca too.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM file or directory) that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Allowed client network (repeatable) [default: everyone].
+    #[arg(long = "allow", value_name = "CIDR", value_parser = Cidr::parse)]
+    allow: Vec<Cidr>,
+    /// Client-certificate identity (CN or DNS name) and its role (repeatable); others are refused.
+    #[arg(long = "identity", value_name = "NAME=rw|ro", value_parser = values::parse_identity)]
+    identities: Vec<(String, Role)>,
+    /// Log format [default: plain].
+    #[arg(long, value_name = "json|plain", value_parser = LogFormat::parse)]
+    log_format: Option<LogFormat>,
+    /// How long SIGTERM waits for in-flight commits [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = Seconds::parse)]
+    shutdown_grace: Option<Seconds>,
+    /// Write {"listen": ..., "admin": ...} as JSON here once listening.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+}
+
+/// A YAML `storages:` entry (and what `--storage NAME=FILE` becomes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct StorageEntry {
+    pub(super) name: String,
+    pub(super) path: PathBuf,
+    #[serde(default)]
+    pub(super) blob_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) read_only: bool,
+}
+
+/// One layer's settings, all optional. The YAML file deserializes straight into it; the command line
+/// and the environment are converted into it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct Layer {
+    pub(super) listen: Option<HostPort>,
+    pub(super) path: Option<PathBuf>,
+    pub(super) blob_dir: Option<PathBuf>,
+    pub(super) storages: Option<Vec<StorageEntry>>,
+    #[serde(skip)]
+    pub(super) storage_blob_dirs: Option<Vec<(String, PathBuf)>>,
+    pub(super) read_only: Option<bool>,
+    #[serde(skip)]
+    pub(super) read_only_storages: Option<Vec<String>>,
+    pub(super) msgpack: Option<bool>,
+    pub(super) invalidation_queue_size: Option<usize>,
+    pub(super) transaction_timeout: Option<Toggle<Seconds>>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_frame_bytes: Option<ByteSize>,
+    pub(super) output_buffer_bytes: Option<ByteSize>,
+    pub(super) admin: Option<Toggle<HostPort>>,
+    pub(super) tls_cert: Option<PathBuf>,
+    pub(super) tls_key: Option<PathBuf>,
+    pub(super) tls_client_ca: Option<PathBuf>,
+    pub(super) allow: Option<Vec<Cidr>>,
+    pub(super) identities: Option<BTreeMap<String, Role>>,
+    pub(super) log_format: Option<LogFormat>,
+    pub(super) shutdown_grace: Option<Seconds>,
+    pub(super) ready_file: Option<PathBuf>,
+}
+
+/// `Some(v)` for a non-empty list, so an absent repeatable flag leaves the lower layers in charge.
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+impl From<Cli> for Layer {
+    fn from(c: Cli) -> Layer {
+        let entry = |(name, path)| StorageEntry { name, path, blob_dir: None, read_only: false };
+        Layer {
+            listen: c.listen,
+            path: c.path,
+            blob_dir: c.blob_dir,
+            storages: non_empty(c.storages.into_iter().map(entry).collect()),
+            storage_blob_dirs: non_empty(c.storage_blob_dirs),
+            read_only: c.read_only.then_some(true),
+            read_only_storages: non_empty(c.read_only_storages),
+            msgpack: c.msgpack.then_some(true),
+            invalidation_queue_size: c.invalidation_queue_size,
+            transaction_timeout: c.transaction_timeout,
+            max_connections: c.max_connections,
+            max_frame_bytes: c.max_frame_bytes,
+            output_buffer_bytes: c.output_buffer_bytes,
+            admin: c.admin,
+            tls_cert: c.tls_cert,
+            tls_key: c.tls_key,
+            tls_client_ca: c.tls_client_ca,
+            allow: non_empty(c.allow),
+            identities: non_empty(c.identities).map(|v| v.into_iter().collect()),
+            log_format: c.log_format,
+            shutdown_grace: c.shutdown_grace,
+            ready_file: c.ready_file,
+        }
+    }
+}
+
+impl Layer {
+    /// Reads the environment layer. Empty variables count as unset.
+    pub(super) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Layer, ConfigError> {
+        let get = |var: &'static str| env(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v));
+        fn parsed<T>(
+            v: Option<(&'static str, String)>,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Result<Option<T>, ConfigError> {
+            v.map(|(var, value)| parse(&value).map_err(|reason| ConfigError::Env { var, value, reason })).transpose()
+        }
+        fn list<T>(
+            v: Option<(&'static str, String)>,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Result<Option<Vec<T>>, ConfigError> {
+            parsed(v, |s| values::split_list(s).map(&parse).collect())
+        }
+        let path = |s: &str| Ok::<_, String>(PathBuf::from(s));
+        let entry = |s: &str| {
+            values::parse_named_path(s).map(|(name, path)| StorageEntry {
+                name,
+                path,
+                blob_dir: None,
+                read_only: false,
+            })
+        };
+        Ok(Layer {
+            listen: parsed(get(ENV_LISTEN), HostPort::parse)?,
+            path: parsed(get(ENV_PATH), path)?,
+            blob_dir: parsed(get(ENV_BLOB_DIR), path)?,
+            storages: list(get(ENV_STORAGES), entry)?,
+            storage_blob_dirs: list(get(ENV_STORAGE_BLOB_DIRS), values::parse_named_path)?,
+            read_only: parsed(get(ENV_READ_ONLY), values::parse_bool)?,
+            read_only_storages: list(get(ENV_READ_ONLY_STORAGES), |s| Ok(s.to_owned()))?,
+            msgpack: parsed(get(ENV_MSGPACK), values::parse_bool)?,
+            invalidation_queue_size: parsed(get(ENV_INVALIDATION_QUEUE_SIZE), values::parse_count)?,
+            transaction_timeout: parsed(get(ENV_TRANSACTION_TIMEOUT), Toggle::parse)?,
+            max_connections: parsed(get(ENV_MAX_CONNECTIONS), values::parse_count)?,
+            max_frame_bytes: parsed(get(ENV_MAX_FRAME_BYTES), ByteSize::parse)?,
+            output_buffer_bytes: parsed(get(ENV_OUTPUT_BUFFER_BYTES), ByteSize::parse)?,
+            admin: parsed(get(ENV_ADMIN), Toggle::parse)?,
+            tls_cert: parsed(get(ENV_TLS_CERT), path)?,
+            tls_key: parsed(get(ENV_TLS_KEY), path)?,
+            tls_client_ca: parsed(get(ENV_TLS_CLIENT_CA), path)?,
+            allow: list(get(ENV_ALLOW), Cidr::parse)?,
+            identities: list(get(ENV_IDENTITIES), values::parse_identity)?.map(|v| v.into_iter().collect()),
+            log_format: parsed(get(ENV_LOG_FORMAT), LogFormat::parse)?,
+            shutdown_grace: parsed(get(ENV_SHUTDOWN_GRACE), Seconds::parse)?,
+            ready_file: parsed(get(ENV_READY_FILE), path)?,
+        })
+    }
+
+    /// Reads the YAML layer. An empty file is an empty layer.
+    pub(super) fn from_yaml_file(path: &Path) -> Result<Layer, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+        let layer: Option<Layer> =
+            serde_norway::from_str(&text).map_err(|source| ConfigError::Yaml { path: path.to_owned(), source })?;
+        Ok(layer.unwrap_or_default())
+    }
+
+    /// Fills what `self` (the higher layer) leaves unset from `lower`.
+    pub(super) fn over(self, lower: Layer) -> Layer {
+        Layer {
+            listen: self.listen.or(lower.listen),
+            path: self.path.or(lower.path),
+            blob_dir: self.blob_dir.or(lower.blob_dir),
+            storages: self.storages.or(lower.storages),
+            storage_blob_dirs: self.storage_blob_dirs.or(lower.storage_blob_dirs),
+            read_only: self.read_only.or(lower.read_only),
+            read_only_storages: self.read_only_storages.or(lower.read_only_storages),
+            msgpack: self.msgpack.or(lower.msgpack),
+            invalidation_queue_size: self.invalidation_queue_size.or(lower.invalidation_queue_size),
+            transaction_timeout: self.transaction_timeout.or(lower.transaction_timeout),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
+            output_buffer_bytes: self.output_buffer_bytes.or(lower.output_buffer_bytes),
+            admin: self.admin.or(lower.admin),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
+            allow: self.allow.or(lower.allow),
+            identities: self.identities.or(lower.identities),
+            log_format: self.log_format.or(lower.log_format),
+            shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            ready_file: self.ready_file.or(lower.ready_file),
+        }
+    }
+}
