@@ -31,6 +31,14 @@ const BLOB_CHUNK: usize = 59_000;
 #[derive(Debug)]
 struct Close(String);
 
+/// How the read loop ended without an error.
+enum Ended {
+    /// The client went away (or the server forced the close): abandon everything now.
+    Gone,
+    /// Graceful shutdown, and no transaction is in progress: finish the tasks in flight, then close.
+    Drained,
+}
+
 struct IterState {
     inner: TransactionIterator,
     last: Option<TransactionRecord>,
@@ -54,15 +62,25 @@ struct Conn {
     iterators: HashMap<i64, Iter>,
     next_iid: i64,
     upload: Option<(std::path::PathBuf, std::fs::File)>,
+    /// Vote and finish tasks of this connection; waited for before a graceful close.
+    tasks: tokio_util::task::TaskTracker,
 }
 
-/// Serves one accepted (and, with TLS, authenticated) connection until it closes or `shutdown`.
-pub async fn serve<S>(stream: S, peer: Arc<str>, role_read_only: bool, server: Arc<Server>, shutdown: CancellationToken)
-where
+/// Serves one accepted (and, with TLS, authenticated) connection until the client leaves. On
+/// `shutdown` an idle connection closes at once and one in a transaction is served until that
+/// transaction ends; `force` closes it regardless (end of the grace period).
+pub async fn serve<S>(
+    stream: S,
+    peer: Arc<str>,
+    role_read_only: bool,
+    server: Arc<Server>,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rd, wr) = tokio::io::split(stream);
-    let close = shutdown.child_token();
+    let close = force.child_token();
     let encoding = server.opts.encoding;
     let (outbox, rx) = Outbox::new(server.opts.output_limit, close.clone(), encoding, peer.clone());
     let writer = tokio::spawn(write_loop(wr, rx, close.clone(), server.clone()));
@@ -79,13 +97,29 @@ where
         iterators: HashMap::new(),
         next_iid: 1,
         upload: None,
+        tasks: tokio_util::task::TaskTracker::new(),
     };
     server.metrics.connections.inc();
     server.metrics.connections_accepted.inc();
-    let result = conn.read_loop(&mut rd, &close).await;
+    let result = conn.read_loop(&mut rd, &close, &shutdown).await;
+    conn.tasks.close();
     match &result {
-        Ok(()) => tracing::debug!(%peer, "connection closed"),
-        Err(Close(why)) => tracing::warn!(%peer, reason = %why, "closing connection"),
+        Ok(Ended::Drained) => {
+            tracing::debug!(%peer, "closing connection for shutdown");
+            // The last commit's finish may still be waiting for its fsync: let it answer.
+            tokio::select! {
+                _ = conn.tasks.wait() => {}
+                _ = close.cancelled() => {}
+            }
+        }
+        Ok(Ended::Gone) => {
+            tracing::debug!(%peer, "connection closed");
+            close.cancel();
+        }
+        Err(Close(why)) => {
+            tracing::warn!(%peer, reason = %why, "closing connection");
+            close.cancel();
+        }
     }
     // Tear down: leave the fan-out, abandon the transaction (aborting a voted one and releasing
     // the commit lock), let the writer flush what is queued.
@@ -161,17 +195,28 @@ fn bytes_list(oids: impl IntoIterator<Item = [u8; 8]>) -> Value {
 }
 
 impl Conn {
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, rd: &mut R, close: &CancellationToken) -> Result<(), Close> {
+    /// No transaction in progress on this connection.
+    fn idle(&self) -> bool {
+        self.slot.lock().expect("transaction slot poisoned").is_none()
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+        close: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Result<Ended, Close> {
         let mut decoder = FrameDecoder::new(self.server.opts.max_frame);
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut handshaken = false;
+        let mut draining = false;
         loop {
             while let Some(frame) = decoder.decode(&mut buf).map_err(|e| Close(format!("bad frame: {e}")))? {
                 self.server.metrics.bytes_received.inc_by(frame.len() as u64 + 4);
                 if !handshaken {
                     if frame == b"ruok" {
                         self.outbox.send_payload(self.server.ruok_json().as_bytes());
-                        return Ok(());
+                        return Ok(Ended::Drained);
                     }
                     if message::Encoding::from_hello(&frame) != Some(self.server.opts.encoding) {
                         return Err(Close(format!("bad handshake {:?}", String::from_utf8_lossy(&frame))));
@@ -183,12 +228,19 @@ impl Conn {
                     .map_err(|e| Close(format!("undecodable message: {e}")))?;
                 self.handle(msg)?;
             }
+            if draining && self.idle() {
+                return Ok(Ended::Drained);
+            }
             let n = tokio::select! {
                 r = rd.read_buf(&mut buf) => r.map_err(|e| Close(format!("read: {e}")))?,
-                _ = close.cancelled() => return Ok(()),
+                _ = close.cancelled() => return Ok(Ended::Gone),
+                _ = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    continue;
+                }
             };
             if n == 0 {
-                return Ok(());
+                return Ok(Ended::Gone);
             }
         }
     }
@@ -614,7 +666,7 @@ impl Conn {
                 }
             }
         };
-        tokio::spawn(txn::vote(self.task_ctx(), msgid, round));
+        self.tasks.spawn(txn::vote(self.task_ctx(), msgid, round));
     }
 
     fn tpc_finish(&mut self, msgid: Value, args: &[Value]) {
@@ -628,7 +680,7 @@ impl Conn {
         };
         match taken {
             Some(t) => {
-                tokio::spawn(txn::finish(self.task_ctx(), msgid, t));
+                self.tasks.spawn(txn::finish(self.task_ctx(), msgid, t));
             }
             None => self.reply(msgid, Err(transaction_error("tpc_finish without a voted transaction"))),
         }

@@ -178,6 +178,8 @@ fn status_json(v: &Value) -> serde_json::Value {
 /// in-flight work. The caller binds the listener, so tests can use port 0.
 pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken, grace: Duration) {
     let tracker = TaskTracker::new();
+    // Cancelled when the grace period is over: closes whatever is still open.
+    let force = CancellationToken::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(server.opts.max_connections));
     loop {
         let accepted = tokio::select! {
@@ -200,15 +202,16 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
         };
         if let Err(why) = server.access.check_addr(addr.ip()) {
             tracing::warn!(peer = %addr, reason = %why, "refusing connection");
-            server.metrics.connection_refused("address");
+            server.metrics.connection_refused(why.metric_label());
             continue;
         }
         let _ = stream.set_nodelay(true);
         let server = server.clone();
         let shutdown = shutdown.clone();
+        let force = force.clone();
         tracker.spawn(async move {
             server.connections.fetch_add(1, Ordering::Relaxed);
-            accept_one(stream, addr, server.clone(), shutdown).await;
+            accept_one(stream, addr, server.clone(), shutdown, force).await;
             server.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -216,11 +219,19 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
     tracker.close();
     tracing::info!(connections = server.connection_count(), "stopped accepting; waiting for connections to finish");
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!("grace period over; closing the remaining connections");
+        tracing::warn!("grace period over; aborting the transactions still open and closing their connections");
+        force.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
 }
 
-async fn accept_one(stream: tokio::net::TcpStream, addr: SocketAddr, server: Arc<Server>, shutdown: CancellationToken) {
+async fn accept_one(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    server: Arc<Server>,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) {
     let peer: Arc<str> = Arc::from(addr.to_string());
     match &server.tls {
         None => {
@@ -228,36 +239,30 @@ async fn accept_one(stream: tokio::net::TcpStream, addr: SocketAddr, server: Arc
                 Ok(role) => role == Role::ReadOnly,
                 Err(why) => {
                     tracing::warn!(%peer, reason = %why, "refusing connection");
-                    server.metrics.connection_refused("identity");
+                    server.metrics.connection_refused(why.metric_label());
                     return;
                 }
             };
-            conn::serve(stream, peer, read_only, server, shutdown).await;
+            conn::serve(stream, peer, read_only, server, shutdown, force).await;
         }
         Some(acceptor) => {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
+            let (tls, identity) = match crate::access::accept_tls(acceptor, stream).await {
+                Ok(t) => t,
+                Err(e) => {
                     tracing::warn!(%peer, error = %e, "refusing connection: TLS handshake failed");
                     server.metrics.connection_refused("tls");
                     return;
                 }
-                Err(_) => {
-                    tracing::warn!(%peer, "refusing connection: TLS handshake timed out");
-                    server.metrics.connection_refused("tls");
-                    return;
-                }
             };
-            let identity = crate::access::identity_from(tls.get_ref().1);
             let read_only = match server.access.role_for(identity.as_ref()) {
                 Ok(role) => role == Role::ReadOnly,
                 Err(why) => {
                     tracing::warn!(%peer, reason = %why, "refusing connection");
-                    server.metrics.connection_refused("identity");
+                    server.metrics.connection_refused(why.metric_label());
                     return;
                 }
             };
-            conn::serve(tls, peer, read_only, server, shutdown).await;
+            conn::serve(tls, peer, read_only, server, shutdown, force).await;
         }
     }
 }

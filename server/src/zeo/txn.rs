@@ -112,20 +112,26 @@ fn lock_slot(slot: &TxnSlot) -> std::sync::MutexGuard<'_, Option<ServerTxn>> {
 
 /// `vote`: wait for the commit lock (FIFO), then vote in the engine on a blocking thread.
 pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
-    let stats = &ctx.host.stats;
-    stats.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let waited = Instant::now();
-    let guard = tokio::select! {
-        g = ctx.host.commit_lock.clone().lock_owned() => Some(g),
-        _ = ctx.close.cancelled() => None,
+    // A re-vote after a conflict round still holds the lock (see the Conflicts arm below).
+    let held = lock_slot(&ctx.slot).as_mut().and_then(|t| t.lock.take());
+    let guard = match held {
+        Some(g) => g,
+        None => {
+            let stats = &ctx.host.stats;
+            stats.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let waited = Instant::now();
+            let guard = tokio::select! {
+                g = ctx.host.commit_lock.clone().lock_owned() => Some(g),
+                _ = ctx.close.cancelled() => None,
+            };
+            stats.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(guard) = guard else { return };
+            let wait = u64::try_from(waited.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            stats.lock_wait_ns.fetch_add(wait, std::sync::atomic::Ordering::Relaxed);
+            ctx.metrics.commit_lock_wait_seconds.observe(waited.elapsed().as_secs_f64());
+            guard
+        }
     };
-    stats.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let Some(guard) = guard else { return };
-    let wait = waited.elapsed();
-    stats
-        .lock_wait_ns
-        .fetch_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), std::sync::atomic::Ordering::Relaxed);
-    ctx.metrics.commit_lock_wait_seconds.observe(wait.as_secs_f64());
 
     let engine = {
         let mut st = lock_slot(&ctx.slot);
@@ -153,6 +159,21 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
             return;
         }
     };
+    // A conflict names the committed tid, and the client loads that revision next (loadSerial) to
+    // resolve it. With group commit that transaction may be finished but not yet durable, hence
+    // invisible to readers: make it durable (and publish it) before answering.
+    let conflicted = matches!(
+        outcome,
+        Ok(VoteOutcome::Conflicts(_)) | Err(StorageError::Conflict { .. } | StorageError::ReadConflict { .. })
+    );
+    if conflicted {
+        let fs = ctx.host.fs.clone();
+        match tokio::task::spawn_blocking(move || fs.sync()).await {
+            Ok(Ok(_)) => ctx.host.publish_durable(),
+            Ok(Err(e)) => tracing::error!(error = %e, "sync before reporting a conflict failed"),
+            Err(e) => tracing::error!(error = %e, "sync task failed"),
+        }
+    }
     let mut st = lock_slot(&ctx.slot);
     let Some(t) = st.as_mut().filter(|t| t.vote_round == round) else {
         // Aborted or disconnected meanwhile: undo the vote.
@@ -175,10 +196,16 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
             }
         }
         Ok(VoteOutcome::Conflicts(conflicts)) => {
-            // Client-side conflict resolution: keep the buffer, release the lock, report.
+            // Client-side conflict resolution: keep the buffer and report. The commit lock stays
+            // held until the re-vote (or abort, disconnect, timeout): released in between, other
+            // commits could invalidate each resolution again, and the ZEO client gives up after 9
+            // rounds. Holding it is what resolving on the server under the lock achieves in ZEO.
             t.phase = Phase::Open;
+            t.lock = Some(guard);
             drop(st);
-            drop(guard);
+            if let Some(timeout) = ctx.transaction_timeout {
+                tokio::spawn(transaction_timer(ctx.clone(), round, timeout));
+            }
             ctx.host.stats.conflicts.fetch_add(conflicts.len() as u64, std::sync::atomic::Ordering::Relaxed);
             ctx.host.metrics.write_conflicts.inc_by(conflicts.len() as u64);
             let list = conflicts
@@ -221,8 +248,8 @@ async fn transaction_timer(ctx: TaskCtx, round: u64, timeout: Duration) {
         _ = tokio::time::sleep(timeout) => {}
         _ = ctx.close.cancelled() => return,
     }
-    let still_voted = lock_slot(&ctx.slot).as_ref().is_some_and(|t| t.vote_round == round && t.phase == Phase::Voted);
-    if still_voted {
+    let still_holding = lock_slot(&ctx.slot).as_ref().is_some_and(|t| t.vote_round == round && t.lock.is_some());
+    if still_holding {
         tracing::error!(peer = %ctx.outbox.peer, storage = %ctx.host.name, "Transaction timeout after {} seconds", timeout.as_secs_f64());
         *lock_slot(&ctx.slot) = None;
         ctx.close.cancel();

@@ -1,0 +1,432 @@
+//! zeo-server as a process, driven by a raw ZEO 5 client over TCP: the handshake and golden reply
+//! bytes, bad input (each closes only its own connection), limits (connections, frame size, slow
+//! readers), the commit lock when its holder disconnects, and SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zeo_proto::message::{self, Encoding, Message};
+use zeo_proto::pickle::Value;
+
+struct ServerProc {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+impl ServerProc {
+    fn start(dir: &Path, extra: &[&str]) -> ServerProc {
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_zeo-server"))
+            .args(["--listen", "127.0.0.1:0", "--path"])
+            .arg(dir.join("Data.fs"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !ready.exists() {
+            assert!(start.elapsed() < Duration::from_secs(20), "server did not start: {}", Self::log_of(dir));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+        ServerProc { child, addr: doc["listen"].as_str().unwrap().to_string(), dir: dir.to_path_buf() }
+    }
+
+    fn log_of(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+    }
+
+    fn log(&self) -> String {
+        Self::log_of(&self.dir)
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "server ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal synchronous ZEO client.
+struct Client {
+    s: TcpStream,
+    next: i64,
+}
+
+impl Client {
+    fn raw(addr: &str) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client { s, next: 1 }
+    }
+
+    fn connect(addr: &str, read_only: bool) -> (Client, Value) {
+        let mut c = Client::raw(addr);
+        assert_eq!(c.read_frame().unwrap(), b"Z5");
+        c.write_frame(b"Z5");
+        let last = c.call("register", vec![Value::Str("1".into()), Value::Bool(read_only)]);
+        (c, last.expect("register"))
+    }
+
+    fn write_frame(&mut self, payload: &[u8]) {
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(payload);
+        self.s.write_all(&f).unwrap();
+    }
+
+    /// None when the server closed the connection.
+    fn read_frame(&mut self) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len).ok()?;
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.s.read_exact(&mut buf).ok()?;
+        Some(buf)
+    }
+
+    fn send(&mut self, msg: &Message) {
+        let payload = message::encode(msg, Encoding::Pickle).unwrap();
+        self.write_frame(&payload);
+    }
+
+    fn call_async(&mut self, method: &str, args: Vec<Value>) {
+        self.send(&Message::Call { msgid: Value::Int(0), is_async: true, method: method.into(), args });
+    }
+
+    /// The reply to a sync call, skipping async messages; Err((class, payload)) for an error reply.
+    fn call(&mut self, method: &str, args: Vec<Value>) -> Result<Value, (String, Value)> {
+        let id = self.next;
+        self.next += 1;
+        self.send(&Message::Call { msgid: Value::Int(id), is_async: false, method: method.into(), args });
+        self.reply(Value::Int(id))
+    }
+
+    fn reply(&mut self, msgid: Value) -> Result<Value, (String, Value)> {
+        loop {
+            let frame = self.read_frame().expect("connection closed while waiting for a reply");
+            match message::decode(&frame, Encoding::Pickle).unwrap() {
+                Message::Reply { msgid: m, value } if m == msgid => return Ok(value),
+                Message::Error { msgid: m, class, payload } if m == msgid => return Err((class, payload)),
+                _ => continue,
+            }
+        }
+    }
+
+    fn is_closed(&mut self) -> bool {
+        self.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        loop {
+            match self.s.read(&mut b) {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue, // drain whatever was queued before the close
+            }
+        }
+    }
+}
+
+fn oid(n: u64) -> Value {
+    Value::Bytes(n.to_be_bytes().to_vec())
+}
+
+/// Commits one store through the raw protocol; returns the tid.
+fn commit(c: &mut Client, txn: i64, o: u64, serial: [u8; 8], data: &[u8]) -> Value {
+    c.call_async(
+        "tpc_begin",
+        vec![
+            Value::Int(txn),
+            Value::Bytes(b"u".to_vec()),
+            Value::Bytes(b"d".to_vec()),
+            Value::Dict(vec![]),
+            Value::None,
+            Value::Str(" ".into()),
+        ],
+    );
+    c.call_async("storea", vec![oid(o), Value::Bytes(serial.to_vec()), Value::Bytes(data.to_vec()), Value::Int(txn)]);
+    c.call("vote", vec![Value::Int(txn)]).unwrap();
+    c.call("tpc_finish", vec![Value::Int(txn)]).unwrap()
+}
+
+#[test]
+fn handshake_register_and_golden_poskey_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(dir.path(), &[]);
+    let mut c = Client::raw(&server.addr);
+    assert_eq!(c.read_frame().unwrap(), b"Z5");
+    c.write_frame(b"Z5");
+    // (1, False, 'register', ('1', False)) as in the spec's test vectors.
+    c.write_frame(&hex::decode("8003284b0189580800000072656769737465725801000000318986742e").unwrap());
+    // (1, 0, '.reply', z64): an empty storage's last tid.
+    assert_eq!(hex::encode(c.read_frame().unwrap()), "8003284b014b0058060000002e7265706c7943080000000000000000742e");
+    // loadBefore(z64, tid) with a tuple msgid: a POSKeyError reply echoing the tuple.
+    let tid = [0x04, 0x0d, 0x2a, 0x90, 0x43, 0xad, 0x29, 0x11];
+    let msgid = Value::Tuple(vec![Value::Bytes(vec![0; 8]), Value::Bytes(tid.to_vec())]);
+    c.send(&Message::Call {
+        msgid: msgid.clone(),
+        is_async: false,
+        method: "loadBefore".into(),
+        args: vec![Value::Bytes(vec![0; 8]), Value::Bytes(tid.to_vec())],
+    });
+    let got = hex::encode(c.read_frame().unwrap());
+    let want = format!(
+        "800328430800000000000000004308{}864b025806000000 2e7265706c79581d000000{}430800000000000000008586742e",
+        hex::encode(tid),
+        hex::encode("ZODB.POSException.POSKeyError")
+    )
+    .replace(' ', "");
+    assert_eq!(got, want);
+    // ruok on a fresh connection.
+    let mut probe = Client::raw(&server.addr);
+    probe.read_frame().unwrap();
+    probe.write_frame(b"ruok");
+    let status: serde_json::Value = serde_json::from_slice(&probe.read_frame().unwrap()).unwrap();
+    assert_eq!(status["1"]["connections"], 1);
+}
+
+#[test]
+fn bad_input_closes_only_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(dir.path(), &["--max-frame-bytes", "4096"]);
+    let (mut good, _) = Client::connect(&server.addr, false);
+    let tid = commit(&mut good, 1, 1, [0; 8], b"kept");
+
+    // Garbage after the handshake.
+    let (mut c, _) = Client::connect(&server.addr, false);
+    c.write_frame(b"\x80\x03garbage");
+    assert!(c.is_closed());
+    // A forbidden global (os.system).
+    let (mut c, _) = Client::connect(&server.addr, false);
+    c.write_frame(b"\x80\x03(K\x01\x89X\x04\x00\x00\x00pingcos\nsystem\n)t.");
+    assert!(c.is_closed());
+    // An unknown method.
+    let (mut c, _) = Client::connect(&server.addr, false);
+    c.send(&Message::Call { msgid: Value::Int(1), is_async: false, method: "rm_rf".into(), args: vec![] });
+    assert!(c.is_closed());
+    // A frame over --max-frame-bytes is refused from its header.
+    let (mut c, _) = Client::connect(&server.addr, false);
+    c.s.write_all(&100_000u32.to_be_bytes()).unwrap();
+    assert!(c.is_closed());
+    // A bad handshake.
+    let mut c = Client::raw(&server.addr);
+    c.read_frame().unwrap();
+    c.write_frame(b"Z4");
+    assert!(c.is_closed());
+    // A method before register.
+    let mut c = Client::raw(&server.addr);
+    c.read_frame().unwrap();
+    c.write_frame(b"Z5");
+    c.send(&Message::Call { msgid: Value::Int(1), is_async: false, method: "new_oids".into(), args: vec![] });
+    assert!(c.is_closed());
+    // An async call that fails (storea without a transaction) closes too.
+    let (mut c, _) = Client::connect(&server.addr, false);
+    c.call_async("storea", vec![oid(9), Value::Bytes(vec![0; 8]), Value::Bytes(b"x".to_vec()), Value::Int(7)]);
+    assert!(c.is_closed());
+
+    // Everyone else is still served, and nothing committed was lost.
+    let got = good
+        .call("loadBefore", vec![oid(1), Value::Bytes(vec![0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])])
+        .unwrap();
+    assert_eq!(got.as_tuple().unwrap()[0], Value::Bytes(b"kept".to_vec()));
+    assert_eq!(got.as_tuple().unwrap()[1], tid);
+    let log = server.log();
+    for reason in
+        ["undecodable message", "bad frame", "unknown method", "bad handshake", "before register", "async storea"]
+    {
+        assert!(log.contains(reason), "no log line for {reason:?}:\n{log}");
+    }
+}
+
+#[test]
+fn connection_limit_and_slow_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(dir.path(), &["--max-connections", "2", "--output-buffer-bytes", "65536"]);
+    let (mut a, _) = Client::connect(&server.addr, false);
+    commit(&mut a, 1, 1, [0; 8], &vec![b'x'; 30_000]);
+    let (mut slow, _) = Client::connect(&server.addr, false);
+    // A third connection is refused while two are open.
+    let mut third = Client::raw(&server.addr);
+    assert!(third.is_closed());
+    // A client that sends requests and never reads is cut off once its replies exceed the bound.
+    let maxtid = Value::Bytes(vec![0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    for i in 0..200 {
+        slow.send(&Message::Call {
+            msgid: Value::Int(i + 10),
+            is_async: false,
+            method: "loadBefore".into(),
+            args: vec![oid(1), maxtid.clone()],
+        });
+    }
+    let start = Instant::now();
+    while !server.log().contains("client is not reading") {
+        assert!(start.elapsed() < Duration::from_secs(10), "slow reader not cut off:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The well-behaved client is unaffected.
+    assert!(a.call("lastTransaction", vec![]).is_ok());
+}
+
+#[test]
+fn disconnect_while_holding_the_commit_lock_lets_the_next_voter_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(dir.path(), &[]);
+    let (mut a, _) = Client::connect(&server.addr, false);
+    let (mut b, _) = Client::connect(&server.addr, false);
+    a.call_async(
+        "tpc_begin",
+        vec![
+            Value::Int(1),
+            Value::Bytes(vec![]),
+            Value::Bytes(vec![]),
+            Value::Dict(vec![]),
+            Value::None,
+            Value::Str(" ".into()),
+        ],
+    );
+    a.call_async("storea", vec![oid(5), Value::Bytes(vec![0; 8]), Value::Bytes(b"from a".to_vec()), Value::Int(1)]);
+    a.call("vote", vec![Value::Int(1)]).unwrap();
+    // b votes while a holds the lock: its reply waits, but b is still served meanwhile.
+    b.call_async(
+        "tpc_begin",
+        vec![
+            Value::Int(2),
+            Value::Bytes(vec![]),
+            Value::Bytes(vec![]),
+            Value::Dict(vec![]),
+            Value::None,
+            Value::Str(" ".into()),
+        ],
+    );
+    b.call_async("storea", vec![oid(6), Value::Bytes(vec![0; 8]), Value::Bytes(b"from b".to_vec()), Value::Int(2)]);
+    b.send(&Message::Call {
+        msgid: Value::Int(100),
+        is_async: false,
+        method: "vote".into(),
+        args: vec![Value::Int(2)],
+    });
+    assert!(b.call("ping", vec![]).is_ok());
+    drop(a); // disconnect while holding the lock: its transaction is aborted
+    assert!(b.reply(Value::Int(100)).is_ok());
+    b.call("tpc_finish", vec![Value::Int(2)]).unwrap();
+    let maxtid = Value::Bytes(vec![0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let err = b.call("loadBefore", vec![oid(5), maxtid.clone()]).unwrap_err();
+    assert_eq!(err.0, "ZODB.POSException.POSKeyError", "a's object must not exist");
+    assert!(b.call("loadBefore", vec![oid(6), maxtid]).is_ok());
+}
+
+#[test]
+fn transaction_timeout_disconnects_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(dir.path(), &["--transaction-timeout", "1s"]);
+    let (mut a, _) = Client::connect(&server.addr, false);
+    a.call_async(
+        "tpc_begin",
+        vec![
+            Value::Int(1),
+            Value::Bytes(vec![]),
+            Value::Bytes(vec![]),
+            Value::Dict(vec![]),
+            Value::None,
+            Value::Str(" ".into()),
+        ],
+    );
+    a.call_async("storea", vec![oid(5), Value::Bytes(vec![0; 8]), Value::Bytes(b"x".to_vec()), Value::Int(1)]);
+    a.call("vote", vec![Value::Int(1)]).unwrap();
+    assert!(a.is_closed());
+    assert!(server.log().contains("Transaction timeout after 1 seconds"), "{}", server.log());
+    let (mut b, _) = Client::connect(&server.addr, false);
+    commit(&mut b, 2, 6, [0; 8], b"after");
+}
+
+#[test]
+fn read_only_server_refuses_writable_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let server = ServerProc::start(dir.path(), &[]);
+        let (mut c, _) = Client::connect(&server.addr, false);
+        commit(&mut c, 1, 1, [0; 8], b"x");
+    }
+    let server = ServerProc::start(dir.path(), &["--read-only"]);
+    let mut c = Client::raw(&server.addr);
+    c.read_frame().unwrap();
+    c.write_frame(b"Z5");
+    let err = c.call("register", vec![Value::Str("1".into()), Value::Bool(false)]).unwrap_err();
+    assert_eq!(err.0, "ZODB.POSException.ReadOnlyError");
+    // A fallback client re-registers read-only on the same connection.
+    assert!(c.call("register", vec![Value::Str("1".into()), Value::Bool(true)]).is_ok());
+    assert_eq!(c.call("new_oids", vec![]).unwrap_err().0, "ZODB.POSException.ReadOnlyError");
+    // tpc_begin on a read-only connection closes it, as in ZEO.
+    c.call_async(
+        "tpc_begin",
+        vec![
+            Value::Int(1),
+            Value::Bytes(vec![]),
+            Value::Bytes(vec![]),
+            Value::Dict(vec![]),
+            Value::None,
+            Value::Str(" ".into()),
+        ],
+    );
+    assert!(c.is_closed());
+    let (mut r, _) = Client::connect(&server.addr, true);
+    assert!(
+        r.call("loadBefore", vec![oid(1), Value::Bytes(vec![0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])]).is_ok()
+    );
+}
+
+#[test]
+fn sigterm_finishes_in_flight_commits_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(dir.path(), &["--shutdown-grace", "5s"]);
+    let (mut c, _) = Client::connect(&server.addr, false);
+    let mut serial = [0u8; 8];
+    for i in 0..20 {
+        let tid = commit(&mut c, i, 1, serial, format!("rev {i}").as_bytes());
+        serial = tid.as_id().unwrap();
+    }
+    // A client mid-transaction when SIGTERM arrives can still finish within the grace period.
+    c.call_async(
+        "tpc_begin",
+        vec![
+            Value::Int(99),
+            Value::Bytes(vec![]),
+            Value::Bytes(vec![]),
+            Value::Dict(vec![]),
+            Value::None,
+            Value::Str(" ".into()),
+        ],
+    );
+    c.call_async("storea", vec![oid(1), Value::Bytes(serial.to_vec()), Value::Bytes(b"last".to_vec()), Value::Int(99)]);
+    c.call("vote", vec![Value::Int(99)]).unwrap();
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let last = c.call("tpc_finish", vec![Value::Int(99)]).unwrap();
+    drop(c);
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    // Everything is there, and the index snapshot was saved.
+    assert!(dir.path().join("Data.fs.rsindex").exists());
+    let fs = zeo_server::storage::FileStorage::open(dir.path().join("Data.fs"), Default::default()).unwrap();
+    assert_eq!(fs.load(&1u64.to_be_bytes()).unwrap(), (b"last".to_vec(), last.as_id().unwrap()));
+}
