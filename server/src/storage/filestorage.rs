@@ -30,7 +30,12 @@ pub struct OpenOptions {
     pub create: bool,
     /// Failure injection (tests only).
     pub faults: Option<Arc<Faults>>,
+    /// Bytes of record data kept in memory for loads (`None`: the default, 64 MiB; 0 disables).
+    pub cache_bytes: Option<usize>,
 }
+
+/// Default size of the record cache.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 /// State readers see: only durable, published transactions.
 #[derive(Debug)]
@@ -42,6 +47,8 @@ pub(crate) struct Shared {
     pub last_tid: u64,
     /// Highest commit sequence number made durable.
     pub durable_seq: u64,
+    /// Records of `file`, by position (replaced with the file at a pack).
+    pub cache: Arc<super::cache::RecordCache>,
     /// Commit sequence numbers rolled back after a failed fsync (rare; never durable).
     pub lost_seqs: std::collections::BTreeSet<u64>,
 }
@@ -189,6 +196,7 @@ impl FileStorage {
         if end.last_tid != 0 && TimeStamp::from_u64(end.last_tid).time_time() > now_secs() + 60.0 {
             tracing::warn!(path = %path.display(), "the last transaction id lies in the future; new tids will follow it, not the clock");
         }
+        let cache_bytes = opts.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
         let max_oid = index.keys().next_back().copied();
         let oids = OidAllocator::open(&path, max_oid)?;
         tracing::info!(path = %path.display(), objects = index.len(), end = end.end, from_snapshot,
@@ -202,6 +210,7 @@ impl FileStorage {
                 last_tid: end.last_tid,
                 durable_seq: 0,
                 lost_seqs: Default::default(),
+                cache: Arc::new(super::cache::RecordCache::new(cache_bytes)),
             }),
             writer: Mutex::new(Writer {
                 pos: end.end,
@@ -297,8 +306,16 @@ impl FileStorage {
         let (oid_n, tid_n) = (u64_of(oid), u64_of(tid));
         let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         let mut end = None;
-        // The current revision (the common case) comes back with its data in one read.
+        // The current revision (the common case) comes from the cache, or with its data in one read.
+        if let Some((h, data)) = s.cache.get(pos)
+            && h.tid < tid_n
+        {
+            return Ok(Some(LoadBefore { data: data.to_vec(), start: bytes_of(h.tid), end: None }));
+        }
         let (first, inline) = read_record(&s.file, pos, s.end, oid_n)?;
+        if let Some(d) = &inline {
+            s.cache.insert(pos, first, d);
+        }
         if first.tid < tid_n {
             let data = match inline {
                 Some(d) => d,
@@ -326,7 +343,13 @@ impl FileStorage {
         let s = self.shared();
         let oid_n = u64_of(oid);
         let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        if let Some((h, data)) = s.cache.get(pos) {
+            return Ok((data.to_vec(), bytes_of(h.tid)));
+        }
         let (h, inline) = read_record(&s.file, pos, s.end, oid_n)?;
+        if let Some(d) = &inline {
+            s.cache.insert(pos, h, d);
+        }
         let data = match inline {
             Some(d) => d,
             None => record_data(&s.file, pos, &h, s.end)?.ok_or(StorageError::PosKey { oid: *oid })?,

@@ -8,6 +8,7 @@
 //! - `file`: the I/O seam (positional reads and writes, fsync, fault injection for tests).
 //! - `lock`: `Data.fs.lock`, compatible with zc.lockfile.
 //! - `index`: oid → position, and its snapshot file `Data.fs.rsindex`.
+//! - `cache`: a bounded record cache keyed by file position (hot loads without a system call).
 //! - `oids`: oid allocation with a durable high-water mark (`Data.fs.rsoids`).
 //! - `recovery`: the opening scan and crash recovery.
 //! - `filestorage`: `FileStorage`, open and the read calls.
@@ -15,6 +16,7 @@
 //! - `undo`: undo and the undo log; `iter`: transaction iteration; `pack`: pack with GC.
 //! - `verify`: a full read-only consistency check (fstest).
 
+mod cache;
 mod commit;
 mod error;
 mod file;

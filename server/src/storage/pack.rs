@@ -168,6 +168,7 @@ impl FileStorage {
         {
             let mut s = self.shared.write().expect("storage state lock poisoned");
             s.file = Arc::new(DataFile::new(new_file, &self.path, self.faults.clone()));
+            s.cache = Arc::new(super::cache::RecordCache::new(s.cache.capacity()));
             s.index = std::mem::take(&mut out.index);
             s.end = out.pos;
             w.pos = out.pos;
