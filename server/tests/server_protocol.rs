@@ -430,3 +430,102 @@ fn sigterm_finishes_in_flight_commits_and_exits_cleanly() {
     let fs = zeo_server::storage::FileStorage::open(dir.path().join("Data.fs"), Default::default()).unwrap();
     assert_eq!(fs.load(&1u64.to_be_bytes()).unwrap(), (b"last".to_vec(), last.as_id().unwrap()));
 }
+
+/// A tiny HTTP/1.1 GET against the admin port.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn named_storages_admin_endpoints_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let second = dir.path().join("second.fs");
+    let server =
+        ServerProc::start(dir.path(), &["--storage", &format!("two={}", second.display()), "--admin", "127.0.0.1:0"]);
+    let ready: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("ready.json")).unwrap()).unwrap();
+    let admin = ready["admin"].as_str().unwrap().to_string();
+    let (mut one, _) = Client::connect(&server.addr, false);
+    commit(&mut one, 1, 1, [0; 8], b"in one");
+    // Storage "two" is separate: its own file, its own history.
+    let mut two = Client::raw(&server.addr);
+    two.read_frame().unwrap();
+    two.write_frame(b"Z5");
+    assert_eq!(
+        two.call("register", vec![Value::Str("two".into()), Value::Bool(false)]).unwrap(),
+        Value::Bytes(vec![0; 8])
+    );
+    commit(&mut two, 1, 1, [0; 8], b"in two");
+    let maxtid = Value::Bytes(vec![0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let a = one.call("loadBefore", vec![oid(1), maxtid.clone()]).unwrap();
+    let b = two.call("loadBefore", vec![oid(1), maxtid]).unwrap();
+    assert_eq!(a.as_tuple().unwrap()[0], Value::Bytes(b"in one".to_vec()));
+    assert_eq!(b.as_tuple().unwrap()[0], Value::Bytes(b"in two".to_vec()));
+    assert!(second.exists());
+    // An unknown storage is a ValueError (the client retries), not a crash.
+    let mut three = Client::raw(&server.addr);
+    three.read_frame().unwrap();
+    three.write_frame(b"Z5");
+    assert_eq!(
+        three.call("register", vec![Value::Str("nope".into()), Value::Bool(false)]).unwrap_err().0,
+        "builtins.ValueError"
+    );
+
+    assert_eq!(http_get(&admin, "/livez"), (200, "ok".to_string()));
+    assert_eq!(http_get(&admin, "/readyz").0, 200);
+    let (code, status) = http_get(&admin, "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["storages"]["1"]["objects"], 1);
+    assert_eq!(status["storages"]["two"]["connections"], 1);
+    let (code, metrics) = http_get(&admin, "/metrics");
+    assert_eq!(code, 200);
+    for needle in [
+        "zeo_commits_total{storage=\"1\"} 1",
+        "zeo_commits_total{storage=\"two\"} 1",
+        "zeo_loads_total{storage=\"1\"} 1",
+        "zeo_connections 3",
+        "zeo_fsync_seconds_count",
+        "zeo_storage_objects{storage=\"1\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle:?} in:\n{metrics}");
+    }
+    assert_eq!(http_get(&admin, "/nope").0, 404);
+}
+
+#[test]
+fn msgpack_mode_and_the_address_allow_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(dir.path(), &["--msgpack"]);
+    let mut c = Client::raw(&server.addr);
+    assert_eq!(c.read_frame().unwrap(), b"M5");
+    c.write_frame(b"M5");
+    // The spec's msgpack register vector: (1, False, 'register', ('1', False)).
+    c.write_frame(&hex::decode("9401c2a8726567697374657292a131c2").unwrap());
+    let reply = message::decode(&c.read_frame().unwrap(), Encoding::Msgpack).unwrap();
+    assert_eq!(reply, Message::Reply { msgid: Value::Int(1), value: Value::Bytes(vec![0; 8]) });
+    drop(server);
+
+    // Only 192.0.2.0/24 may connect: a loopback client is refused before the handshake, with a log line.
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(dir.path(), &["--allow", "192.0.2.0/24"]);
+    let mut c = Client::raw(&server.addr);
+    assert!(c.read_frame().is_none(), "a refused client must not get the handshake");
+    let start = Instant::now();
+    while !server.log().contains("refusing connection") {
+        assert!(start.elapsed() < Duration::from_secs(5), "{}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.log().contains("not in the allowed networks") || server.log().contains("127.0.0.1"),
+        "{}",
+        server.log()
+    );
+}
