@@ -14,6 +14,24 @@ use zeo_server::storage::{self, FileStorage, OpenOptions, Transaction, TxnMeta, 
 const KILLS: usize = 60;
 const CHILD_ENV: &str = "ZEORS_CRASH_CHILD_FILE";
 
+/// Re-runs this test binary as the child test `name`, with `env` naming the data file; returns the
+/// child and its stdout lines.
+fn spawn_child(
+    name: &str,
+    env: &str,
+    path: &Path,
+) -> (std::process::Child, impl Iterator<Item = String> + Send + 'static) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"])
+        .env(env, path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    (child, BufReader::new(stdout).lines().map_while(Result::ok))
+}
+
 /// Transaction `seq` stores oid `seq % 7` with data naming `seq`; the description names it too.
 fn payload(seq: u64) -> Vec<u8> {
     format!("seq={seq};").repeat(1 + (seq % 13) as usize).into_bytes()
@@ -75,17 +93,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let mut rng = rand::rng();
     let mut cut_tails = 0;
     for round in 0..KILLS {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).filter(|l| l.len() == 16).collect::<Vec<String>>()
-        });
+        let (mut child, lines) = spawn_child("crash_child", CHILD_ENV, &path);
+        let reader = std::thread::spawn(move || lines.filter(|l| l.len() == 16).collect::<Vec<String>>());
         // Wait until the child commits, then kill it a random moment later.
         let wait = Duration::from_millis(rng.random_range(20..150));
         let start = Instant::now();
@@ -195,18 +204,9 @@ fn sigkill_during_pack_leaves_a_valid_database() {
     let mut latest = std::collections::HashMap::<u64, u64>::new();
     let mut rng = rand::rng();
     for round in 0..PACK_KILLS {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "pack_child", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(PACK_CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let (mut child, lines) = spawn_child("pack_child", PACK_CHILD_ENV, &path);
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
+            lines
                 .filter_map(|l| {
                     let (o, s) = l.split_once(' ')?;
                     Some((o.parse::<u64>().ok()?, s.parse::<u64>().ok()?))

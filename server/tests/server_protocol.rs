@@ -139,8 +139,11 @@ impl Client {
         let mut b = [0u8; 1];
         loop {
             match self.s.read(&mut b) {
-                Ok(0) | Err(_) => return true,
+                Ok(0) => return true,
                 Ok(_) => continue, // drain whatever was queued before the close
+                // Still open after the timeout: not closed.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return false,
+                Err(_) => return true, // reset
             }
         }
     }
@@ -150,19 +153,18 @@ fn oid(n: u64) -> Value {
     Value::Bytes(n.to_be_bytes().to_vec())
 }
 
-/// Commits one store through the raw protocol; returns the tid.
-fn commit(c: &mut Client, txn: i64, o: u64, serial: [u8; 8], data: &[u8]) -> Value {
+/// `tpc_begin` of transaction `txn` (async, as clients send it).
+fn begin(c: &mut Client, txn: i64) {
+    let empty = || Value::Bytes(Vec::new());
     c.call_async(
         "tpc_begin",
-        vec![
-            Value::Int(txn),
-            Value::Bytes(b"u".to_vec()),
-            Value::Bytes(b"d".to_vec()),
-            Value::Dict(vec![]),
-            Value::None,
-            Value::Str(" ".into()),
-        ],
+        vec![Value::Int(txn), empty(), empty(), Value::Dict(vec![]), Value::None, Value::Str(" ".into())],
     );
+}
+
+/// Commits one store through the raw protocol; returns the tid.
+fn commit(c: &mut Client, txn: i64, o: u64, serial: [u8; 8], data: &[u8]) -> Value {
+    begin(c, txn);
     c.call_async("storea", vec![oid(o), Value::Bytes(serial.to_vec()), Value::Bytes(data.to_vec()), Value::Int(txn)]);
     c.call("vote", vec![Value::Int(txn)]).unwrap();
     c.call("tpc_finish", vec![Value::Int(txn)]).unwrap()
@@ -269,13 +271,20 @@ fn connection_limit_and_slow_readers() {
     assert!(third.is_closed());
     // A client that sends requests and never reads is cut off once its replies exceed the bound.
     let maxtid = Value::Bytes(vec![0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    // The server may cut the connection while we are still writing: that is the behaviour under test.
     for i in 0..200 {
-        slow.send(&Message::Call {
+        let call = Message::Call {
             msgid: Value::Int(i + 10),
             is_async: false,
             method: "loadBefore".into(),
             args: vec![oid(1), maxtid.clone()],
-        });
+        };
+        let payload = message::encode(&call, Encoding::Pickle).unwrap();
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        if slow.s.write_all(&frame).is_err() {
+            break;
+        }
     }
     let start = Instant::now();
     while !server.log().contains("client is not reading") {
@@ -292,31 +301,11 @@ fn disconnect_while_holding_the_commit_lock_lets_the_next_voter_in() {
     let server = ServerProc::start(dir.path(), &[]);
     let (mut a, _) = Client::connect(&server.addr, false);
     let (mut b, _) = Client::connect(&server.addr, false);
-    a.call_async(
-        "tpc_begin",
-        vec![
-            Value::Int(1),
-            Value::Bytes(vec![]),
-            Value::Bytes(vec![]),
-            Value::Dict(vec![]),
-            Value::None,
-            Value::Str(" ".into()),
-        ],
-    );
+    begin(&mut a, 1);
     a.call_async("storea", vec![oid(5), Value::Bytes(vec![0; 8]), Value::Bytes(b"from a".to_vec()), Value::Int(1)]);
     a.call("vote", vec![Value::Int(1)]).unwrap();
     // b votes while a holds the lock: its reply waits, but b is still served meanwhile.
-    b.call_async(
-        "tpc_begin",
-        vec![
-            Value::Int(2),
-            Value::Bytes(vec![]),
-            Value::Bytes(vec![]),
-            Value::Dict(vec![]),
-            Value::None,
-            Value::Str(" ".into()),
-        ],
-    );
+    begin(&mut b, 2);
     b.call_async("storea", vec![oid(6), Value::Bytes(vec![0; 8]), Value::Bytes(b"from b".to_vec()), Value::Int(2)]);
     b.send(&Message::Call {
         msgid: Value::Int(100),
@@ -339,17 +328,7 @@ fn transaction_timeout_disconnects_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(dir.path(), &["--transaction-timeout", "1s"]);
     let (mut a, _) = Client::connect(&server.addr, false);
-    a.call_async(
-        "tpc_begin",
-        vec![
-            Value::Int(1),
-            Value::Bytes(vec![]),
-            Value::Bytes(vec![]),
-            Value::Dict(vec![]),
-            Value::None,
-            Value::Str(" ".into()),
-        ],
-    );
+    begin(&mut a, 1);
     a.call_async("storea", vec![oid(5), Value::Bytes(vec![0; 8]), Value::Bytes(b"x".to_vec()), Value::Int(1)]);
     a.call("vote", vec![Value::Int(1)]).unwrap();
     assert!(a.is_closed());
@@ -376,17 +355,7 @@ fn read_only_server_refuses_writable_registration() {
     assert!(c.call("register", vec![Value::Str("1".into()), Value::Bool(true)]).is_ok());
     assert_eq!(c.call("new_oids", vec![]).unwrap_err().0, "ZODB.POSException.ReadOnlyError");
     // tpc_begin on a read-only connection closes it, as in ZEO.
-    c.call_async(
-        "tpc_begin",
-        vec![
-            Value::Int(1),
-            Value::Bytes(vec![]),
-            Value::Bytes(vec![]),
-            Value::Dict(vec![]),
-            Value::None,
-            Value::Str(" ".into()),
-        ],
-    );
+    begin(&mut c, 1);
     assert!(c.is_closed());
     let (mut r, _) = Client::connect(&server.addr, true);
     assert!(
@@ -405,17 +374,7 @@ fn sigterm_finishes_in_flight_commits_and_exits_cleanly() {
         serial = tid.as_id().unwrap();
     }
     // A client mid-transaction when SIGTERM arrives can still finish within the grace period.
-    c.call_async(
-        "tpc_begin",
-        vec![
-            Value::Int(99),
-            Value::Bytes(vec![]),
-            Value::Bytes(vec![]),
-            Value::Dict(vec![]),
-            Value::None,
-            Value::Str(" ".into()),
-        ],
-    );
+    begin(&mut c, 99);
     c.call_async("storea", vec![oid(1), Value::Bytes(serial.to_vec()), Value::Bytes(b"last".to_vec()), Value::Int(99)]);
     c.call("vote", vec![Value::Int(99)]).unwrap();
     let pid = server.child.id().to_string();

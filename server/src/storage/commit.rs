@@ -439,12 +439,7 @@ fn current_tid(ctx: &VoteCtx<'_>, oid: u64) -> Option<u64> {
 pub(crate) fn txn_find(file: &DataFile, end: u64, tid: u64, stop_at_pack: bool) -> Result<Option<u64>> {
     let mut pos = end;
     while pos > 4 {
-        let mut b8 = [0u8; 8];
-        file.read_exact_at(&mut b8, pos - 8)?;
-        let tlen = u64::from_be_bytes(b8);
-        let Some(tpos) = pos.checked_sub(tlen + 8).filter(|p| *p >= 4) else {
-            return Err(StorageError::corrupted(file.path(), pos - 8, "bad trailing transaction length"));
-        };
+        let tpos = super::iter::prev_txn_pos(file, pos)?;
         let th = super::filestorage::read_txn_header(file, tpos, end)?;
         if th.tid == tid {
             return Ok(Some(tpos));

@@ -56,12 +56,7 @@ impl FileStorage {
         let mut i: i64 = 0;
         let mut out = Vec::new();
         while i < last && pos > 4 {
-            let mut b8 = [0u8; 8];
-            s.file.read_exact_at(&mut b8, pos - 8)?;
-            let tlen = u64::from_be_bytes(b8);
-            let Some(tpos) = pos.checked_sub(tlen + 8).filter(|p| *p >= 4) else {
-                return Err(StorageError::corrupted(s.file.path(), pos - 8, "bad trailing transaction length"));
-            };
+            let tpos = super::iter::prev_txn_pos(&s.file, pos)?;
             pos = tpos;
             let (th, user, description, extension) = read_txn_meta(&s.file, tpos, s.end)?;
             if th.status == status::PACKED {
