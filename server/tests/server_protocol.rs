@@ -142,7 +142,9 @@ impl Client {
                 Ok(0) => return true,
                 Ok(_) => continue, // drain whatever was queued before the close
                 // Still open after the timeout: not closed.
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return false,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return false;
+                }
                 Err(_) => return true, // reset
             }
         }
