@@ -85,6 +85,12 @@ pub enum StorageError {
     /// Pack failed or was refused.
     #[error("pack: {0}")]
     Pack(String),
+
+    /// Pack's garbage collection found a reference to an object that does not exist at the pack time
+    /// (or no root object): FileStorage raises `KeyError(oid)` and packs nothing, and so do we, since
+    /// collecting garbage around a dangling reference could drop live data.
+    #[error("pack: object {} is referenced but does not exist at the pack time", hex::encode(oid))]
+    PackMissingObject { oid: [u8; 8] },
 }
 
 impl StorageError {
@@ -119,7 +125,7 @@ impl StorageError {
             StorageError::BadMagic { .. } | StorageError::Corrupted { .. } => "corrupted",
             StorageError::Io { .. } => "io",
             StorageError::Poisoned => "poisoned",
-            StorageError::Pack(_) => "pack",
+            StorageError::Pack(_) | StorageError::PackMissingObject { .. } => "pack",
         }
     }
 

@@ -280,10 +280,7 @@ fn mark(
             if oid == 0 && oid2curpos.is_empty() {
                 continue; // packing to before the root existed
             }
-            // FileStorage refuses too: GC with a dangling reference could drop live data.
-            return Err(StorageError::Pack(format!(
-                "object {oid:#018x} is referenced but does not exist at the pack time"
-            )));
+            return Err(StorageError::PackMissingObject { oid: oid.to_be_bytes() });
         };
         reachable.insert(oid, pos);
         for r in find_refs(file, eof, pos)? {

@@ -858,7 +858,9 @@ impl Conn {
                     .map_err(|e| StorageError::Pack(e.to_string()))?
                     .raw();
                 tracing::info!(storage = %h.name, time = t, "pack started");
-                let stats = h.fs.pack(&pack_tid, true)?;
+                let stats = h.fs.pack(&pack_tid, true).inspect_err(|e| {
+                    tracing::error!(storage = %h.name, time = t, error = %e, "pack failed");
+                })?;
                 if let Some(dir) = &h.blobs {
                     for (oid, tid) in &stats.removed_blob_revisions {
                         dir.remove(oid, tid);

@@ -30,6 +30,7 @@ pub fn storage_error(e: &StorageError) -> WireError {
             errors::multiple_undo(&errs)
         }
         StorageError::Undo(msg) => errors::undo_error(msg, None),
+        StorageError::PackMissingObject { oid } => errors::key_error(Value::Bytes(oid.to_vec())),
         other => errors::other(other.zodb_name(), vec![Value::Str(other.to_string())]),
     }
 }
