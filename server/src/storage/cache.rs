@@ -11,6 +11,10 @@ use std::sync::{Arc, Mutex};
 use super::format::DataHeader;
 
 const SHARDS: usize = 16;
+/// Memory a cached record costs beyond its data (map slot, clock entry, Arc header, allocation),
+/// counted against the capacity so the bound is about real memory.
+const ENTRY_OVERHEAD: usize = 160;
+
 /// Records larger than this are not cached (one would crowd out thousands of small ones).
 const MAX_CACHED_RECORD: usize = 64 << 10;
 
@@ -66,7 +70,8 @@ impl RecordCache {
     }
 
     pub fn insert(&self, pos: u64, header: DataHeader, data: &[u8]) {
-        if data.len() > MAX_CACHED_RECORD || data.len() > self.shard_capacity {
+        let cost = data.len() + ENTRY_OVERHEAD;
+        if data.len() > MAX_CACHED_RECORD || cost > self.shard_capacity {
             return;
         }
         let mut guard = self.shard(pos).lock().expect("cache shard poisoned");
@@ -74,7 +79,7 @@ impl RecordCache {
         if s.map.contains_key(&pos) {
             return;
         }
-        while s.bytes + data.len() > self.shard_capacity {
+        while s.bytes + cost > self.shard_capacity {
             let Some(victim) = s.clock.pop_front() else { break };
             match s.map.get_mut(&victim) {
                 Some(e) if e.referenced => {
@@ -83,13 +88,13 @@ impl RecordCache {
                 }
                 Some(_) => {
                     if let Some(e) = s.map.remove(&victim) {
-                        s.bytes -= e.data.len();
+                        s.bytes -= e.data.len() + ENTRY_OVERHEAD;
                     }
                 }
                 None => {}
             }
         }
-        s.bytes += data.len();
+        s.bytes += cost;
         s.map.insert(pos, Entry { header, data: Arc::from(data), referenced: false });
         s.clock.push_back(pos);
     }
@@ -105,12 +110,12 @@ mod tests {
 
     #[test]
     fn bounded_and_second_chance() {
-        let c = RecordCache::new(SHARDS * 100);
+        let c = RecordCache::new(SHARDS * (10 + ENTRY_OVERHEAD) * 5);
         for pos in 0..10_000u64 {
             c.insert(pos, h(pos), &[7u8; 10]);
         }
         let total: usize = c.shards.iter().map(|s| s.lock().unwrap().bytes).sum();
-        assert!(total <= SHARDS * 100, "{total}");
+        assert!(total <= SHARDS * (10 + ENTRY_OVERHEAD) * 5, "{total}");
         // The most recent entries are present and correct.
         let (hd, d) = c.get(9_999).unwrap();
         assert_eq!((hd.oid, &*d), (9_999, &[7u8; 10][..]));

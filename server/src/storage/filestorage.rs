@@ -30,12 +30,12 @@ pub struct OpenOptions {
     pub create: bool,
     /// Failure injection (tests only).
     pub faults: Option<Arc<Faults>>,
-    /// Bytes of record data kept in memory for loads (`None`: the default, 64 MiB; 0 disables).
+    /// Memory for the record cache (`None`: the default, 16 MiB; 0 disables).
     pub cache_bytes: Option<usize>,
 }
 
-/// Default size of the record cache.
-pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+/// Default size of the record cache (memory, overhead included).
+pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 
 /// State readers see: only durable, published transactions.
 #[derive(Debug)]

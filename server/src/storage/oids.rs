@@ -12,7 +12,7 @@ use super::file::write_atomically;
 
 const MAGIC: &[u8; 8] = b"ZRSOID01";
 /// Oids reserved per durable write: one small atomic write per this many oids.
-const RESERVATION_BLOCK: u64 = 4096;
+const RESERVATION_BLOCK: u64 = 1 << 20;
 
 /// The allocator's state. Oids are u64 here; oid 0 is the root and is never allocated.
 #[derive(Debug)]
@@ -90,10 +90,13 @@ mod tests {
         let mut b = OidAllocator::open(&data, None).unwrap();
         let next = b.allocate(1).unwrap()[0];
         assert!(next > 3, "{next}");
-        b.saw(1_000_000);
-        assert_eq!(b.allocate(1).unwrap(), vec![1_000_001]);
+        // An oid a client stored without allocating it moves allocation past it.
+        b.saw(next + 10);
+        assert_eq!(b.allocate(1).unwrap(), vec![next + 11]);
+        let reserved = b.reserved;
         drop(b);
-        let mut c = OidAllocator::open(&data, Some(2_000_000)).unwrap();
-        assert_eq!(c.allocate(1).unwrap(), vec![2_000_001]);
+        // Stored oids beyond the reservation win too.
+        let mut c = OidAllocator::open(&data, Some(reserved + 5)).unwrap();
+        assert_eq!(c.allocate(1).unwrap(), vec![reserved + 6]);
     }
 }
