@@ -775,6 +775,33 @@ def test_blobs(make_server, clients, tmp_path):
     assert len(server_blobs) >= 3
 
 
+@pytest.mark.timeout_s(120)
+def test_pack_removes_blob_files_of_dropped_revisions(make_server, clients, tmp_path):
+    """Pack with GC drops a blob's old revision; its file in the server's blob directory goes too,
+    and the current revision still loads."""
+    blobs = tmp_path / "s" / "blobs"
+    srv = make_server(blob_dir=str(blobs))
+    db = open_db(clients, srv.addr, blob_dir=str(tmp_path / "cache"), shared_blob_dir=False)
+    conn, tm = connect(db)
+    root = conn.root()
+    root["b"] = ZODB.blob.Blob(b"first")
+    tm.commit()
+    with root["b"].open("w") as f:
+        f.write(b"second")
+    tm.commit()
+
+    def blob_files():
+        return sorted(f for _, _, fs in os.walk(str(blobs)) for f in fs if f.endswith(".blob"))
+
+    assert len(blob_files()) == 2
+    time.sleep(0.05)  # the pack time must lie after the last commit
+    db.pack()
+    wait_until(lambda: len(blob_files()) == 1, 15, "the old revision's blob file removed by pack")
+    tm.begin()
+    with conn.root()["b"].open("r") as f:
+        assert f.read() == b"second"
+
+
 # -- TLS -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
