@@ -69,7 +69,7 @@ impl RecordCache {
         Some((e.header, e.data.clone()))
     }
 
-    pub fn insert(&self, pos: u64, header: DataHeader, data: &[u8]) {
+    pub fn insert(&self, pos: u64, header: DataHeader, data: Arc<[u8]>) {
         let cost = data.len() + ENTRY_OVERHEAD;
         if data.len() > MAX_CACHED_RECORD || cost > self.shard_capacity {
             return;
@@ -95,7 +95,7 @@ impl RecordCache {
             }
         }
         s.bytes += cost;
-        s.map.insert(pos, Entry { header, data: Arc::from(data), referenced: false });
+        s.map.insert(pos, Entry { header, data, referenced: false });
         s.clock.push_back(pos);
     }
 }
@@ -112,7 +112,7 @@ mod tests {
     fn bounded_and_second_chance() {
         let c = RecordCache::new(SHARDS * (10 + ENTRY_OVERHEAD) * 5);
         for pos in 0..10_000u64 {
-            c.insert(pos, h(pos), &[7u8; 10]);
+            c.insert(pos, h(pos), Arc::from(&[7u8; 10][..]));
         }
         let total: usize = c.shards.iter().map(|s| s.lock().unwrap().bytes).sum();
         assert!(total <= SHARDS * (10 + ENTRY_OVERHEAD) * 5, "{total}");
@@ -121,7 +121,7 @@ mod tests {
         assert_eq!((hd.oid, &*d), (9_999, &[7u8; 10][..]));
         // Disabled cache.
         let off = RecordCache::new(0);
-        off.insert(1, h(1), b"abc");
+        off.insert(1, h(1), Arc::from(&b"abc"[..]));
         assert!(off.get(1).is_none());
     }
 }

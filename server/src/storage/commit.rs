@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use super::error::{Result, StorageError};
 use super::file::DataFile;
 use super::filestorage::{
-    FileStorage, PendingTxn, VotedTxn, bytes_of, read_any_data_header, read_backpointer, read_data_header, u64_of,
+    FileStorage, PendingTxn, VotedTxn, bytes_of, live_tid_at, read_any_data_header, read_data_header, u64_of,
 };
 use super::format::{DATA_HEADER_LEN, RecordBody, TXN_HEADER_LEN, TxnWriter, status};
 use super::index::Index;
@@ -162,7 +162,9 @@ impl FileStorage {
                 }
                 Op::CheckCurrent { oid, serial } => {
                     let oid_n = u64_of(oid);
-                    let committed = current_tid(&ctx, oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+                    let pos = ctx.committed_pos(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+                    let committed =
+                        live_tid_at(ctx.file, pos, ctx.end, oid_n)?.ok_or(StorageError::PosKey { oid: *oid })?;
                     if committed != u64_of(serial) {
                         return Err(StorageError::ReadConflict {
                             oid: *oid,
@@ -422,16 +424,6 @@ impl FileStorage {
             _ => lost(),
         }
     }
-}
-
-/// Tid of the current revision in the commit path's view, `None` if missing or an undone creation.
-fn current_tid(ctx: &VoteCtx<'_>, oid: u64) -> Option<u64> {
-    let p = ctx.committed_pos(oid)?;
-    let h = read_data_header(ctx.file, p, ctx.end, oid).ok()?;
-    if h.plen == 0 && read_backpointer(ctx.file, p).ok()? == 0 {
-        return None;
-    }
-    Some(h.tid)
 }
 
 /// Finds the transaction `tid` scanning backwards from `end`; with `stop_at_pack`, gives up at the

@@ -153,6 +153,31 @@ pub(crate) fn bytes_of(v: u64) -> [u8; 8] {
     v.to_be_bytes()
 }
 
+impl Shared {
+    /// The record at `pos` (an index entry of `oid`): its header, and its data when inline, from the
+    /// cache or with one read (which then fills the cache).
+    fn current_record(&self, pos: u64, oid: u64) -> Result<(DataHeader, Option<Arc<[u8]>>)> {
+        if let Some(hit) = self.cache.get(pos) {
+            return Ok((hit.0, Some(hit.1)));
+        }
+        let (h, inline) = read_record(&self.file, pos, self.end, oid)?;
+        let inline: Option<Arc<[u8]>> = inline.map(Arc::from);
+        if let Some(d) = &inline {
+            self.cache.insert(pos, h, d.clone());
+        }
+        Ok((h, inline))
+    }
+
+    /// The data of the record at `pos`: `inline` when `current_record` had it, else read (following
+    /// backpointers); `PosKey` for "no data".
+    fn data_of(&self, pos: u64, h: &DataHeader, inline: Option<Arc<[u8]>>, oid: &Oid) -> Result<Vec<u8>> {
+        match inline {
+            Some(d) => Ok(d.to_vec()),
+            None => record_data(&self.file, pos, h, self.end)?.ok_or(StorageError::PosKey { oid: *oid }),
+        }
+    }
+}
+
 impl FileStorage {
     /// Opens (and, with `create`, creates) the storage at `path`: takes the writer lock, loads the index
     /// snapshot, scans and recovers the tail.
@@ -305,36 +330,20 @@ impl FileStorage {
         let s = self.shared();
         let (oid_n, tid_n) = (u64_of(oid), u64_of(tid));
         let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        // The current revision (the common case) comes from the cache, or with its data in one read;
+        // older ones are found by walking the prev chain, header by header.
+        let (mut h, mut inline) = s.current_record(pos, oid_n)?;
         let mut end = None;
-        // The current revision (the common case) comes from the cache, or with its data in one read.
-        if let Some((h, data)) = s.cache.get(pos)
-            && h.tid < tid_n
-        {
-            return Ok(Some(LoadBefore { data: data.to_vec(), start: bytes_of(h.tid), end: None }));
-        }
-        let (first, inline) = read_record(&s.file, pos, s.end, oid_n)?;
-        if let Some(d) = &inline {
-            s.cache.insert(pos, first, d);
-        }
-        if first.tid < tid_n {
-            let data = match inline {
-                Some(d) => d,
-                None => record_data(&s.file, pos, &first, s.end)?.ok_or(StorageError::PosKey { oid: *oid })?,
-            };
-            return Ok(Some(LoadBefore { data, start: bytes_of(first.tid), end: None }));
-        }
-        let h = loop {
-            let h = read_data_header(&s.file, pos, s.end, oid_n)?;
-            if h.tid < tid_n {
-                break h;
-            }
+        while h.tid >= tid_n {
             end = Some(bytes_of(h.tid));
             if h.prev == 0 {
                 return Ok(None);
             }
             pos = check_backwards(&s.file, pos, h.prev)?;
-        };
-        let data = record_data(&s.file, pos, &h, s.end)?.ok_or(StorageError::PosKey { oid: *oid })?;
+            h = read_data_header(&s.file, pos, s.end, oid_n)?;
+            inline = None;
+        }
+        let data = s.data_of(pos, &h, inline, oid)?;
         Ok(Some(LoadBefore { data, start: bytes_of(h.tid), end }))
     }
 
@@ -343,18 +352,8 @@ impl FileStorage {
         let s = self.shared();
         let oid_n = u64_of(oid);
         let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
-        if let Some((h, data)) = s.cache.get(pos) {
-            return Ok((data.to_vec(), bytes_of(h.tid)));
-        }
-        let (h, inline) = read_record(&s.file, pos, s.end, oid_n)?;
-        if let Some(d) = &inline {
-            s.cache.insert(pos, h, d);
-        }
-        let data = match inline {
-            Some(d) => d,
-            None => record_data(&s.file, pos, &h, s.end)?.ok_or(StorageError::PosKey { oid: *oid })?,
-        };
-        Ok((data, bytes_of(h.tid)))
+        let (h, inline) = s.current_record(pos, oid_n)?;
+        Ok((s.data_of(pos, &h, inline, oid)?, bytes_of(h.tid)))
     }
 
     /// The data of the exact revision `serial`.
@@ -379,11 +378,7 @@ impl FileStorage {
         let s = self.shared();
         let oid_n = u64_of(oid);
         let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
-        let h = read_data_header(&s.file, pos, s.end, oid_n)?;
-        if h.plen == 0 && read_backpointer(&s.file, pos)? == 0 {
-            return Err(StorageError::PosKey { oid: *oid });
-        }
-        Ok(bytes_of(h.tid))
+        live_tid_at(&s.file, pos, s.end, oid_n)?.map(bytes_of).ok_or(StorageError::PosKey { oid: *oid })
     }
 
     /// Up to `size` revisions, newest first.
@@ -454,12 +449,7 @@ pub(crate) fn check_backwards(file: &DataFile, from: u64, to: u64) -> Result<u64
 
 /// Reads the data header at `pos`, checking it lies within `end` and belongs to `oid` (when given).
 pub(crate) fn read_data_header(file: &DataFile, pos: u64, end: u64, oid: u64) -> Result<DataHeader> {
-    if pos < 4 || pos.saturating_add(DATA_HEADER_LEN) > end {
-        return Err(StorageError::corrupted(file.path(), pos, "data record position out of range"));
-    }
-    let mut b = [0u8; DATA_HEADER_LEN as usize];
-    file.read_exact_at(&mut b, pos)?;
-    let h = DataHeader::decode(&b);
+    let h = read_any_data_header(file, pos, end)?;
     if h.oid != oid {
         return Err(StorageError::corrupted(
             file.path(),
@@ -468,6 +458,16 @@ pub(crate) fn read_data_header(file: &DataFile, pos: u64, end: u64, oid: u64) ->
         ));
     }
     Ok(h)
+}
+
+/// Tid of the record at `pos` (of `oid`), `None` when it holds no data (a deletion or an undone
+/// creation: the object does not exist as of that record).
+pub(crate) fn live_tid_at(file: &DataFile, pos: u64, end: u64, oid: u64) -> Result<Option<u64>> {
+    let h = read_data_header(file, pos, end, oid)?;
+    if h.plen == 0 && read_backpointer(file, pos)? == 0 {
+        return Ok(None);
+    }
+    Ok(Some(h.tid))
 }
 
 /// Position after the record at `pos`, which must end within its transaction (`tend`).

@@ -22,10 +22,10 @@ use super::commit::data_find;
 use super::error::{Result, StorageError};
 use super::file::{DataFile, parent_dir, sync_dir};
 use super::filestorage::{
-    FileStorage, bytes_of, load_back, next_record, read_any_data_header, read_backpointer, read_txn_header,
-    read_txn_meta,
+    FileStorage, bytes_of, next_record, read_any_data_header, read_backpointer, read_txn_header, read_txn_meta,
+    record_data,
 };
-use super::format::{DATA_HEADER_LEN, MAGIC, RecordBody, TxnWriter, status};
+use super::format::{DATA_HEADER_LEN, DataHeader, MAGIC, RecordBody, TxnWriter, status};
 use super::index::{self, Index};
 use super::txn::{Oid, Tid};
 
@@ -199,11 +199,11 @@ fn find_reachable(file: &DataFile, eof: u64, packtime: u64, gc: bool) -> Result<
         if th.status != status::PACKED {
             unpacked = true;
         }
-        for_each_record(file, pos, th.header_len(), th.tlen, eof, |rpos, plen, back, oid| {
-            if plen > 0 || back != 0 {
-                oid2curpos.insert(oid, rpos);
+        for_each_record(file, pos, th.header_len(), th.tlen, eof, |rpos, h, back| {
+            if h.plen > 0 || back != 0 {
+                oid2curpos.insert(h.oid, rpos);
             } else {
-                oid2curpos.remove(&oid);
+                oid2curpos.remove(&h.oid);
             }
         })?;
         pos += th.tlen + 8;
@@ -225,9 +225,9 @@ fn find_reachable(file: &DataFile, eof: u64, packtime: u64, gc: bool) -> Result<
         let th = read_txn_header(file, pos, eof)?;
         check_txn(file, pos, th.tid, th.status, &mut ltid)?;
         let mut backs = Vec::new();
-        for_each_record(file, pos, th.header_len(), th.tlen, eof, |_, _, back, oid| {
+        for_each_record(file, pos, th.header_len(), th.tlen, eof, |_, h, back| {
             if back != 0 && back < packpos {
-                backs.push((oid, back));
+                backs.push((h.oid, back));
             }
         })?;
         for (oid, back) in backs {
@@ -314,14 +314,14 @@ fn find_refs(file: &DataFile, eof: u64, mut pos: u64) -> Result<Vec<u64>> {
     }
 }
 
-/// Calls `f(pos, plen, backpointer, oid)` for each record of the transaction at `tpos`.
+/// Calls `f(pos, header, backpointer)` for each record of the transaction at `tpos`.
 fn for_each_record(
     file: &DataFile,
     tpos: u64,
     header_len: u64,
     tlen: u64,
     eof: u64,
-    mut f: impl FnMut(u64, u64, u64, u64),
+    mut f: impl FnMut(u64, &DataHeader, u64),
 ) -> Result<()> {
     let tend = tpos + tlen;
     let mut pos = tpos + header_len;
@@ -332,19 +332,10 @@ fn for_each_record(
             return Err(StorageError::corrupted(file.path(), pos, "data record points to another transaction"));
         }
         let back = if h.plen == 0 { read_backpointer(file, pos)? } else { 0 };
-        f(pos, h.plen, back, h.oid);
+        f(pos, &h, back);
         pos = next;
     }
     Ok(())
-}
-
-/// Data a record stands for, following backpointers; `None` for "no data".
-fn resolve(file: &DataFile, eof: u64, pos: u64, oid: u64, plen: u64) -> Result<Option<Vec<u8>>> {
-    if plen > 0 {
-        return file.read_vec_at(pos + DATA_HEADER_LEN, plen, eof).map(Some);
-    }
-    let back = read_backpointer(file, pos)?;
-    Ok(load_back(file, oid, pos, back, eof)?.map(|(d, _, _)| d))
 }
 
 fn is_blob_record(data: &[u8]) -> bool {
@@ -356,33 +347,29 @@ fn copy_to_packtime(file: &DataFile, g: &Gc, out: &mut Out, stats: &mut PackStat
     while pos < g.packpos {
         let th = read_txn_header(file, pos, g.packpos)?;
         let (_, user, desc, ext) = read_txn_meta(file, pos, g.packpos)?;
-        let mut kept: Vec<(u64, u64, Option<Vec<u8>>)> = Vec::new();
+        let mut kept: Vec<(u64, DataHeader)> = Vec::new();
         let mut dropped = Vec::new();
-        for_each_record(file, pos, th.header_len(), th.tlen, g.packpos, |rpos, plen, _, oid| {
-            if g.is_reachable(oid, rpos) {
-                kept.push((oid, rpos, None));
+        for_each_record(file, pos, th.header_len(), th.tlen, g.packpos, |rpos, h, _| {
+            if g.is_reachable(h.oid, rpos) {
+                kept.push((rpos, *h));
             } else {
-                dropped.push((oid, rpos, plen));
+                dropped.push((rpos, *h));
             }
         })?;
         stats.records_removed += dropped.len() as u64;
-        for (oid, rpos, plen) in dropped {
-            if let Some(d) = resolve(file, g.packpos, rpos, oid, plen)?
-                && is_blob_record(&d)
-            {
-                let h = read_any_data_header(file, rpos, g.packpos)?;
-                stats.removed_blob_revisions.push((bytes_of(oid), bytes_of(h.tid)));
+        for (rpos, h) in dropped {
+            if record_data(file, rpos, &h, g.packpos)?.is_some_and(|d| is_blob_record(&d)) {
+                stats.removed_blob_revisions.push((bytes_of(h.oid), bytes_of(h.tid)));
             }
         }
         if !kept.is_empty() {
             let tpos = out.pos;
             let mut buf = Vec::new();
             let mut tw = TxnWriter::begin(&mut buf, tpos, th.tid, status::PACKED, &user, &desc, &ext);
-            for (oid, rpos, _) in &kept {
-                let h = read_any_data_header(file, *rpos, g.packpos)?;
-                let data = resolve(file, g.packpos, *rpos, *oid, h.plen)?.unwrap_or_default();
-                let at = tw.data_record(*oid, h.tid, 0, RecordBody::from_data(&data));
-                out.index.insert(*oid, at);
+            for (rpos, h) in &kept {
+                let data = record_data(file, *rpos, h, g.packpos)?.unwrap_or_default();
+                let at = tw.data_record(h.oid, h.tid, 0, RecordBody::from_data(&data));
+                out.index.insert(h.oid, at);
             }
             tw.finish();
             out.file.write_all_at(&buf, tpos)?;
@@ -402,15 +389,13 @@ fn copy_rest(file: &DataFile, from: u64, to: u64, out: &mut Out) -> Result<()> {
         let (_, user, desc, ext) = read_txn_meta(file, pos, to)?;
         let tpos = out.pos;
         let mut recs = Vec::new();
-        for_each_record(file, pos, th.header_len(), th.tlen, to, |rpos, plen, back, oid| {
-            recs.push((rpos, plen, back, oid))
-        })?;
+        for_each_record(file, pos, th.header_len(), th.tlen, to, |rpos, h, back| recs.push((rpos, *h, back)))?;
         let mut buf = Vec::new();
         let mut tw = TxnWriter::begin(&mut buf, tpos, th.tid, th.status, &user, &desc, &ext);
         let mut tindex = Vec::new();
-        for (rpos, plen, back, oid) in recs {
-            let h = read_any_data_header(file, rpos, to)?;
-            let data = resolve(file, to, rpos, oid, plen)?;
+        for (rpos, h, back) in recs {
+            let oid = h.oid;
+            let data = record_data(file, rpos, &h, to)?;
             let new_back = if back != 0 {
                 let data_tid = read_any_data_header(file, back, to)?.tid;
                 match out.txn_pos.get(&data_tid) {
