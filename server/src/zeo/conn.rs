@@ -20,9 +20,7 @@ use super::host::{ConnId, StorageHost};
 use super::outbox::{Outbox, OutboxReceiver};
 use super::txn::{self, Phase, ServerTxn, TaskCtx, TxnSlot};
 use super::{Server, blobs};
-use crate::storage::{
-    MAXTID, Op, StorageError, Transaction, TransactionIterator, TransactionRecord, TxnMeta, parse_undo_id,
-};
+use crate::storage::{Op, StorageError, Transaction, TransactionIterator, TransactionRecord, TxnMeta, parse_undo_id};
 
 /// Blob data goes to clients in chunks of this size, as ZEO sends them.
 const BLOB_CHUNK: usize = 59_000;
@@ -246,14 +244,7 @@ impl Conn {
     }
 
     fn reply(&self, msgid: Value, result: Result<Value, WireError>) {
-        let msg = match result {
-            Ok(value) => Message::Reply { msgid, value },
-            Err((class, payload)) => {
-                tracing::debug!(peer = %self.outbox.peer, %class, "error reply");
-                Message::Error { msgid, class, payload }
-            }
-        };
-        self.outbox.send(&msg);
+        self.outbox.reply(msgid, result);
     }
 
     fn handle(&mut self, msg: Message) -> Result<(), Close> {
@@ -702,16 +693,11 @@ impl Conn {
     }
 
     fn undo_info(&self, first: i64, last: i64, spec: Option<Vec<(Value, Value)>>) -> Result<Value, WireError> {
-        let entries = self.host().fs.undo_log(first, last, None).map_err(|e| storage_error(&e))?;
-        // The spec filter applies before first/last in FileStorage; apply it there too.
-        match spec {
-            None => Ok(Value::List(entries.iter().map(undo_dict).collect())),
-            Some(spec) => {
-                let filter = |u: &crate::storage::UndoEntry| matches_spec(&undo_dict(u), &spec);
-                let entries = self.host().fs.undo_log(first, last, Some(&filter)).map_err(|e| storage_error(&e))?;
-                Ok(Value::List(entries.iter().map(undo_dict).collect()))
-            }
-        }
+        // The specification filters before first/last count, as in FileStorage.
+        let filter = spec.map(|spec| move |u: &crate::storage::UndoEntry| matches_spec(&undo_dict(u), &spec));
+        let filter = filter.as_ref().map(|f| f as &dyn Fn(&crate::storage::UndoEntry) -> bool);
+        let entries = self.host().fs.undo_log(first, last, filter).map_err(|e| storage_error(&e))?;
+        Ok(Value::List(entries.iter().map(undo_dict).collect()))
     }
 
     fn new_iid(&mut self) -> i64 {
@@ -821,8 +807,7 @@ impl Conn {
             let data = match tokio::fs::read(&path).await {
                 Ok(d) => d,
                 Err(_) => {
-                    let (class, payload) = storage_error(&StorageError::PosKey { oid });
-                    outbox.send(&Message::Error { msgid, class, payload });
+                    outbox.reply(msgid, Err(storage_error(&StorageError::PosKey { oid })));
                     return;
                 }
             };
@@ -838,7 +823,7 @@ impl Conn {
                 }
             }
             outbox.send(&call("receiveBlobStop", vec![]));
-            outbox.send(&Message::Reply { msgid, value: Value::None });
+            outbox.reply(msgid, Ok(Value::None));
         });
     }
 
@@ -873,17 +858,11 @@ impl Conn {
             .await;
             if let Some(msgid) = reply_to {
                 let r = match result {
-                    Ok(Ok(())) => Message::Reply { msgid, value: Value::None },
-                    Ok(Err(e)) => {
-                        let (class, payload) = storage_error(&e);
-                        Message::Error { msgid, class, payload }
-                    }
-                    Err(e) => {
-                        let (class, payload) = storage_error(&StorageError::Pack(e.to_string()));
-                        Message::Error { msgid, class, payload }
-                    }
+                    Ok(Ok(())) => Ok(Value::None),
+                    Ok(Err(e)) => Err(storage_error(&e)),
+                    Err(e) => Err(storage_error(&StorageError::Pack(e.to_string()))),
                 };
-                outbox.send(&r);
+                outbox.reply(msgid, r);
             }
         });
     }
@@ -894,6 +873,3 @@ impl std::fmt::Debug for Conn {
         f.debug_struct("Conn").field("id", &self.id).field("peer", &self.outbox.peer).finish()
     }
 }
-
-#[allow(dead_code)]
-const _: [u8; 8] = MAXTID;

@@ -158,8 +158,7 @@ impl StorageHost {
         }
         let mut seen = std::collections::HashSet::new();
         let mut oids = Vec::new();
-        for (t, changed) in st.invq.iter().filter(|(t, _)| t > tid) {
-            let _ = t;
+        for (_, changed) in st.invq.iter().filter(|(t, _)| t > tid) {
             for o in changed {
                 if seen.insert(*o) {
                     oids.push(*o);

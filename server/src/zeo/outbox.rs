@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zeo_proto::message::{self, Encoding, Message};
+use zeo_proto::pickle::Value;
 
 /// Handle to one connection's outgoing queue. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -57,6 +58,18 @@ impl Outbox {
             return false;
         }
         true
+    }
+
+    /// Queues the reply to call `msgid`: its value, or an error reply (ZODB exception class, payload).
+    pub fn reply(&self, msgid: Value, result: Result<Value, crate::zeo::convert::WireError>) -> bool {
+        let msg = match result {
+            Ok(value) => Message::Reply { msgid, value },
+            Err((class, payload)) => {
+                tracing::debug!(peer = %self.peer, %class, "error reply");
+                Message::Error { msgid, class, payload }
+            }
+        };
+        self.send(&msg)
     }
 
     /// Encodes and queues a message in this connection's encoding.

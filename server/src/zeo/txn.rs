@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
-use zeo_proto::message::Message;
 use zeo_proto::pickle::Value;
 
-use super::convert::{WireError, storage_error, transaction_error};
+use super::convert::{storage_error, transaction_error};
 use super::host::{ConnId, StorageHost};
 use super::outbox::Outbox;
 use crate::storage::{Oid, StorageError, Transaction, VoteOutcome};
@@ -101,14 +100,6 @@ pub struct TaskCtx {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-fn reply(out: &Outbox, msgid: Value, result: Result<Value, WireError>) {
-    let msg = match result {
-        Ok(value) => Message::Reply { msgid, value },
-        Err((class, payload)) => Message::Error { msgid, class, payload },
-    };
-    out.send(&msg);
-}
-
 fn lock_slot(slot: &TxnSlot) -> std::sync::MutexGuard<'_, Option<ServerTxn>> {
     slot.lock().expect("transaction slot poisoned")
 }
@@ -144,7 +135,7 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
         }
     };
     let Some(mut engine) = engine else {
-        reply(&ctx.outbox, msgid, Err(transaction_error("the transaction was aborted while voting")));
+        ctx.outbox.reply(msgid, Err(transaction_error("the transaction was aborted while voting")));
         return;
     };
     let fs = ctx.host.fs.clone();
@@ -165,7 +156,7 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
         Err(e) => {
             tracing::error!(error = %e, "vote task failed");
             *lock_slot(&ctx.slot) = None;
-            reply(&ctx.outbox, msgid, Err(transaction_error("internal error while voting")));
+            ctx.outbox.reply(msgid, Err(transaction_error("internal error while voting")));
             return;
         }
     };
@@ -190,7 +181,7 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
         let mut engine = engine;
         let _ = ctx.host.fs.abort(&mut engine);
         drop(st);
-        reply(&ctx.outbox, msgid, Err(transaction_error("the transaction was aborted while voting")));
+        ctx.outbox.reply(msgid, Err(transaction_error("the transaction was aborted while voting")));
         return;
     };
     t.engine = Some(engine);
@@ -200,7 +191,7 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
             t.lock = Some(guard);
             t.invalidate.extend(undone.iter().copied());
             drop(st);
-            reply(&ctx.outbox, msgid, Ok(Value::List(undone.iter().map(|o| Value::Bytes(o.to_vec())).collect())));
+            ctx.outbox.reply(msgid, Ok(Value::List(undone.iter().map(|o| Value::Bytes(o.to_vec())).collect())));
             if let Some(timeout) = ctx.transaction_timeout {
                 tokio::spawn(transaction_timer(ctx.clone(), round, timeout));
             }
@@ -231,7 +222,7 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
                     ])
                 })
                 .collect();
-            reply(&ctx.outbox, msgid, Ok(Value::List(list)));
+            ctx.outbox.reply(msgid, Ok(Value::List(list)));
         }
         Err(e) => {
             // The server aborts and forgets the transaction; the client's tpc_abort is then a no-op.
@@ -246,7 +237,7 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
             drop(st);
             drop(abandoned);
             drop(guard);
-            reply(&ctx.outbox, msgid, Err(storage_error(&e)));
+            ctx.outbox.reply(msgid, Err(storage_error(&e)));
         }
     }
 }
@@ -270,7 +261,7 @@ async fn transaction_timer(ctx: TaskCtx, round: u64, timeout: Duration) {
 /// wait until durable (group commit), publish invalidations in commit order, then answer.
 pub async fn finish(ctx: TaskCtx, msgid: Value, mut txn: ServerTxn) {
     let Some(mut engine) = txn.engine.take() else {
-        reply(&ctx.outbox, msgid, Err(transaction_error("no voted transaction")));
+        ctx.outbox.reply(msgid, Err(transaction_error("no voted transaction")));
         return;
     };
     let fs = ctx.host.fs.clone();
@@ -296,13 +287,13 @@ pub async fn finish(ctx: TaskCtx, msgid: Value, mut txn: ServerTxn) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             drop(txn);
-            reply(&ctx.outbox, msgid, Err(storage_error(&e)));
+            ctx.outbox.reply(msgid, Err(storage_error(&e)));
             return;
         }
         Err(e) => {
             tracing::error!(error = %e, "finish task failed");
             drop(txn);
-            reply(&ctx.outbox, msgid, Err(transaction_error("internal error while finishing")));
+            ctx.outbox.reply(msgid, Err(transaction_error("internal error while finishing")));
             return;
         }
     };
@@ -323,6 +314,6 @@ pub async fn finish(ctx: TaskCtx, msgid: Value, mut txn: ServerTxn) {
         }
     };
     if ctx.host.cancel_publication(committed.seq) {
-        reply(&ctx.outbox, msgid, Err(failure));
+        ctx.outbox.reply(msgid, Err(failure));
     }
 }
