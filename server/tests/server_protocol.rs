@@ -381,7 +381,12 @@ fn sigterm_finishes_in_flight_commits_and_exits_cleanly() {
     c.call("vote", vec![Value::Int(99)]).unwrap();
     let pid = server.child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Finish only once the server is shutting down (it logs that when it handles the signal).
+    let start = Instant::now();
+    while !server.log().contains("shutting down") {
+        assert!(start.elapsed() < Duration::from_secs(10), "SIGTERM not handled:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let last = c.call("tpc_finish", vec![Value::Int(99)]).unwrap();
     drop(c);
     let status = server.terminate();

@@ -285,6 +285,14 @@ class ExtInvqTests(FileStorageConfig, ConnectionTests.InvqTests):
     """Quick verification (getInvalidations) and invalidation-queue overflow."""
 
 
+def _log_contains(path, text):
+    try:
+        with open(path, errors="replace") as f:
+            return text in f.read()
+    except OSError:
+        return False
+
+
 class ExtTimeoutTests(FileStorageConfig, ConnectionTests.TimeoutTests):
     """transaction-timeout 1: the lock holder is disconnected and its commit aborted."""
 
@@ -297,7 +305,11 @@ class ExtTimeoutTests(FileStorageConfig, ConnectionTests.TimeoutTests):
         txn = TransactionMetaData()
         storage.tpc_begin(txn)
         storage.tpc_vote(txn)
-        time.sleep(2)
+        # Wait for the server to time the transaction out (both servers log this line).
+        deadline = time.monotonic() + 30
+        while not _log_contains("server.log", "Transaction timeout after"):
+            self.assertLess(time.monotonic(), deadline, "the server never timed the transaction out")
+            time.sleep(0.05)
         with ConnectionTests.short_timeout(self):
             self.assertRaises(ClientDisconnected, storage.tpc_finish, txn)
         storage.tpc_abort(txn)
