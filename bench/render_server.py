@@ -8,13 +8,11 @@ between <!-- server:begin --> and <!-- server:end -->; when the markers are miss
 the body of the "## Server (ZEO protocol)" section (which is appended when missing too).
 """
 
-import argparse
-import json
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchdoc  # noqa: E402
 from render_storage import fmt, machine  # noqa: E402
 
 BEGIN, END = "<!-- server:begin -->", "<!-- server:end -->"
@@ -187,45 +185,8 @@ def render(py, rs, command, git, json_paths):
     return "\n".join(lines) + "\n"
 
 
-def splice(doc_path, section):
-    text = open(doc_path).read() if os.path.exists(doc_path) else "# Benchmarks\n"
-    if BEGIN not in text or END not in text:
-        block = f"{BEGIN}\n{END}\n"
-        if HEADING in text:
-            start = text.index(HEADING) + len(HEADING)
-            nxt = text.find("\n## ", start)
-            tail = text[nxt:] if nxt >= 0 else "\n"
-            text = text[:start] + "\n\n" + block + tail
-        else:
-            text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{block}"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(lambda _: f"{BEGIN}\n{section}{END}", text, count=1)
-    with open(doc_path, "w") as f:
-        f.write(text)
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("py_json")
-    ap.add_argument("rs_json")
-    ap.add_argument("--command", required=True, help="the command line to report")
-    ap.add_argument("--git", default="", help="commit the zeo-rs side was built from")
-    ap.add_argument("--out", help="write the section here (default: stdout)")
-    ap.add_argument("--doc", help="splice the section into this Markdown file")
-    a = ap.parse_args()
-    with open(a.py_json) as f:
-        py = json.load(f)
-    with open(a.rs_json) as f:
-        rs = json.load(f)
-    paths = [os.path.relpath(p, os.getcwd()) for p in (a.py_json, a.rs_json)]
-    section = render(py, rs, a.command, a.git, paths)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(section)
-    else:
-        print(section, end="")
-    if a.doc:
-        splice(a.doc, section)
+    benchdoc.run(__doc__.splitlines()[0], render, BEGIN, END, HEADING)
 
 
 if __name__ == "__main__":
