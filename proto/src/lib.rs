@@ -40,6 +40,8 @@ pub mod refs;
 pub mod timestamp;
 
 #[cfg(test)]
+mod fuzzing;
+#[cfg(test)]
 mod wire_tests;
 
 /// An object id: 8 bytes, compared and allocated as a big-endian u64. [`Z64`] is the root object.

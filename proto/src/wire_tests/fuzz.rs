@@ -11,6 +11,7 @@ use std::time::Instant;
 use super::golden_data::{ERROR_CASES, MESSAGE_CASES, MSGPACK_CASES, MSGPACK_DECODE_CASES, MSGPACK_REJECT_CASES};
 use super::*;
 use crate::frame::{FrameDecoder, encode_frame};
+use crate::fuzzing::{Profile, Rng, mutate};
 use crate::message::{self, Encoding, Message};
 use crate::msgpack;
 use crate::pickle::DecodeOptions;
@@ -18,72 +19,19 @@ use crate::pickle::DecodeOptions;
 /// Iterations when `ZEO_FUZZ_ITERS` is not set: a few seconds in a debug build.
 const DEFAULT_ITERS: u64 = 30_000;
 
-/// xorshift64*: deterministic, dependency-free randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-    }
-}
-
 /// Bytes that make mutations interesting: msgpack type bytes, the pickle opcodes of messages,
 /// and boundary values for lengths.
 const INTERESTING: &[u8] = b"\x80\x03(tN\x88\x89KJM\x8a\x8b}]e)\x85\x86\x87XCBcR\x81b.\
     \x90\x91\x94\x9f\x80\x8f\xa0\xbf\xc0\xc1\xc2\xc3\xc4\xc5\xc6\xc7\xc8\xc9\xca\xcb\xcc\xcd\xce\xcf\
     \xd0\xd1\xd2\xd3\xd4\xd8\xd9\xda\xdb\xdc\xdd\xde\xdf\xe0\xff\x00\x01\x7f";
 
-fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &[Vec<u8>]) {
-    if rng.below(16) == 0 {
-        // Wholly random bytes now and then.
-        let n = rng.below(64);
-        data.clear();
-        data.extend((0..n).map(|_| rng.next() as u8));
-        return;
-    }
-    for _ in 0..=rng.below(3) {
-        let len = data.len();
-        let i = rng.below(len.max(1));
-        match rng.below(9) {
-            0 if len > 0 => data[i] ^= 1 << rng.below(8),
-            1 if len > 0 => data[i] = rng.next() as u8,
-            2 if len > 0 => data[i] = INTERESTING[rng.below(INTERESTING.len())],
-            3 => data.insert(i.min(len), INTERESTING[rng.below(INTERESTING.len())]),
-            4 if len > 0 => {
-                data.remove(i);
-            }
-            5 => data.truncate(i),
-            6 if len > 0 => {
-                let end = (i + 1 + rng.below(16)).min(len);
-                let chunk = data[i..end].to_vec();
-                let at = rng.below(len);
-                data.splice(at..at, chunk);
-            }
-            7 => {
-                let other = &corpus[rng.below(corpus.len())];
-                let from = rng.below(other.len());
-                let end = (from + 1 + rng.below(32)).min(other.len());
-                data.splice(i.min(len)..i.min(len), other[from..end].iter().copied());
-            }
-            8 if len >= 4 => {
-                // A boundary length, in either byte order (frames and msgpack are big-endian,
-                // pickle little-endian).
-                let n: u32 = [0, 1, 0xff, 0x100, 0xffff, 0x1_0000, 0x7fff_ffff, 0x8000_0000, u32::MAX][rng.below(9)];
-                let bytes = if rng.below(2) == 0 { n.to_be_bytes() } else { n.to_le_bytes() };
-                let at = rng.below(len - 3);
-                data[at..at + 4].copy_from_slice(&bytes);
-            }
-            _ => {}
-        }
-    }
-}
+const PROFILE: Profile = Profile {
+    interesting: INTERESTING,
+    max_extra_rounds: 3,
+    random_input_one_in: Some(16),
+    lengths: &[0, 1, 0xff, 0x100, 0xffff, 0x1_0000, 0x7fff_ffff, 0x8000_0000, u32::MAX],
+    both_byte_orders: true,
+};
 
 /// Decoding a message must never panic; one that decodes must re-encode without panicking,
 /// and a msgpack one must re-encode successfully (everything msgpack decodes, it can carry).
@@ -163,7 +111,7 @@ fn wire_fuzz_never_panics() {
     let mut decoded = 0u64;
     for _ in 0..iters {
         let mut data = corpus[rng.below(corpus.len())].clone();
-        mutate(&mut rng, &mut data, &corpus);
+        mutate(&mut rng, &mut data, &corpus, &PROFILE);
         match catch_unwind(AssertUnwindSafe(|| exercise(&data))) {
             Ok(messages) => decoded += messages,
             Err(panic) => {

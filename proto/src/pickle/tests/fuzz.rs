@@ -7,66 +7,24 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::Instant;
 
 use super::*;
+use crate::fuzzing::{Profile, Rng, mutate};
 
 /// Iterations when `ZEO_FUZZ_ITERS` is not set: a few seconds in a debug build.
 const DEFAULT_ITERS: u64 = 30_000;
-
-/// xorshift64*: deterministic, dependency-free randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-    }
-}
 
 /// Bytes that make mutations interesting: every opcode, and boundary values for lengths.
 const INTERESTING: &[u8] = b"(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC\
     \x80\x81\x82\x83\x84\x85\x86\x87\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\
     \x90\x91\x92\x93\x94\x95\x96\x97\x98\x00\x01\x7f\xff\n\\'\"";
 
-fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &[Vec<u8>]) {
-    for _ in 0..=rng.below(4) {
-        let len = data.len();
-        let i = rng.below(len.max(1));
-        match rng.below(9) {
-            0 if len > 0 => data[i] ^= 1 << rng.below(8),
-            1 if len > 0 => data[i] = rng.next() as u8,
-            2 if len > 0 => data[i] = INTERESTING[rng.below(INTERESTING.len())],
-            3 => data.insert(i.min(len), INTERESTING[rng.below(INTERESTING.len())]),
-            4 if len > 0 => {
-                data.remove(i);
-            }
-            5 => data.truncate(i),
-            6 if len > 0 => {
-                let end = (i + 1 + rng.below(16)).min(len);
-                let chunk = data[i..end].to_vec();
-                let at = rng.below(len);
-                data.splice(at..at, chunk);
-            }
-            7 => {
-                let other = &corpus[rng.below(corpus.len())];
-                let from = rng.below(other.len());
-                let end = (from + 1 + rng.below(32)).min(other.len());
-                data.splice(i.min(len)..i.min(len), other[from..end].iter().copied());
-            }
-            _ if len >= 4 => {
-                // Overwrite a 4-byte field with a boundary length.
-                let n: u32 = [0, 1, 0xff, 0x100, 0x7fff_ffff, 0x8000_0000, u32::MAX][rng.below(7)];
-                let at = rng.below(len - 3);
-                data[at..at + 4].copy_from_slice(&n.to_le_bytes());
-            }
-            _ => {}
-        }
-    }
-}
+/// Pickle lengths are little-endian.
+const PROFILE: Profile = Profile {
+    interesting: INTERESTING,
+    max_extra_rounds: 4,
+    random_input_one_in: None,
+    lengths: &[0, 1, 0xff, 0x100, 0x7fff_ffff, 0x8000_0000, u32::MAX],
+    both_byte_orders: false,
+};
 
 /// Every entry point that takes untrusted bytes.
 fn exercise(data: &[u8]) {
@@ -88,7 +46,7 @@ fn fuzz_decoders_never_panic() {
     let mut executions = 0u64;
     for _ in 0..iters {
         let mut data = corpus[rng.below(corpus.len())].clone();
-        mutate(&mut rng, &mut data, &corpus);
+        mutate(&mut rng, &mut data, &corpus, &PROFILE);
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| exercise(&data))) {
             eprintln!("panic on input {}", to_hex(&data));
             resume_unwind(panic);
