@@ -71,6 +71,13 @@ pub const ENV_IDENTITIES: &str = "ZEO_IDENTITIES";
 pub const ENV_LOG_FORMAT: &str = "ZEO_LOG_FORMAT";
 pub const ENV_SHUTDOWN_GRACE: &str = "ZEO_SHUTDOWN_GRACE";
 pub const ENV_READY_FILE: &str = "ZEO_READY_FILE";
+pub const ENV_REPLICATION_LISTEN: &str = "ZEO_REPLICATION_LISTEN";
+pub const ENV_STANDBY_OF: &str = "ZEO_STANDBY_OF";
+pub const ENV_STANDBY_NAME: &str = "ZEO_STANDBY_NAME";
+pub const ENV_SYNC_STANDBYS: &str = "ZEO_SYNC_STANDBYS";
+pub const ENV_SYNC_TIMEOUT: &str = "ZEO_SYNC_TIMEOUT";
+pub const ENV_ADMIN_TOKEN_FILE: &str = "ZEO_ADMIN_TOKEN_FILE";
+pub const ENV_WAIT_FOR_SUPERVISOR: &str = "ZEO_WAIT_FOR_SUPERVISOR";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8100";
 pub const DEFAULT_INVALIDATION_QUEUE_SIZE: usize = 100;
@@ -200,8 +207,21 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long SIGTERM waits for in-flight commits before exiting.
     pub shutdown_grace: Duration,
-    /// Where to write `{"listen": "ip:port", "admin": "ip:port"|null}` once listening.
+    /// Where to write `{"listen", "admin", "replication"}` addresses as JSON once listening.
     pub ready_file: Option<PathBuf>,
+    /// Replication listener for standbys.
+    pub replication_listen: Option<HostPort>,
+    /// Follow this primary (its replication address, resolved at every reconnect).
+    pub standby_of: Option<String>,
+    /// This server's name as a standby (default: the host name).
+    pub standby_name: String,
+    /// Standbys that must acknowledge each commit (0: async).
+    pub sync_standbys: usize,
+    /// Degrade to async after this long (`None`: strict).
+    pub sync_timeout: Option<Duration>,
+    /// Bearer token file for the admin API's POST calls.
+    pub admin_token_file: Option<PathBuf>,
+    pub wait_for_supervisor: bool,
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -328,6 +348,13 @@ impl Config {
             log_format: l.log_format.unwrap_or(LogFormat::Plain),
             shutdown_grace: l.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |s| s.0),
             ready_file: l.ready_file,
+            replication_listen: l.replication_listen,
+            standby_of: l.standby_of,
+            standby_name: l.standby_name.unwrap_or_else(default_name),
+            sync_standbys: l.sync_standbys.unwrap_or(0),
+            sync_timeout: l.sync_timeout.map(|s| s.0),
+            admin_token_file: l.admin_token_file,
+            wait_for_supervisor: l.wait_for_supervisor.unwrap_or(false),
         })
     }
 
@@ -381,6 +408,32 @@ impl Config {
         {
             return Err(invalid(format!("--admin and --listen are both {admin}")));
         }
+        if self.sync_timeout.is_some() && self.sync_standbys == 0 {
+            return Err(invalid("--sync-timeout needs --sync-standbys K (K > 0): it bounds the wait for standbys"));
+        }
+        if self.sync_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(invalid("--sync-timeout must be positive (leave it out for strict sync mode)"));
+        }
+        if self.standby_name.is_empty() || self.standby_name.len() > 255 {
+            return Err(invalid("--standby-name must be 1 to 255 characters"));
+        }
+        if let Some(path) = &self.admin_token_file {
+            readable("--admin-token-file", path)?;
+            let token = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+                setting: "--admin-token-file",
+                path: path.clone(),
+                source,
+            })?;
+            if token.trim().len() < 16 {
+                return Err(invalid("--admin-token-file must hold a token of at least 16 characters"));
+            }
+        }
+        if let Some(r) = &self.replication_listen
+            && r.port != 0
+            && (*r == self.listen || Some(r) == self.admin.as_ref())
+        {
+            return Err(invalid(format!("--replication-listen {r} is also used by --listen or --admin")));
+        }
         match &self.tls {
             Some(tls) => {
                 readable("--tls-cert", &tls.cert)?;
@@ -419,7 +472,8 @@ impl Config {
         format!(
             "listen={} storages=[{}] read-only={} protocol={} admin={} tls={} allow={} identities=[{}] \
              invalidation-queue-size={} transaction-timeout={} max-connections={} max-frame-bytes={} \
-             output-buffer-bytes={} shutdown-grace={} config-file={}",
+             output-buffer-bytes={} shutdown-grace={} config-file={} replication-listen={} standby-of={} \
+             standby-name={} sync-standbys={} sync-timeout={} admin-token-file={} wait-for-supervisor={}",
             self.listen,
             storages.join(", "),
             self.read_only,
@@ -435,8 +489,24 @@ impl Config {
             self.output_buffer_bytes,
             humantime::format_duration(self.shutdown_grace),
             opt(self.config_file.as_ref().map(|p| p.display().to_string())),
+            opt(self.replication_listen.as_ref().map(ToString::to_string)),
+            opt(self.standby_of.clone()),
+            self.standby_name,
+            self.sync_standbys,
+            opt(self.sync_timeout.map(|t| humantime::format_duration(t).to_string())),
+            opt(self.admin_token_file.as_ref().map(|p| p.display().to_string())),
+            self.wait_for_supervisor,
         )
     }
+}
+
+/// The host name (for `--standby-name`), or "zeo-server" when it cannot be read.
+fn default_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "zeo-server".into())
 }
 
 /// Fails early, with the flag's name, if a startup file (or directory) cannot be opened.

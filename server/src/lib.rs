@@ -9,12 +9,14 @@
 //! - `metrics`: the Prometheus metrics (`zeo_*`).
 //! - `admin`: the admin HTTP listener (`/livez`, `/readyz`, `/metrics`, `/status`).
 //! - `zeo`: the ZEO 5 protocol server.
+//! - `replication`: log shipping to warm standbys, epochs, promote/demote/rejoin.
 
 pub mod access;
 pub mod admin;
 pub mod config;
 pub mod describe;
 pub mod metrics;
+pub mod replication;
 pub mod storage;
 pub mod telemetry;
 pub mod zeo;

@@ -20,8 +20,8 @@ use prometheus_client::registry::Registry;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StorageLabel {
-    storage: String,
+pub struct StorageLabel {
+    pub storage: String,
 }
 
 /// Which kind of conflict a commit hit.
@@ -87,6 +87,37 @@ pub struct Metrics {
     storage_objects: Family<StorageLabel, Gauge>,
     storage_bytes: Family<StorageLabel, Gauge>,
     last_tid_seconds: Family<StorageLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Replication: this server's epoch, role (1 on the current one), standbys as the primary sees
+    /// them, and what a standby applied.
+    pub repl_epoch: Gauge,
+    pub repl_role: Family<RoleLabel, Gauge>,
+    pub repl_standby_connected: Family<StandbyLabels, Gauge>,
+    pub repl_standby_out_of_sync: Family<StandbyLabels, Gauge>,
+    pub repl_standby_lag_transactions: Family<StandbyLabels, Gauge>,
+    pub repl_standby_lag_seconds: Family<StandbyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub repl_shipped_transactions: Family<StorageLabel, Counter>,
+    pub repl_applied_transactions: Family<StorageLabel, Counter>,
+    pub repl_standby_applied_lag_transactions: Family<StorageLabel, Gauge>,
+    pub repl_sync_degraded: Counter,
+    pub repl_commits_waiting: Family<StorageLabel, Gauge>,
+}
+
+/// A role name (`primary`, `standby`, `demoted`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabel {
+    pub role: &'static str,
+}
+
+/// A standby of a storage, as the primary sees it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StandbyLabels {
+    pub storage: String,
+    pub standby: String,
+}
+
+/// A storage name, for the replication families.
+pub fn storage_label(storage: &str) -> StorageLabel {
+    StorageLabel { storage: storage.to_owned() }
 }
 
 /// Cloned handles to one storage's counters and gauges, so per-request updates take no lock.
@@ -134,6 +165,17 @@ impl Metrics {
             storage_objects: Family::default(),
             storage_bytes: Family::default(),
             last_tid_seconds: Family::default(),
+            repl_epoch: Gauge::default(),
+            repl_role: Family::default(),
+            repl_standby_connected: Family::default(),
+            repl_standby_out_of_sync: Family::default(),
+            repl_standby_lag_transactions: Family::default(),
+            repl_standby_lag_seconds: Family::default(),
+            repl_shipped_transactions: Family::default(),
+            repl_applied_transactions: Family::default(),
+            repl_standby_applied_lag_transactions: Family::default(),
+            repl_sync_degraded: Counter::default(),
+            repl_commits_waiting: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -155,6 +197,49 @@ impl Metrics {
         r.register("storage_objects", "Objects in the storage", m.storage_objects.clone());
         r.register("storage_bytes", "Size of the storage file", m.storage_bytes.clone());
         r.register("last_tid_seconds", "Time of the last committed transaction", m.last_tid_seconds.clone());
+        r.register("replication_epoch", "Replication epoch (fencing token)", m.repl_epoch.clone());
+        r.register("replication_role", "1 on this server's current role", m.repl_role.clone());
+        r.register(
+            "replication_standby_connected",
+            "Standby connected (primary's view)",
+            m.repl_standby_connected.clone(),
+        );
+        r.register("replication_standby_out_of_sync", "Standby marked out of sync", m.repl_standby_out_of_sync.clone());
+        r.register(
+            "replication_standby_lag_transactions",
+            "Transactions the standby has not acknowledged",
+            m.repl_standby_lag_transactions.clone(),
+        );
+        r.register(
+            "replication_standby_lag_seconds",
+            "Commit-time distance to the standby's acknowledged tid",
+            m.repl_standby_lag_seconds.clone(),
+        );
+        r.register(
+            "replication_shipped_transactions",
+            "Transactions sent to standbys",
+            m.repl_shipped_transactions.clone(),
+        );
+        r.register(
+            "replication_applied_transactions",
+            "Transactions applied from the primary",
+            m.repl_applied_transactions.clone(),
+        );
+        r.register(
+            "replication_applied_lag_transactions",
+            "Transactions the primary announced and this standby lacks",
+            m.repl_standby_applied_lag_transactions.clone(),
+        );
+        r.register(
+            "replication_sync_degraded",
+            "Times sync replication degraded to async after the timeout",
+            m.repl_sync_degraded.clone(),
+        );
+        r.register(
+            "replication_commits_waiting",
+            "Durable commits waiting for standby acknowledgements",
+            m.repl_commits_waiting.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 

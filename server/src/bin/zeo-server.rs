@@ -16,6 +16,7 @@ use zeo_server::access::{self, AccessPolicy};
 use zeo_server::admin::{self, AdminSource};
 use zeo_server::config::Config;
 use zeo_server::metrics::Metrics;
+use zeo_server::replication::{self, Replication, ReplicationOptions};
 use zeo_server::storage::{FileStorage, OpenOptions};
 use zeo_server::zeo::{self, BlobDir, Server, ServerOptions, StorageHost};
 
@@ -48,12 +49,34 @@ fn main() -> std::process::ExitCode {
 /// What the admin endpoints see.
 struct AdminView {
     server: Arc<Server>,
+    repl: Arc<Replication>,
     ready: AtomicBool,
 }
 
 impl AdminSource for AdminView {
+    /// The server's status with the replication fields (role, epoch, writable, replication) on top.
     fn status(&self) -> serde_json::Value {
-        self.server.status()
+        let mut doc = self.server.status();
+        let repl = self.repl.status();
+        if let (serde_json::Value::Object(d), serde_json::Value::Object(r)) = (&mut doc, repl) {
+            let storages = r.get("storages").cloned();
+            for (k, v) in r {
+                if k != "storages" {
+                    d.insert(k, v);
+                }
+            }
+            // Each storage's entry gets its replication section.
+            if let (Some(serde_json::Value::Object(rs)), Some(serde_json::Value::Object(ds))) =
+                (storages, d.get_mut("storages"))
+            {
+                for (name, section) in rs {
+                    if let Some(serde_json::Value::Object(entry)) = ds.get_mut(&name) {
+                        entry.insert("replication".into(), section);
+                    }
+                }
+            }
+        }
+        doc
     }
 
     fn ready(&self) -> bool {
@@ -61,6 +84,7 @@ impl AdminSource for AdminView {
     }
 
     fn refresh_metrics(&self) {
+        self.repl.refresh_metrics();
         for h in self.server.hosts.values() {
             h.metrics.objects.set(i64::try_from(h.fs.len()).unwrap_or(i64::MAX));
             h.metrics.bytes.set(i64::try_from(h.fs.size()).unwrap_or(i64::MAX));
@@ -112,6 +136,29 @@ async fn run(config: Config) -> Result<()> {
         transaction_timeout: config.transaction_timeout,
         max_connections: config.max_connections,
     };
+    let admin_token = match &config.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned(),
+        ),
+        None => None,
+    };
+    let repl_opts = ReplicationOptions {
+        standby_of: config.standby_of.clone(),
+        name: config.standby_name.clone(),
+        sync_standbys: config.sync_standbys,
+        sync_timeout: config.sync_timeout,
+        admin_token,
+        wait_for_supervisor: config.wait_for_supervisor,
+        read_only_storages: config.storages.iter().filter(|s| s.read_only).map(|s| s.name.clone()).collect(),
+    };
+    let first_path = &config.storages[0].path;
+    let repl = {
+        let (hosts, metrics) = (hosts.clone(), metrics.clone());
+        let first_path = first_path.clone();
+        tokio::task::spawn_blocking(move || Replication::open(repl_opts, &hosts, &first_path, metrics))
+            .await?
+            .context("opening the replication state")?
+    };
     let server = Arc::new(Server::new(hosts, opts, metrics.clone(), AccessPolicy::from_config(&config), tls));
 
     let listener = tokio::net::TcpListener::bind(config.listen.as_tuple())
@@ -119,18 +166,32 @@ async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let listen_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let view = Arc::new(AdminView { server: server.clone(), ready: AtomicBool::new(false) });
+    let view = Arc::new(AdminView { server: server.clone(), repl: repl.clone(), ready: AtomicBool::new(false) });
     let mut admin_task = None;
     let mut admin_addr = None;
     if let Some(admin) = &config.admin {
         let l =
             tokio::net::TcpListener::bind(admin.as_tuple()).await.with_context(|| format!("binding admin {admin}"))?;
         admin_addr = Some(l.local_addr()?);
-        admin_task = Some(tokio::spawn(admin::serve(l, view.clone(), metrics.clone(), shutdown.clone())));
+        let app = admin::router(view.clone(), metrics.clone()).merge(replication::control::router(repl.clone()));
+        admin_task = Some(tokio::spawn(admin::serve_router(l, app, shutdown.clone())));
     }
+    let mut repl_addr = None;
+    if let Some(rl) = &config.replication_listen {
+        let l = tokio::net::TcpListener::bind(rl.as_tuple())
+            .await
+            .with_context(|| format!("binding --replication-listen {rl}"))?;
+        repl_addr = Some(l.local_addr()?);
+        tokio::spawn(replication::serve_listener(repl.clone(), l, shutdown.clone()));
+    }
+    repl.start();
     tracing::info!(listen = %listen_addr, admin = ?admin_addr, tls = config.tls.is_some(), "listening");
     if let Some(path) = &config.ready_file {
-        let doc = serde_json::json!({"listen": listen_addr.to_string(), "admin": admin_addr.map(|a| a.to_string())});
+        let doc = serde_json::json!({
+            "listen": listen_addr.to_string(),
+            "admin": admin_addr.map(|a| a.to_string()),
+            "replication": repl_addr.map(|a| a.to_string()),
+        });
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, doc.to_string())
             .and_then(|_| std::fs::rename(&tmp, path))
@@ -146,6 +207,7 @@ async fn run(config: Config) -> Result<()> {
     });
     zeo::run(listener, server.clone(), shutdown.clone(), config.shutdown_grace).await;
     view.ready.store(false, Ordering::SeqCst);
+    repl.stop();
     if let Some(t) = admin_task {
         let _ = t.await;
     }

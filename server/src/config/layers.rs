@@ -15,7 +15,8 @@ ZEO_STORAGES (NAME=FILE,...), ZEO_BLOB_DIR, ZEO_STORAGE_BLOB_DIRS (NAME=DIR,...)
 ZEO_READ_ONLY_STORAGES (NAME,...), ZEO_MSGPACK, ZEO_INVALIDATION_QUEUE_SIZE, ZEO_TRANSACTION_TIMEOUT, \
 ZEO_MAX_CONNECTIONS, ZEO_MAX_FRAME_BYTES, ZEO_OUTPUT_BUFFER_BYTES, ZEO_ADMIN, ZEO_TLS_CERT, ZEO_TLS_KEY, \
 ZEO_TLS_CLIENT_CA, ZEO_ALLOW (CIDR,...), ZEO_IDENTITIES (NAME=rw|ro,...), ZEO_LOG_FORMAT, ZEO_SHUTDOWN_GRACE, \
-ZEO_READY_FILE. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
+ZEO_READY_FILE, ZEO_REPLICATION_LISTEN, ZEO_STANDBY_OF, ZEO_STANDBY_NAME, ZEO_SYNC_STANDBYS, ZEO_SYNC_TIMEOUT, \
+ZEO_ADMIN_TOKEN_FILE, ZEO_WAIT_FOR_SUPERVISOR. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
 
 /// The command line. Every setting is optional here so that lower layers can fill it in.
 #[derive(Debug, Parser)]
@@ -90,6 +91,27 @@ pub(super) struct Cli {
     /// Write {"listen": ..., "admin": ...} as JSON here once listening.
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
+    /// Accept standbys on this address (replication stream) [default: off].
+    #[arg(long, value_name = "HOST:PORT", value_parser = HostPort::parse)]
+    replication_listen: Option<HostPort>,
+    /// Be a standby of the primary whose replication listener is at HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", value_parser = values::parse_peer)]
+    standby_of: Option<String>,
+    /// This server's name as its primary reports it [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    standby_name: Option<String>,
+    /// Standbys that must have a commit before it is acknowledged (0: async) [default: 0].
+    #[arg(long, value_name = "K", value_parser = values::parse_count)]
+    sync_standbys: Option<usize>,
+    /// Degrade to async after waiting this long for standbys (absent: wait forever, strict).
+    #[arg(long, value_name = "DURATION", value_parser = Seconds::parse)]
+    sync_timeout: Option<Seconds>,
+    /// File holding the bearer token for POST /promote, /demote and /rejoin.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Start read-only until promoted or told to rejoin, even if last a primary (HA deployments).
+    #[arg(long)]
+    wait_for_supervisor: bool,
 }
 
 /// A YAML `storages:` entry (and what `--storage NAME=FILE` becomes).
@@ -133,6 +155,13 @@ pub(super) struct Layer {
     pub(super) log_format: Option<LogFormat>,
     pub(super) shutdown_grace: Option<Seconds>,
     pub(super) ready_file: Option<PathBuf>,
+    pub(super) replication_listen: Option<HostPort>,
+    pub(super) standby_of: Option<String>,
+    pub(super) standby_name: Option<String>,
+    pub(super) sync_standbys: Option<usize>,
+    pub(super) sync_timeout: Option<Seconds>,
+    pub(super) admin_token_file: Option<PathBuf>,
+    pub(super) wait_for_supervisor: Option<bool>,
 }
 
 /// `Some(v)` for a non-empty list, so an absent repeatable flag leaves the lower layers in charge.
@@ -166,6 +195,13 @@ impl From<Cli> for Layer {
             log_format: c.log_format,
             shutdown_grace: c.shutdown_grace,
             ready_file: c.ready_file,
+            replication_listen: c.replication_listen,
+            standby_of: c.standby_of,
+            standby_name: c.standby_name,
+            sync_standbys: c.sync_standbys,
+            sync_timeout: c.sync_timeout,
+            admin_token_file: c.admin_token_file,
+            wait_for_supervisor: c.wait_for_supervisor.then_some(true),
         }
     }
 }
@@ -218,6 +254,13 @@ impl Layer {
             log_format: parsed(get(ENV_LOG_FORMAT), LogFormat::parse)?,
             shutdown_grace: parsed(get(ENV_SHUTDOWN_GRACE), Seconds::parse)?,
             ready_file: parsed(get(ENV_READY_FILE), path)?,
+            replication_listen: parsed(get(ENV_REPLICATION_LISTEN), HostPort::parse)?,
+            standby_of: parsed(get(ENV_STANDBY_OF), values::parse_peer)?,
+            standby_name: parsed(get(ENV_STANDBY_NAME), |s| Ok(s.to_owned()))?,
+            sync_standbys: parsed(get(ENV_SYNC_STANDBYS), values::parse_count)?,
+            sync_timeout: parsed(get(ENV_SYNC_TIMEOUT), Seconds::parse)?,
+            admin_token_file: parsed(get(ENV_ADMIN_TOKEN_FILE), path)?,
+            wait_for_supervisor: parsed(get(ENV_WAIT_FOR_SUPERVISOR), values::parse_bool)?,
         })
     }
 
@@ -255,6 +298,13 @@ impl Layer {
             log_format: self.log_format.or(lower.log_format),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             ready_file: self.ready_file.or(lower.ready_file),
+            replication_listen: self.replication_listen.or(lower.replication_listen),
+            standby_of: self.standby_of.or(lower.standby_of),
+            standby_name: self.standby_name.or(lower.standby_name),
+            sync_standbys: self.sync_standbys.or(lower.sync_standbys),
+            sync_timeout: self.sync_timeout.or(lower.sync_timeout),
+            admin_token_file: self.admin_token_file.or(lower.admin_token_file),
+            wait_for_supervisor: self.wait_for_supervisor.or(lower.wait_for_supervisor),
         }
     }
 }

@@ -215,6 +215,16 @@ pub(super) fn split_list(s: &str) -> impl Iterator<Item = &str> {
     s.split(',').map(str::trim).filter(|item| !item.is_empty())
 }
 
+/// A peer address `HOST:PORT`, kept as text so that it is resolved again at every connection (the
+/// primary's address moves in a failover).
+pub fn parse_peer(s: &str) -> Result<String, String> {
+    let hp = HostPort::parse(s)?;
+    if hp.port == 0 {
+        return Err(format!("{s:?}: the port must not be 0"));
+    }
+    Ok(s.trim().to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@
 //! - `filestorage`: `FileStorage`, open and the read calls.
 //! - `txn`: a transaction's buffered operations; `commit`: vote, finish, sync (group commit), abort.
 //! - `undo`: undo and the undo log; `iter`: transaction iteration; `pack`: pack with GC.
+//! - `rewind`: cutting the history back, or replacing the file (replication).
 //! - `verify`: a full read-only consistency check (fstest).
 
 mod cache;
@@ -28,17 +29,19 @@ mod lock;
 mod oids;
 mod pack;
 mod recovery;
+mod rewind;
 mod txn;
 mod undo;
 mod verify;
 
 pub use commit::{CommitOutcome, Committed, VoteOutcome};
 pub use error::{Result, StorageError};
-pub use file::Faults;
+pub use file::{Faults, write_atomically};
 pub use filestorage::{FileStorage, HistoryEntry, IterNext, LoadBefore, OpenOptions};
 pub use format::{MAX_METADATA_LEN, status};
 pub use iter::{DataRecord, TransactionIterator, TransactionRecord};
 pub use pack::PackStats;
+pub use rewind::{DurableCopy, Truncated};
 pub use txn::{Oid, Op, Tid, Transaction, TxnMeta, WriteConflict};
 pub use undo::{UndoEntry, parse_undo_id, undo_id};
 pub use verify::{VerifyReport, verify};

@@ -98,6 +98,45 @@ impl BlobDir {
     }
 }
 
+/// A committed blob file: (oid, tid, path).
+pub type BlobFile = ([u8; 8], [u8; 8], PathBuf);
+
+impl BlobDir {
+    /// Every committed blob: `(oid, tid, path)`, in no particular order (for seeding a standby).
+    pub fn list(&self) -> std::io::Result<Vec<BlobFile>> {
+        let mut out = Vec::new();
+        walk(&self.root, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Descends the one-directory-per-oid-byte tree; `oid` holds the bytes of the path so far.
+fn walk(dir: &Path, oid: &mut Vec<u8>, out: &mut Vec<BlobFile>) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if oid.len() < 8 {
+            let byte = name.strip_prefix("0x").filter(|h| h.len() == 2).and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let (Some(b), true) = (byte, entry.file_type()?.is_dir()) {
+                oid.push(b);
+                walk(&entry.path(), oid, out)?;
+                oid.pop();
+            }
+        } else if let Some(tid) = name.strip_suffix(".blob").and_then(parse_repr) {
+            let o: [u8; 8] = oid.as_slice().try_into().expect("eight levels");
+            out.push((o, tid, entry.path()));
+        }
+    }
+    Ok(())
+}
+
+/// Inverse of `id_repr`.
+fn parse_repr(s: &str) -> Option<[u8; 8]> {
+    let n = u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()?;
+    Some(n.to_be_bytes())
+}
+
 /// Appends to a staging file.
 pub fn append(file: &mut fs::File, chunk: &[u8]) -> std::io::Result<()> {
     file.write_all(chunk)
@@ -128,6 +167,9 @@ mod tests {
         append(&mut f, b"hello").unwrap();
         b.commit(&tmp, &[0, 0, 0, 0, 0, 0, 0, 3], &[1; 8]).unwrap();
         assert_eq!(fs::read(b.blob_path(&[0, 0, 0, 0, 0, 0, 0, 3], &[1; 8])).unwrap(), b"hello");
+        let listed = b.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].0, listed[0].1), ([0, 0, 0, 0, 0, 0, 0, 3], [1; 8]));
         fs::write(dir.path().join(".layout"), "lawn").unwrap();
         assert!(BlobDir::open(dir.path()).is_err());
     }

@@ -378,10 +378,10 @@ impl Conn {
             return Err(value_error(&format!("unknown storage: {name}")));
         };
         let wants_read_only = arg(args, 1).is_some_and(Value::is_truthy);
-        if !wants_read_only && (self.server.opts.read_only || host.read_only || self.role_read_only) {
+        if !wants_read_only && (self.server.opts.read_only || host.is_read_only() || self.role_read_only) {
             return Err(read_only());
         }
-        self.read_only = wants_read_only || self.server.opts.read_only || host.read_only || self.role_read_only;
+        self.read_only = wants_read_only || self.server.opts.read_only || host.is_read_only() || self.role_read_only;
         let last = host.register(self.id, self.outbox.clone());
         tracing::debug!(peer = %self.outbox.peer, storage = %name, read_only = self.read_only, "registered");
         self.host = Some(host);

@@ -11,8 +11,9 @@
 //!   the connection gets every invalidation after that tid and none before.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Instant;
 
 use crate::storage::{FileStorage, Oid, Tid};
 use zeo_proto::message::Message;
@@ -44,11 +45,11 @@ pub struct HostStats {
 struct PendingPublication {
     tid: Tid,
     oids: Vec<Oid>,
-    committer: ConnId,
-    /// The committer's outbox and its `tpc_finish` msgid: its `info` and reply are queued in the
-    /// same ordered step as everyone else's invalidations, so no client ever sees a later tid
-    /// before its own commit's.
-    reply: (Outbox, Value),
+    /// The committer's connection, its outbox and its `tpc_finish` msgid: its `info` and reply are
+    /// queued in the same ordered step as everyone else's invalidations, so no client ever sees a
+    /// later tid before its own commit's. `None` for transactions applied by replication.
+    committer: Option<(ConnId, Outbox, Value)>,
+    queued_at: Instant,
 }
 
 #[derive(Debug)]
@@ -65,13 +66,19 @@ pub struct PubState {
 pub struct StorageHost {
     pub name: String,
     pub fs: Arc<FileStorage>,
-    pub read_only: bool,
+    /// Clients may not write (configured, or a standby, or demoted). Changes at promotion/demotion.
+    read_only: AtomicBool,
     pub blobs: Option<BlobDir>,
     /// The storage-wide commit lock: taken at vote, released at finish or abort. tokio's mutex is
     /// fair (FIFO), and a waiter that goes away (disconnect) simply leaves the queue.
     pub commit_lock: Arc<tokio::sync::Mutex<()>>,
     pubstate: RwLock<PubState>,
     pending: Mutex<BTreeMap<u64, PendingPublication>>,
+    /// Sync replication: publish (answer committers, invalidate) only transactions with a tid at or
+    /// below this watermark, i.e. acknowledged by enough standbys. `None`: publish once durable.
+    gate: Mutex<Option<Tid>>,
+    /// The last durable tid, for the replication streamers (they ship before publication).
+    durable: tokio::sync::watch::Sender<Tid>,
     invq_size: usize,
     pub stats: HostStats,
     pub metrics: crate::metrics::StorageMetrics,
@@ -105,7 +112,9 @@ impl StorageHost {
             metrics: server_metrics.storage(&name),
             server_metrics,
             name,
-            read_only: read_only || fs.is_read_only(),
+            read_only: AtomicBool::new(read_only || fs.is_read_only()),
+            durable: tokio::sync::watch::channel(last_tid).0,
+            gate: Mutex::new(None),
             fs,
             blobs,
             commit_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -137,6 +146,65 @@ impl StorageHost {
         self.write().clients.remove(&id);
     }
 
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::SeqCst)
+    }
+
+    /// Makes the storage read-only or writable for clients (promotion, demotion). Connections keep
+    /// the mode they registered with; demotion closes them (`close_all`).
+    pub fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only || self.fs.is_read_only(), Ordering::SeqCst);
+    }
+
+    /// Closes every client connection (demotion: nobody may go on writing here, and clients must
+    /// reconnect to find the new primary). Their open transactions are aborted as they close.
+    pub fn close_all(&self) -> usize {
+        let st = self.read();
+        for out in st.clients.values() {
+            out.close.cancel();
+        }
+        st.clients.len()
+    }
+
+    /// Re-reads the invalidation queue and last tid after the file changed under the host (a
+    /// replication rewind or re-seed). Clients must have been disconnected first.
+    pub fn reload_history(&self) {
+        let mut invq = VecDeque::new();
+        match self.fs.last_transactions(self.invq_size) {
+            Ok(txns) => {
+                for t in txns {
+                    invq.push_back((t.tid, t.records.iter().map(|r| r.oid).collect()));
+                }
+            }
+            Err(e) => tracing::warn!(storage = %self.name, error = %e, "cannot re-read the invalidation queue"),
+        }
+        let last = self.fs.last_transaction();
+        let mut st = self.write();
+        st.invq = invq;
+        st.last_tid = last;
+        self.durable.send_replace(last);
+    }
+
+    /// Follows the last durable tid (replication ships from it).
+    pub fn subscribe_durable(&self) -> tokio::sync::watch::Receiver<Tid> {
+        self.durable.subscribe()
+    }
+
+    /// Sets the sync-replication watermark (`None`: no gate) and publishes what it lets through.
+    pub fn set_gate(&self, watermark: Option<Tid>) {
+        *self.gate.lock().expect("gate lock poisoned") = watermark;
+        self.publish_durable();
+    }
+
+    /// How long the oldest durable transaction has been held back by the gate, if one is.
+    pub fn blocked_for(&self) -> Option<std::time::Duration> {
+        let gate = (*self.gate.lock().expect("gate lock poisoned"))?;
+        let durable = self.fs.durable_seq();
+        let pending = self.pending.lock().expect("pending lock poisoned");
+        let (seq, p) = pending.iter().next()?;
+        (*seq <= durable && p.tid > gate).then(|| p.queued_at.elapsed())
+    }
+
     pub fn connections(&self) -> usize {
         self.read().clients.len()
     }
@@ -156,6 +224,12 @@ impl StorageHost {
         if oldest.0 > *tid {
             return None;
         }
+        // A tid in the window that is not one of ours comes from another history (a client of a
+        // primary that was failed over and whose last transactions were lost): none of its cache
+        // can be vouched for.
+        if !st.invq.iter().any(|(t, _)| t == tid) {
+            return None;
+        }
         let mut seen = std::collections::HashSet::new();
         let mut oids = Vec::new();
         for (_, changed) in st.invq.iter().filter(|(t, _)| t > tid) {
@@ -169,11 +243,11 @@ impl StorageHost {
     }
 
     /// Records a finished (not yet durable) transaction for publication in commit order.
-    pub fn queue_publication(&self, seq: u64, tid: Tid, oids: Vec<Oid>, committer: ConnId, reply: (Outbox, Value)) {
+    pub fn queue_publication(&self, seq: u64, tid: Tid, oids: Vec<Oid>, committer: Option<(ConnId, Outbox, Value)>) {
         self.pending
             .lock()
             .expect("pending lock poisoned")
-            .insert(seq, PendingPublication { tid, oids, committer, reply });
+            .insert(seq, PendingPublication { tid, oids, committer, queued_at: Instant::now() });
     }
 
     /// Withdraws a publication that will not happen (its transaction failed to become durable).
@@ -187,8 +261,17 @@ impl StorageHost {
     /// are dropped.
     pub fn publish_durable(&self) {
         let durable = self.fs.durable_seq();
+        self.durable.send_if_modified(|t| {
+            let last = self.fs.last_transaction();
+            let changed = *t != last;
+            *t = last;
+            changed
+        });
+        let gate = *self.gate.lock().expect("gate lock poisoned");
         let mut pending = self.pending.lock().expect("pending lock poisoned");
-        let ready: Vec<u64> = pending.range(..=durable).map(|(s, _)| *s).collect();
+        // In commit order, stopping at the first the gate holds back.
+        let ready: Vec<u64> =
+            pending.range(..=durable).take_while(|(_, p)| gate.is_none_or(|g| p.tid <= g)).map(|(s, _)| *s).collect();
         if ready.is_empty() {
             return;
         }
@@ -207,16 +290,18 @@ impl StorageHost {
                     Value::List(p.oids.iter().map(|o| Value::Bytes(o.to_vec())).collect()),
                 ],
             };
+            let committer = p.committer.as_ref().map(|c| c.0);
             for (id, out) in &st.clients {
-                if *id != p.committer {
+                if Some(*id) != committer {
                     out.send(&msg);
                     self.stats.invalidations_sent.fetch_add(1, Ordering::Relaxed);
                     self.server_metrics.invalidations_sent.inc();
                 }
             }
-            let (out, msgid) = p.reply;
-            out.send(&self.info_message());
-            out.send(&Message::Reply { msgid, value: Value::Bytes(p.tid.to_vec()) });
+            if let Some((_, out, msgid)) = p.committer {
+                out.send(&self.info_message());
+                out.send(&Message::Reply { msgid, value: Value::Bytes(p.tid.to_vec()) });
+            }
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
             self.metrics.commits.inc();
             st.invq.push_back((p.tid, p.oids));

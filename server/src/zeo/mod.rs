@@ -131,7 +131,7 @@ impl Server {
                     name.clone(),
                     serde_json::json!({
                         "path": h.fs.path().display().to_string(),
-                        "read_only": h.read_only,
+                        "read_only": h.is_read_only(),
                         "last_tid": hex::encode(h.last_tid()),
                         "objects": h.fs.len(),
                         "size": h.fs.size(),

@@ -138,6 +138,13 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
         ctx.outbox.reply(msgid, Err(transaction_error("the transaction was aborted while voting")));
         return;
     };
+    if ctx.host.is_read_only() {
+        // Demoted while this transaction waited for the lock: nothing may be written any more.
+        let _ = ctx.host.fs.abort(&mut engine);
+        *lock_slot(&ctx.slot) = None;
+        ctx.outbox.reply(msgid, Err(super::convert::read_only()));
+        return;
+    }
     let fs = ctx.host.fs.clone();
     // A small vote is one pwrite into the page cache: cheaper inline than a thread hand-off (which
     // costs more than the write on these machines). Large ones go to a blocking thread.
@@ -264,6 +271,13 @@ pub async fn finish(ctx: TaskCtx, msgid: Value, mut txn: ServerTxn) {
         ctx.outbox.reply(msgid, Err(transaction_error("no voted transaction")));
         return;
     };
+    if ctx.host.is_read_only() {
+        // Demoted since the vote: the voted record is cut, nothing is committed.
+        let _ = ctx.host.fs.abort(&mut engine);
+        drop(txn);
+        ctx.outbox.reply(msgid, Err(super::convert::read_only()));
+        return;
+    }
     let fs = ctx.host.fs.clone();
     let blobs = std::mem::take(&mut txn.blobs);
     let no_blobs = blobs.is_empty();
@@ -298,7 +312,7 @@ pub async fn finish(ctx: TaskCtx, msgid: Value, mut txn: ServerTxn) {
         }
     };
     let oids = std::mem::take(&mut txn.invalidate);
-    ctx.host.queue_publication(committed.seq, committed.tid, oids, ctx.conn, (ctx.outbox.clone(), msgid.clone()));
+    ctx.host.queue_publication(committed.seq, committed.tid, oids, Some((ctx.conn, ctx.outbox.clone(), msgid.clone())));
     // Free the commit lock now: the next transaction votes while this one's fsync runs.
     drop(txn);
     let fs = ctx.host.fs.clone();

@@ -1,0 +1,464 @@
+//! Replication: a warm standby fed by transaction-log shipping (docs/REPLICATION.md).
+//!
+//! A primary with `--replication-listen` streams every durable transaction to the standbys that
+//! connect; a standby (`--standby-of`) applies them through the storage's restore path with the
+//! same tids and data, fsyncs, acknowledges, and serves read-only clients with invalidations. In
+//! sync mode (`--sync-standbys K`) a commit is published (answered, invalidated) only once K
+//! standbys acknowledged it; with `--sync-timeout` the primary degrades to async after that long,
+//! having first recorded durably which standbys it left behind.
+//!
+//! # Layout
+//! - `history`: the hash chain over transactions (`Data.fs.rschain`): prefix checks, common point.
+//! - `state`: the persisted epoch, role, primary and out-of-sync marks (`Data.fs.rsrepl`).
+//! - `wire`: the stream's frames.
+//! - `primary`: the listener, one session per standby (handshake, snapshot, catch-up, live),
+//!   acknowledgements and the sync gate.
+//! - `standby`: following a primary: handshake, probing for the common point and rewinding,
+//!   receiving a snapshot, applying and acknowledging.
+//! - `control`: promote, demote, rejoin, and the admin routes that call them.
+
+pub mod control;
+pub mod history;
+mod primary;
+mod standby;
+pub mod state;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::storage::{StorageError, Tid};
+use crate::zeo::StorageHost;
+use history::History;
+pub use primary::serve_listener;
+use state::StateFile;
+pub use state::{ReplState, Role};
+
+/// Replication settings (from the server configuration).
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationOptions {
+    /// Follow this primary (its replication address, `host:port`).
+    pub standby_of: Option<String>,
+    /// This server's name in the primary's status and out-of-sync marks.
+    pub name: String,
+    /// Standbys that must acknowledge a commit before it is answered (0: async).
+    pub sync_standbys: usize,
+    /// After this long without enough acknowledgements, degrade to async (`None`: block, strict).
+    pub sync_timeout: Option<Duration>,
+    /// Bearer token for the admin API's POST calls (`None`: they are refused).
+    pub admin_token: Option<String>,
+    /// Start read-only (demoted) even if the last role was primary, until a supervisor promotes
+    /// this server or tells it to rejoin: a restarted old primary never takes writes on its own.
+    pub wait_for_supervisor: bool,
+    /// Storages configured read-only stay read-only whatever the role.
+    pub read_only_storages: Vec<String>,
+}
+
+/// The primary's view of one standby of one storage.
+#[derive(Debug, Clone)]
+pub struct StandbyView {
+    pub peer: String,
+    pub connected: bool,
+    /// The out-of-sync mark this standby was last sent (it persists what it is told).
+    pub told_out_of_sync: Option<bool>,
+    pub acked: Tid,
+    pub acked_at: Instant,
+}
+
+/// A standby's view of its stream for one storage.
+#[derive(Debug, Clone, Default)]
+pub struct FollowView {
+    pub connected: bool,
+    pub primary_last_tid: Tid,
+    pub applied: Tid,
+    pub last_error: Option<String>,
+}
+
+/// Replication state of one storage.
+#[derive(Debug)]
+pub struct StorageRepl {
+    pub name: String,
+    pub host: Arc<StorageHost>,
+    pub history: Mutex<History>,
+    /// Last tid whose history digest is recorded (what sessions may ship).
+    log_end: watch::Sender<Tid>,
+    standbys: Mutex<BTreeMap<String, StandbyView>>,
+    follow: Mutex<FollowView>,
+    sync: Mutex<SyncState>,
+}
+
+/// The sync gate's state on a primary.
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Gave up waiting (sync timeout): commits are published once durable.
+    degraded: bool,
+    /// Transactions up to this tid are published without acknowledgements (those before sync
+    /// replication started, or published while degraded).
+    floor: Tid,
+}
+
+impl StorageRepl {
+    fn new(host: Arc<StorageHost>) -> Result<Self, StorageError> {
+        let history = History::open(&host.fs)?;
+        let last = history.last().0;
+        Ok(StorageRepl {
+            name: host.name.clone(),
+            log_end: watch::channel(last).0,
+            history: Mutex::new(history),
+            standbys: Mutex::new(BTreeMap::new()),
+            follow: Mutex::new(FollowView::default()),
+            sync: Mutex::new(SyncState::default()),
+            host,
+        })
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().expect("history lock poisoned")
+    }
+
+    /// Records the digests of every durable transaction not yet in the history, then announces
+    /// the new end to the sessions.
+    fn advance_history(&self) -> Result<Tid, StorageError> {
+        let mut h = self.history();
+        let (last, mut chain) = h.last();
+        let end = self.host.fs.last_transaction();
+        if end > last {
+            let start = u64::from_be_bytes(last).saturating_add(1).to_be_bytes();
+            for t in self.host.fs.iterator(Some(&start), Some(&end))? {
+                let t = t?;
+                chain = history::chain_next(&chain, &history::txn_digest(&t));
+                h.append(t.tid, chain)?;
+            }
+        }
+        let now = h.last().0;
+        drop(h);
+        self.log_end.send_if_modified(|t| {
+            let changed = *t != now;
+            *t = now;
+            changed
+        });
+        Ok(now)
+    }
+}
+
+/// The replication of a whole server: role, epoch, and every storage's streams.
+pub struct Replication {
+    opts: ReplicationOptions,
+    storages: BTreeMap<String, Arc<StorageRepl>>,
+    state: Mutex<StateFile>,
+    /// `(role, epoch)`; sessions and followers stop when it changes.
+    role: watch::Sender<(Role, u64)>,
+    /// Bumped when out-of-sync marks change, so sessions tell their standby at once.
+    marks: watch::Sender<u64>,
+    /// Serializes promote, demote and rejoin.
+    control: tokio::sync::Mutex<()>,
+    /// Tasks of the current role (followers, or the primary's history keepers and gate watchdogs).
+    role_tasks: Mutex<CancellationToken>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication").field("role", &*self.role.borrow()).finish()
+    }
+}
+
+impl Replication {
+    /// Loads the persisted state (beside the first storage), decides the starting role, and makes
+    /// the storages read-only or writable accordingly. Call `start` once the runtime runs.
+    pub fn open(
+        opts: ReplicationOptions,
+        hosts: &HashMap<String, Arc<StorageHost>>,
+        first_storage_path: &std::path::Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, StorageError> {
+        let initial = match &opts.standby_of {
+            Some(p) => ReplState { primary: Some(p.clone()), ..ReplState::new(Role::Standby) },
+            None => ReplState::new(Role::Primary),
+        };
+        let mut state = StateFile::open(StateFile::path_for(first_storage_path), initial)?;
+        // Flags may only take a server down from primary, never up: a persisted standby or
+        // demoted server stays so until promoted through the admin API.
+        let persisted = state.get().clone();
+        state.update(|s| match (&opts.standby_of, persisted.role) {
+            (Some(p), _) => {
+                s.role = Role::Standby;
+                s.primary = Some(p.clone());
+            }
+            (None, Role::Primary) if opts.wait_for_supervisor => s.role = Role::Demoted,
+            _ => {}
+        })?;
+        let mut storages = BTreeMap::new();
+        for (name, host) in hosts {
+            storages.insert(name.clone(), Arc::new(StorageRepl::new(host.clone())?));
+        }
+        let (role, epoch) = (state.get().role, state.get().epoch);
+        tracing::info!(role = role.as_str(), epoch, primary = ?state.get().primary, "replication state loaded");
+        let repl = Arc::new(Replication {
+            opts,
+            storages,
+            state: Mutex::new(state),
+            role: watch::channel((role, epoch)).0,
+            marks: watch::channel(0).0,
+            control: tokio::sync::Mutex::new(()),
+            role_tasks: Mutex::new(CancellationToken::new()),
+            metrics,
+        });
+        repl.apply_read_only(role);
+        Ok(repl)
+    }
+
+    /// Starts the tasks of the current role.
+    pub fn start(self: &Arc<Self>) {
+        let role = self.role.borrow().0;
+        self.start_role_tasks(role);
+    }
+
+    /// Stops every task (server shutdown).
+    pub fn stop(&self) {
+        self.role_tasks.lock().expect("role tasks lock poisoned").cancel();
+    }
+
+    fn apply_read_only(&self, role: Role) {
+        for s in self.storages.values() {
+            let configured = self.opts.read_only_storages.contains(&s.name);
+            s.host.set_read_only(configured || role != Role::Primary);
+        }
+    }
+
+    fn start_role_tasks(self: &Arc<Self>, role: Role) {
+        let token = CancellationToken::new();
+        let old = std::mem::replace(&mut *self.role_tasks.lock().expect("role tasks lock poisoned"), token.clone());
+        old.cancel();
+        match role {
+            Role::Primary => {
+                for s in self.storages.values() {
+                    primary::start_storage(self.clone(), s.clone(), token.clone());
+                }
+            }
+            Role::Standby => {
+                let primary = self.state().get().primary.clone();
+                let Some(primary) = primary else {
+                    tracing::error!("standby without a primary address; waiting for POST /rejoin");
+                    return;
+                };
+                if let Some(why) = self.state().get().needs_reseed.clone() {
+                    tracing::error!(reason = %why, "this standby needs a re-seed before it can follow: POST /rejoin with \"reseed\": true");
+                    return;
+                }
+                for s in self.storages.values() {
+                    tokio::spawn(standby::follow(self.clone(), s.clone(), primary.clone(), token.clone()));
+                }
+            }
+            Role::Demoted => {}
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, StateFile> {
+        self.state.lock().expect("replication state lock poisoned")
+    }
+
+    /// Current role and epoch.
+    pub fn role(&self) -> (Role, u64) {
+        *self.role.borrow()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.role.borrow().1
+    }
+
+    pub fn options(&self) -> &ReplicationOptions {
+        &self.opts
+    }
+
+    fn storage(&self, name: &str) -> Option<&Arc<StorageRepl>> {
+        self.storages.get(name)
+    }
+
+    /// Adopts a higher epoch seen from our primary (a standby follows the primary's epoch).
+    fn adopt_epoch(&self, epoch: u64) -> Result<(), StorageError> {
+        let mut st = self.state();
+        if epoch > st.get().epoch {
+            st.update(|s| s.epoch = epoch)?;
+            let role = self.role.borrow().0;
+            self.role.send_replace((role, epoch));
+            tracing::info!(epoch, "adopted the primary's epoch");
+        }
+        Ok(())
+    }
+
+    /// The sync gate's watermark for `s`: the K-th highest acknowledged tid among its standbys.
+    fn update_gate(&self, s: &StorageRepl) {
+        let k = self.opts.sync_standbys;
+        if k == 0 || self.role().0 != Role::Primary {
+            s.host.set_gate(None);
+            return;
+        }
+        let sync = s.sync.lock().expect("sync lock poisoned");
+        if sync.degraded {
+            drop(sync);
+            s.host.set_gate(None);
+            return;
+        }
+        let mut acked: Vec<Tid> =
+            s.standbys.lock().expect("standbys lock poisoned").values().map(|v| v.acked).collect();
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let kth = acked.get(k - 1).copied().unwrap_or([0; 8]);
+        let watermark = kth.max(sync.floor);
+        drop(sync);
+        s.host.set_gate(Some(watermark));
+    }
+
+    /// `/status`'s `replication` section, and the role fields.
+    pub fn status(&self) -> serde_json::Value {
+        let (role, epoch) = self.role();
+        let st = self.state().get().clone();
+        let mut storages = serde_json::Map::new();
+        for (name, s) in &self.storages {
+            storages.insert(name.clone(), self.storage_status(s, role, &st));
+        }
+        let first = self.storages.values().next().map(|s| self.storage_status(s, role, &st));
+        let mut doc = serde_json::json!({
+            "role": role.as_str(),
+            "epoch": epoch,
+            "writable": role == Role::Primary && self.storages.values().any(|s| !s.host.is_read_only()),
+            "name": self.opts.name,
+            "needs_reseed": st.needs_reseed,
+            "storages": storages,
+        });
+        // The first storage's section is also the top level, for the common single-storage case.
+        if let (Some(serde_json::Value::Object(f)), serde_json::Value::Object(d)) = (first, &mut doc) {
+            for (k, v) in f {
+                d.entry(k).or_insert(v);
+            }
+        }
+        doc
+    }
+
+    fn storage_status(&self, s: &StorageRepl, role: Role, st: &ReplState) -> serde_json::Value {
+        let last = s.host.fs.last_transaction();
+        match role {
+            Role::Primary | Role::Demoted => {
+                let log_end = *s.log_end.borrow();
+                let h = s.history();
+                let standbys: Vec<serde_json::Value> = s
+                    .standbys
+                    .lock()
+                    .expect("standbys lock poisoned")
+                    .iter()
+                    .map(|(name, v)| {
+                        let lag =
+                            h.count_after(&v.acked).unwrap_or(0).saturating_sub(h.count_after(&log_end).unwrap_or(0));
+                        let lag_seconds = if lag == 0 { 0.0 } else { tid_seconds(&log_end) - tid_seconds(&v.acked) };
+                        let lag_bytes = if lag == 0 {
+                            Some(0)
+                        } else if lag <= 100_000 {
+                            s.host.fs.position_after(&v.acked).ok().map(|(p, _)| s.host.fs.size().saturating_sub(p))
+                        } else {
+                            None
+                        };
+                        let out_of_sync = st.standbys_out_of_sync.contains(name);
+                        serde_json::json!({
+                            "name": name,
+                            "peer": v.peer,
+                            "connected": v.connected,
+                            "acked_tid": hex::encode(v.acked),
+                            "lag_transactions": lag,
+                            "lag_bytes": lag_bytes,
+                            "lag_seconds": lag_seconds.max(0.0),
+                            "out_of_sync": out_of_sync,
+                            "told_out_of_sync": v.told_out_of_sync,
+                            "in_sync": v.connected && lag == 0 && !out_of_sync,
+                        })
+                    })
+                    .collect();
+                drop(h);
+                let sync = s.sync.lock().expect("sync lock poisoned");
+                let sync_state = if self.opts.sync_standbys == 0 {
+                    "async"
+                } else if sync.degraded {
+                    "degraded"
+                } else if s.host.blocked_for().is_some() {
+                    "blocked"
+                } else {
+                    "sync"
+                };
+                serde_json::json!({
+                    "last_tid": hex::encode(last),
+                    "sync_standbys": self.opts.sync_standbys,
+                    "sync_timeout_ms": self.opts.sync_timeout.map(|d| d.as_millis() as u64),
+                    "sync_state": sync_state,
+                    "standbys": standbys,
+                })
+            }
+            Role::Standby => {
+                let f = s.follow.lock().expect("follow lock poisoned").clone();
+                let h = s.history();
+                let lag =
+                    if f.primary_last_tid > f.applied { h.count_after(&f.applied).unwrap_or(0).max(1) } else { 0 };
+                drop(h);
+                let lag_seconds = if f.primary_last_tid > f.applied {
+                    tid_seconds(&f.primary_last_tid) - tid_seconds(&f.applied)
+                } else {
+                    0.0
+                };
+                serde_json::json!({
+                    "last_tid": hex::encode(last),
+                    "primary": st.primary,
+                    "connected": f.connected,
+                    "applied_tid": hex::encode(f.applied),
+                    "primary_last_tid": hex::encode(f.primary_last_tid),
+                    "lag_transactions": lag,
+                    "lag_seconds": lag_seconds.max(0.0),
+                    "out_of_sync": st.out_of_sync,
+                    "in_sync": f.connected && lag == 0 && !st.out_of_sync,
+                    "last_error": f.last_error,
+                })
+            }
+        }
+    }
+
+    /// Sets the replication gauges (at scrape time).
+    pub fn refresh_metrics(&self) {
+        let (role, epoch) = self.role();
+        let m = &self.metrics;
+        m.repl_epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        for r in [Role::Primary, Role::Standby, Role::Demoted] {
+            m.repl_role.get_or_create(&crate::metrics::RoleLabel { role: r.as_str() }).set(i64::from(r == role));
+        }
+        let status = self.status();
+        for (name, s) in status["storages"].as_object().into_iter().flatten() {
+            for sb in s["standbys"].as_array().into_iter().flatten() {
+                let labels = crate::metrics::StandbyLabels {
+                    storage: name.clone(),
+                    standby: sb["name"].as_str().unwrap_or_default().to_owned(),
+                };
+                m.repl_standby_connected.get_or_create(&labels).set(i64::from(sb["connected"] == true));
+                m.repl_standby_out_of_sync.get_or_create(&labels).set(i64::from(sb["out_of_sync"] == true));
+                m.repl_standby_lag_transactions
+                    .get_or_create(&labels)
+                    .set(sb["lag_transactions"].as_i64().unwrap_or(0));
+                m.repl_standby_lag_seconds.get_or_create(&labels).set(sb["lag_seconds"].as_f64().unwrap_or(0.0));
+            }
+            if role == Role::Standby {
+                m.repl_standby_applied_lag_transactions
+                    .get_or_create(&crate::metrics::storage_label(name))
+                    .set(s["lag_transactions"].as_i64().unwrap_or(0));
+            }
+        }
+        for (name, s) in &self.storages {
+            let waiting = i64::from(s.host.blocked_for().is_some());
+            m.repl_commits_waiting.get_or_create(&crate::metrics::storage_label(name)).set(waiting);
+        }
+    }
+}
+
+/// A tid's time as Unix seconds.
+fn tid_seconds(tid: &Tid) -> f64 {
+    if *tid == [0; 8] { 0.0 } else { zeo_proto::timestamp::TimeStamp::from_raw(*tid).time_time() }
+}

@@ -1,0 +1,488 @@
+//! The primary's side: the replication listener, one session per standby, acknowledgements and
+//! the sync gate.
+//!
+//! A session checks the standby's history against ours (its last tid and chain digest must be in
+//! our history), sends a copy of the file to an empty standby, then ships every transaction after
+//! the standby's last one: from the file while catching up, then as the history keeper announces
+//! new durable transactions. Acknowledgements come back on the same connection and move the sync
+//! gate (`StorageHost::set_gate`), which holds publication (the committer's answer and everyone's
+//! invalidations) until enough standbys have the transaction.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_util::sync::CancellationToken;
+
+use super::history::{self, Digest};
+use super::wire::{self, Hello, Msg, PrimaryStatus, Refuse, RefuseCode, ShippedRecord, ShippedTxn, Welcome};
+use super::{Replication, Role, StandbyView, StorageRepl};
+use crate::storage::{StorageError, Tid, status};
+
+/// Transactions read from the file per batch while catching up.
+const BATCH: usize = 64;
+/// How long a standby has for each handshake message.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Status (and liveness) messages to a standby at least this often.
+const STATUS_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl From<std::io::Error> for SessionError {
+    fn from(e: std::io::Error) -> Self {
+        SessionError::Wire(e.into())
+    }
+}
+
+/// Starts a storage's primary-side tasks: the history keeper, and in sync mode with a timeout
+/// the watchdog that degrades to async.
+pub(super) fn start_storage(repl: Arc<Replication>, s: Arc<StorageRepl>, token: CancellationToken) {
+    repl.update_gate(&s);
+    tokio::spawn(keeper(s.clone(), token.clone()));
+    if repl.opts.sync_standbys > 0
+        && let Some(timeout) = repl.opts.sync_timeout
+    {
+        tokio::spawn(watchdog(repl, s, timeout, token));
+    }
+}
+
+/// Records the history digest of every new durable transaction and announces it to the sessions.
+async fn keeper(s: Arc<StorageRepl>, token: CancellationToken) {
+    let mut durable = s.host.subscribe_durable();
+    loop {
+        // Small reads from the page cache and a hash: cheaper inline than a thread hand-off.
+        if let Err(e) = s.advance_history() {
+            tracing::error!(storage = %s.name, error = %e, "cannot record history digests; standbys wait");
+        }
+        tokio::select! {
+            r = durable.changed() => if r.is_err() { return },
+            _ = token.cancelled() => return,
+        }
+    }
+}
+
+/// Degrades sync replication to async once a commit has waited `timeout` for acknowledgements.
+async fn watchdog(repl: Arc<Replication>, s: Arc<StorageRepl>, timeout: Duration, token: CancellationToken) {
+    let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = token.cancelled() => return,
+        }
+        if s.host.blocked_for().is_some_and(|age| age >= timeout) {
+            repl.degrade(&s);
+        }
+    }
+}
+
+impl Replication {
+    /// Gives up waiting for standbys: records durably which ones lack acknowledged data (they are
+    /// never to be promoted automatically until caught up), then publishes without acknowledgements.
+    fn degrade(&self, s: &StorageRepl) {
+        let last = s.host.fs.last_transaction();
+        let behind: Vec<String> = s
+            .standbys
+            .lock()
+            .expect("standbys lock poisoned")
+            .iter()
+            .filter(|(_, v)| v.acked < last)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if let Err(e) = self.state().update(|st| st.standbys_out_of_sync.extend(behind.iter().cloned())) {
+            // Without the record, degrading could later promote a standby that lacks commits.
+            tracing::error!(storage = %s.name, error = %e, "cannot record out-of-sync standbys; commits stay blocked");
+            return;
+        }
+        s.sync.lock().expect("sync lock poisoned").degraded = true;
+        self.marks.send_modify(|v| *v += 1);
+        self.metrics.repl_sync_degraded.inc();
+        tracing::error!(storage = %s.name, standbys_out_of_sync = ?behind, timeout = ?self.opts.sync_timeout,
+            "sync replication degraded to async: standbys did not acknowledge in time");
+        self.update_gate(s);
+    }
+
+    /// A standby acknowledged `tid`: move the gate, leave degraded mode when enough standbys have
+    /// caught up, and clear the out-of-sync mark of a standby that has everything published.
+    fn on_ack(&self, s: &StorageRepl, name: &str, tid: Tid) {
+        if let Some(v) = s.standbys.lock().expect("standbys lock poisoned").get_mut(name)
+            && tid > v.acked
+        {
+            v.acked = tid;
+            v.acked_at = Instant::now();
+        }
+        let k = self.opts.sync_standbys;
+        let last = s.host.fs.last_transaction();
+        let (degraded, floor) = {
+            let mut sync = s.sync.lock().expect("sync lock poisoned");
+            if sync.degraded {
+                let caught_up = s
+                    .standbys
+                    .lock()
+                    .expect("standbys lock poisoned")
+                    .values()
+                    .filter(|v| v.connected && v.acked >= last)
+                    .count();
+                if caught_up >= k {
+                    sync.degraded = false;
+                    // Everything published so far went out without acknowledgements.
+                    sync.floor = s.host.last_tid();
+                    tracing::info!(storage = %s.name, "standbys caught up: sync replication resumed");
+                }
+            }
+            (sync.degraded, sync.floor)
+        };
+        if !degraded && tid >= floor.max(last) && self.state().get().standbys_out_of_sync.contains(name) {
+            match self.state().update(|st| {
+                st.standbys_out_of_sync.remove(name);
+            }) {
+                Ok(_) => {
+                    self.marks.send_modify(|v| *v += 1);
+                    tracing::info!(storage = %s.name, standby = name, "standby caught up: no longer out of sync");
+                }
+                Err(e) => tracing::error!(error = %e, "cannot record that a standby is in sync again"),
+            }
+        }
+        self.update_gate(s);
+    }
+}
+
+/// Accepts standbys until `shutdown`.
+pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutdown: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "replication listening");
+    }
+    loop {
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = %e, "replication accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let repl = repl.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = session(repl, stream, peer) => match r {
+                    Ok(()) => tracing::info!(%peer, "replication session ended"),
+                    Err(e) => tracing::warn!(%peer, error = %e, "replication session ended"),
+                },
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn send(wr: &mut OwnedWriteHalf, msg: &Msg, epoch: u64) -> Result<(), SessionError> {
+    wr.write_all(&wire::encode(msg, epoch)).await?;
+    Ok(())
+}
+
+async fn refuse(wr: &mut OwnedWriteHalf, code: RefuseCode, reason: String, epoch: u64) -> SessionError {
+    let _ = send(wr, &Msg::Refuse(Refuse { code, reason: reason.clone() }), epoch).await;
+    SessionError::Refused(reason)
+}
+
+/// Checks a peer's epoch: a higher one means a newer primary exists, so this one fences itself.
+fn check_epoch(repl: &Arc<Replication>, theirs: u64) -> Result<(), String> {
+    let ours = repl.epoch();
+    if theirs > ours {
+        let why = format!("a standby has seen epoch {theirs}, above ours ({ours}): a newer primary exists");
+        tracing::error!("{why}; demoting this server");
+        let r = repl.clone();
+        tokio::spawn(async move {
+            if let Err(e) = r.demote("a peer has a higher epoch").await {
+                tracing::error!(error = %e, "self-demotion failed");
+            }
+        });
+        return Err(why);
+    }
+    Ok(())
+}
+
+async fn session(repl: Arc<Replication>, stream: tokio::net::TcpStream, peer: SocketAddr) -> Result<(), SessionError> {
+    let (mut rd, mut wr) = stream.into_split();
+    let epoch = repl.epoch();
+    // The storage a diverged standby is probing.
+    let mut probing: Option<Arc<StorageRepl>> = None;
+    let (s, hello, cursor, chain) = loop {
+        let (theirs, msg) = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read(&mut rd))
+            .await
+            .map_err(|_| SessionError::Protocol("handshake timed out".into()))??;
+        if let Err(why) = check_epoch(&repl, theirs) {
+            return Err(refuse(&mut wr, RefuseCode::Epoch, why, epoch).await);
+        }
+        match msg {
+            Msg::Probe { tid, digest } => {
+                let Some(p) = &probing else {
+                    return Err(SessionError::Protocol("probe before hello".into()));
+                };
+                let matches = p.history().digest_at(&tid)? == Some(digest);
+                send(&mut wr, &Msg::ProbeReply { matches }, epoch).await?;
+            }
+            Msg::Hello(h) => match handshake(&repl, &h, &mut wr, epoch).await? {
+                Ok((s, cursor, chain)) => break (s, h, cursor, chain),
+                Err(diverged) => probing = Some(diverged),
+            },
+            other => return Err(SessionError::Protocol(format!("unexpected {other:?} in the handshake"))),
+        }
+    };
+    tracing::info!(%peer, standby = %hello.name, storage = %s.name, from = %hex::encode(cursor), "standby connected");
+    s.standbys.lock().expect("standbys lock poisoned").insert(
+        hello.name.clone(),
+        StandbyView {
+            peer: peer.to_string(),
+            connected: true,
+            told_out_of_sync: None,
+            acked: cursor,
+            acked_at: Instant::now(),
+        },
+    );
+    let done = CancellationToken::new();
+    let reader = {
+        let (repl, s, name, done) = (repl.clone(), s.clone(), hello.name.clone(), done.clone());
+        tokio::spawn(async move {
+            let why = loop {
+                match wire::read(&mut rd).await {
+                    Ok((theirs, Msg::Ack { tid })) => {
+                        if let Err(why) = check_epoch(&repl, theirs) {
+                            break why;
+                        }
+                        repl.on_ack(&s, &name, tid);
+                    }
+                    Ok((_, other)) => break format!("unexpected {other:?} from a standby"),
+                    Err(e) => break e.to_string(),
+                }
+            };
+            done.cancel();
+            why
+        })
+    };
+    let result = stream_to(&repl, &s, &hello.name, &mut wr, epoch, cursor, chain, &done).await;
+    done.cancel();
+    reader.abort();
+    if let Some(v) = s.standbys.lock().expect("standbys lock poisoned").get_mut(&hello.name)
+        && v.peer == peer.to_string()
+    {
+        v.connected = false;
+    }
+    repl.update_gate(&s);
+    result
+}
+
+/// The outcome of a `Hello`: stream after `(tid, chain)`, or the standby diverged (it probes this
+/// storage's history, rewinds, and says hello again).
+type Handshake = Result<(Arc<StorageRepl>, Tid, Digest), Arc<StorageRepl>>;
+
+/// Answers a `Hello`.
+async fn handshake(
+    repl: &Arc<Replication>,
+    h: &Hello,
+    wr: &mut OwnedWriteHalf,
+    epoch: u64,
+) -> Result<Handshake, SessionError> {
+    if repl.role().0 != Role::Primary {
+        return Err(refuse(wr, RefuseCode::NotPrimary, "this server is not a primary".into(), epoch).await);
+    }
+    if h.version != wire::VERSION {
+        return Err(refuse(wr, RefuseCode::Invalid, format!("unsupported protocol version {}", h.version), epoch).await);
+    }
+    let Some(s) = repl.storage(&h.storage).cloned() else {
+        return Err(refuse(wr, RefuseCode::Invalid, format!("no storage {:?} here", h.storage), epoch).await);
+    };
+    s.advance_history()?;
+    let last = wire::parse_tid(&h.last_tid)?;
+    let digest = wire::parse_digest(&h.digest)?;
+    let (cursor, chain) = if h.want_snapshot && last == [0; 8] && s.host.fs.last_transaction() != [0; 8] {
+        send_snapshot(&s, wr, epoch).await?
+    } else {
+        let ours = s.history().digest_at(&last)?;
+        match ours {
+            Some(d) if d == digest => {}
+            _ => {
+                let _ = send(
+                    wr,
+                    &Msg::Refuse(Refuse {
+                        code: RefuseCode::Diverged,
+                        reason: format!("transaction {} is not in this primary's history", hex::encode(last)),
+                    }),
+                    epoch,
+                )
+                .await;
+                return Ok(Err(s));
+            }
+        }
+        (last, digest)
+    };
+    let out_of_sync = repl.state().get().standbys_out_of_sync.contains(&h.name);
+    let welcome = Welcome {
+        primary_last_tid: hex::encode(s.host.fs.last_transaction()),
+        out_of_sync,
+        sync: repl.opts.sync_standbys > 0,
+    };
+    send(wr, &Msg::Welcome(welcome), epoch).await?;
+    Ok(Ok((s, cursor, chain)))
+}
+
+/// Sends a copy of the durable file, its blobs and its history digests.
+async fn send_snapshot(
+    s: &Arc<StorageRepl>,
+    wr: &mut OwnedWriteHalf,
+    epoch: u64,
+) -> Result<(Tid, Digest), SessionError> {
+    let copy = s.host.fs.durable_copy();
+    s.advance_history()?;
+    let (raw, digest) = {
+        let h = s.history();
+        let d = h.digest_at(&copy.last_tid)?.ok_or_else(|| SessionError::Protocol("history behind the file".into()))?;
+        (h.raw_through(&copy.last_tid)?, d)
+    };
+    tracing::info!(storage = %s.name, bytes = copy.end, through = %hex::encode(copy.last_tid), "sending a copy of the file to a new standby");
+    send(wr, &Msg::SnapshotBegin { size: copy.end, last_tid: copy.last_tid }, epoch).await?;
+    let mut pos = 0;
+    while pos < copy.end {
+        let chunk = copy.read_at(pos, wire::CHUNK as u64)?;
+        pos += chunk.len() as u64;
+        send(wr, &Msg::SnapshotData(chunk), epoch).await?;
+    }
+    if let Some(dir) = &s.host.blobs {
+        for (oid, tid, path) in dir.list()? {
+            if tid <= copy.last_tid {
+                send_blob(wr, &oid, &tid, &path, epoch).await?;
+            }
+        }
+    }
+    send(wr, &Msg::SnapshotEnd { chain: raw }, epoch).await?;
+    Ok((copy.last_tid, digest))
+}
+
+async fn send_blob(
+    wr: &mut OwnedWriteHalf,
+    oid: &Tid,
+    tid: &Tid,
+    path: &std::path::Path,
+    epoch: u64,
+) -> Result<(), SessionError> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut buf = vec![0u8; wire::CHUNK];
+    loop {
+        let n = f.read(&mut buf).await?;
+        let last = n == 0;
+        send(wr, &Msg::Blob { oid: *oid, tid: *tid, last, data: buf[..n].to_vec() }, epoch).await?;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// Ships every transaction after `cursor`, then new ones as they become durable, until the
+/// standby goes away or this server stops being primary at this epoch.
+#[allow(clippy::too_many_arguments)]
+async fn stream_to(
+    repl: &Arc<Replication>,
+    s: &Arc<StorageRepl>,
+    name: &str,
+    wr: &mut OwnedWriteHalf,
+    epoch: u64,
+    mut cursor: Tid,
+    mut chain: Digest,
+    done: &CancellationToken,
+) -> Result<(), SessionError> {
+    let mut log_end = s.log_end.subscribe();
+    let mut role = repl.role.subscribe();
+    let mut marks = repl.marks.subscribe();
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    let shipped = repl.metrics.repl_shipped_transactions.get_or_create(&crate::metrics::storage_label(&s.name)).clone();
+    loop {
+        let target = *log_end.borrow_and_update();
+        while cursor < target {
+            let next = u64::from_be_bytes(cursor).saturating_add(1).to_be_bytes();
+            let batch: Vec<_> =
+                s.host.fs.iterator(Some(&next), Some(&target))?.take(BATCH).collect::<Result<_, _>>()?;
+            if batch.is_empty() {
+                return Err(SessionError::Protocol(format!("transactions after {} are missing", hex::encode(cursor))));
+            }
+            for t in batch {
+                if t.status == status::PACKED {
+                    let why = format!(
+                        "transaction {} was packed: the history after {} is incomplete here; re-seed the standby",
+                        hex::encode(t.tid),
+                        hex::encode(cursor)
+                    );
+                    return Err(refuse(wr, RefuseCode::Reseed, why, epoch).await);
+                }
+                let mut records = Vec::with_capacity(t.records.len());
+                for r in &t.records {
+                    let mut blob = false;
+                    if let Some(dir) = &s.host.blobs {
+                        let path = dir.blob_path(&r.oid, &r.tid);
+                        if r.data.is_some() && tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                            send_blob(wr, &r.oid, &r.tid, &path, epoch).await?;
+                            blob = true;
+                        }
+                    }
+                    records.push(ShippedRecord {
+                        oid: r.oid,
+                        tid: r.tid,
+                        data: r.data.clone(),
+                        data_txn: r.data_txn,
+                        blob,
+                    });
+                }
+                chain = history::chain_next(&chain, &history::txn_digest(&t));
+                let shipped_txn = ShippedTxn {
+                    tid: t.tid,
+                    chain,
+                    status: t.status,
+                    user: t.user,
+                    description: t.description,
+                    extension: t.extension,
+                    records,
+                };
+                send(wr, &Msg::Txn(Box::new(shipped_txn)), epoch).await?;
+                shipped.inc();
+                cursor = t.tid;
+            }
+        }
+        let send_status = async |wr: &mut OwnedWriteHalf| -> Result<(), SessionError> {
+            let out_of_sync = repl.state().get().standbys_out_of_sync.contains(name);
+            let status =
+                PrimaryStatus { primary_last_tid: hex::encode(target), out_of_sync, sync: repl.opts.sync_standbys > 0 };
+            send(wr, &Msg::Status(status), epoch).await?;
+            if let Some(v) = s.standbys.lock().expect("standbys lock poisoned").get_mut(name) {
+                v.told_out_of_sync = Some(out_of_sync);
+            }
+            Ok(())
+        };
+        tokio::select! {
+            r = log_end.changed() => if r.is_err() { return Ok(()) },
+            _ = status_tick.tick() => send_status(wr).await?,
+            _ = marks.changed() => send_status(wr).await?,
+            _ = role.changed() => {
+                if *role.borrow() != (Role::Primary, epoch) {
+                    return Ok(());
+                }
+            }
+            _ = done.cancelled() => return Ok(()),
+        }
+    }
+}
