@@ -168,3 +168,68 @@ def test_cached_client_follows_a_promotion_without_server_behind(make_server, cl
     assert "Server behind client" not in text and "out of sync" not in text, text[-2000:]
     status = _admin(b, "/status")
     assert status["role"] == "primary" and status["epoch"] == 1
+
+
+def test_blobs_replicate_in_the_copy_and_in_the_stream(make_server, clients, tmp_path):
+    """A blob committed before the standby exists travels in its copy of the file; one
+    committed later travels in the stream; both read back through the standby."""
+    import hashlib
+    import ZODB.blob
+    a = _node(make_server, tmp_path, "a")
+    a_blobs = str(tmp_path / "a" / "blobs")
+    a.options["blob_dir"] = a_blobs
+    a.stop()
+    a.start()
+    db = open_db(clients, a.addr, blob_dir=str(tmp_path / "cache-w"), shared_blob_dir=False)
+    conn, tm = connect(db)
+    before = os.urandom(200_000)
+    conn.root()["before"] = ZODB.blob.Blob(before)
+    tm.commit()
+    b = make_server("b", blob_dir=str(tmp_path / "b" / "blobs"), extra_args=[
+        "--admin", "127.0.0.1:0", "--standby-of", a.ready_info["replication"],
+        "--standby-name", "b"])
+    after = os.urandom(3_000_000)
+    conn.root()["after"] = ZODB.blob.Blob(after)
+    tm.commit()
+    last = db.storage.lastTransaction()
+    reader = open_db(clients, b.addr, read_only=True, blob_dir=str(tmp_path / "cache-r"),
+                     shared_blob_dir=False)
+    wait_until(lambda: reader.storage.lastTransaction() == last, 15, "the standby applying both")
+    rconn, rtm = connect(reader)
+    rtm.begin()
+    for name, data in (("before", before), ("after", after)):
+        with rconn.root()[name].open("r") as f:
+            got = f.read()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), name
+
+
+@pytest.mark.timeout_s(120)
+def test_standby_behind_a_pack_needs_and_gets_a_reseed(make_server, clients, tmp_path):
+    """A standby that was away while the primary packed past its position cannot be caught
+    up from the log: it says so (status needs_reseed) and one call re-seeds it."""
+    import time as _time
+    a = _node(make_server, tmp_path, "a")
+    b = _node(make_server, tmp_path, "b", "--standby-of", a.ready_info["replication"])
+    db = open_db(clients, a.addr)
+    seed(db, x=PersistentMapping({"v": 0}))
+    conn, tm = connect(db)
+    wait_until(lambda: _admin(b, "/status")["last_tid"] ==
+               db.storage.lastTransaction().hex(), 10, "b in step")
+    b.stop()
+    for i in range(1, 6):
+        conn.root()["x"]["v"] = i
+        tm.commit()
+    _time.sleep(0.01)
+    db.pack(_time.time())
+    conn.root()["x"]["v"] = 99
+    tm.commit()
+    b.start()
+    wait_until(lambda: _admin(b, "/status")["needs_reseed"] is not None, 15, "b asking for a re-seed")
+    assert "re-seed" in open(b.log_path).read()
+    _admin(b, "/rejoin", {"primary": a.ready_info["replication"], "reseed": True})
+    last = db.storage.lastTransaction().hex()
+    wait_until(lambda: _admin(b, "/status")["last_tid"] == last, 15, "b re-seeded and in step")
+    reader = open_db(clients, b.addr, read_only=True)
+    rconn, rtm = connect(reader)
+    assert rconn.root()["x"]["v"] == 99
+    assert os.path.exists(os.path.join(b.datadir, "Data.fs.before-reseed"))

@@ -245,3 +245,42 @@ fn summary_lists_the_effective_settings() {
         assert!(s.contains(part), "{part:?} missing from {s}");
     }
 }
+
+#[test]
+fn replication_settings_from_every_layer_and_their_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let file = yaml(
+        &dir,
+        &format!(
+            "path: /y/Data.fs\nreplication-listen: 127.0.0.1:8102\nstandby-of: primary.example:8102\n\
+             sync-standbys: 1\nsync-timeout: 5s\nadmin-token-file: {}\nwait-for-supervisor: true\n",
+            token.display()
+        ),
+    );
+    let c = load(&["--config", &file], &[]).unwrap();
+    assert_eq!(c.replication_listen.as_ref().map(ToString::to_string).as_deref(), Some("127.0.0.1:8102"));
+    assert_eq!(c.standby_of.as_deref(), Some("primary.example:8102"));
+    assert_eq!((c.sync_standbys, c.sync_timeout), (1, Some(Duration::from_secs(5))));
+    assert!(c.wait_for_supervisor);
+    assert_eq!(c.admin_token_file.as_deref(), Some(token.as_path()));
+    // Environment over YAML, flags over both.
+    let env = [(ENV_CONFIG, file.as_str()), (ENV_SYNC_STANDBYS, "2"), (ENV_STANDBY_NAME, "b")];
+    let c = load(&["--standby-of", "other:9"], &env).unwrap();
+    assert_eq!((c.sync_standbys, c.standby_name.as_str(), c.standby_of.as_deref()), (2, "b", Some("other:9")));
+    // Defaults: async, strict, no token, named after the host.
+    let c = load(&["--path", "/d/Data.fs"], &[]).unwrap();
+    assert_eq!((c.sync_standbys, c.sync_timeout, c.admin_token_file.clone()), (0, None, None));
+    assert!(!c.standby_name.is_empty());
+    // Rules.
+    assert!(err(&["--path", "/d", "--sync-timeout", "5s"], &[]).contains("--sync-timeout needs --sync-standbys"));
+    assert!(err(&["--path", "/d", "--standby-of", "host:0"], &[]).contains("port"));
+    std::fs::write(&token, "short").unwrap();
+    assert!(err(&["--path", "/d", "--admin-token-file", token.to_str().unwrap()], &[]).contains("at least 16"));
+    assert!(err(&["--path", "/d", "--admin-token-file", "/nonexistent/token"], &[]).contains("--admin-token-file"));
+    assert!(
+        err(&["--path", "/d", "--listen", "127.0.0.1:9", "--replication-listen", "127.0.0.1:9"], &[])
+            .contains("--replication-listen")
+    );
+}

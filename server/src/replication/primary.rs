@@ -330,6 +330,20 @@ async fn handshake(
                 return Ok(Err(s));
             }
         }
+        // Pack marks every transaction up to the pack time 'p' (a prefix of the file): if the
+        // first one the standby needs is packed, the history it needs is incomplete here.
+        let next = u64::from_be_bytes(last).saturating_add(1).to_be_bytes();
+        if let Some(first) = s.host.fs.iterator(Some(&next), None)?.next() {
+            let first = first?;
+            if first.status == status::PACKED {
+                let why = format!(
+                    "this primary was packed past {} (transaction {} is packed): catching up from the log is impossible; re-seed the standby",
+                    hex::encode(last),
+                    hex::encode(first.tid)
+                );
+                return Err(refuse(wr, RefuseCode::Reseed, why, epoch).await);
+            }
+        }
         (last, digest)
     };
     let out_of_sync = repl.state().get().standbys_out_of_sync.contains(&h.name);

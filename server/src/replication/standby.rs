@@ -203,6 +203,8 @@ async fn follow_once(
                         s.follow.lock().expect("follow lock poisoned").primary_last_tid =
                             wire::parse_tid(&st.primary_last_tid)?;
                     }
+                    Msg::Refuse(r) if r.code == RefuseCode::Reseed => return Err(FollowError::Reseed(r.reason)),
+                    Msg::Refuse(r) => return Err(FollowError::Refused(r.reason)),
                     other => return Err(FollowError::Protocol(format!("unexpected {other:?} in the stream"))),
                 }
                 if batch.len() < APPLY_BATCH {

@@ -53,8 +53,6 @@ pub enum RefuseCode {
     Epoch,
     /// The standby's last transaction is not in the primary's history: probe for the common point.
     Diverged,
-    /// The standby is ahead of the primary.
-    Ahead,
     /// The history needed was packed away (or the standby was): a full re-seed is needed.
     Reseed,
     /// Anything else (unknown storage, bad version).

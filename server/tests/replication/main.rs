@@ -38,8 +38,25 @@ async fn standby_copies_an_existing_database_then_follows_live_commits() {
         let data = format!("before-{i}").into_bytes();
         acked.push((commit_new(&ca, &data).await.unwrap().0, data));
     }
-    // An empty standby gets a copy of the file, then the stream.
+    // An empty standby gets a copy of the file, then the stream, while writers keep going.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (ca, stop) = (ca.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) || i < 20 {
+                let data = format!("during-seed-{i}").into_bytes();
+                acked.push((commit_new(&ca, &data).await.unwrap().0, data));
+                i += 1;
+            }
+            acked
+        })
+    };
     let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
+    b.wait_status("seeded", |s| s["connected"] == true).await;
+    stop.store(true, Ordering::SeqCst);
+    acked.extend(writer.await.unwrap());
     let mut last = [0; 8];
     for i in 0..50u32 {
         let data = format!("live-{i}").into_bytes();
