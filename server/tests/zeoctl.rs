@@ -76,3 +76,27 @@ fn verify_reports_damage_with_the_offset_and_fails() {
     let i = zeoctl(&["info", path.to_str().unwrap()]);
     assert!(!i.status.success() && text(&i).contains("not a FileStorage"), "{}", text(&i));
 }
+
+#[test]
+fn health_checks_an_http_endpoint() {
+    // A one-shot HTTP server on loopback: first a 200, then a 503.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/readyz", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for answer in ["200 OK", "503 Service Unavailable"] {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /readyz HTTP/1.0"));
+            write!(s, "HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").unwrap();
+        }
+    });
+    assert!(zeoctl(&["health", &url]).status.success());
+    let o = zeoctl(&["health", &url]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("503"), "{}", text(&o));
+    server.join().unwrap();
+    let refused = zeoctl(&["health", "http://127.0.0.1:1/livez", "--timeout", "1"]);
+    assert!(!refused.status.success());
+}

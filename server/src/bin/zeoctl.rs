@@ -44,6 +44,14 @@ enum Command {
         #[arg(long)]
         no_gc: bool,
     },
+    /// GET an http:// URL (e.g. a /readyz endpoint); exit 0 on a 2xx answer. For container
+    /// health checks in images that have no curl.
+    Health {
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +68,7 @@ fn main() -> ExitCode {
 
 fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
+        Command::Health { url, timeout } => health(&url, std::time::Duration::from_secs_f64(timeout)),
         Command::Verify { file } => {
             let r = storage::verify(&file).with_context(|| format!("verifying {}", file.display()))?;
             println!(
@@ -162,4 +171,28 @@ fn run(cmd: Command) -> Result<ExitCode> {
 fn open_read_only(file: &PathBuf) -> Result<FileStorage> {
     FileStorage::open(file, OpenOptions { read_only: true, ..Default::default() })
         .with_context(|| format!("opening {}", file.display()))
+}
+
+/// A minimal HTTP/1.0 GET: enough for a health check, with no TLS and no redirects.
+fn health(url: &str, timeout: std::time::Duration) -> Result<ExitCode> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} has no address"))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes())?;
+    let mut head = Vec::new();
+    stream.take(4096).read_to_end(&mut head)?;
+    let text = String::from_utf8_lossy(&head);
+    let code: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("not an HTTP answer")?;
+    println!("{code}");
+    Ok(if (200..300).contains(&code) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
