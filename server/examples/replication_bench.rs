@@ -111,13 +111,19 @@ async fn throughput(p: &Pair, writers: usize, secs: f64) -> (f64, Vec<f64>) {
     (n / start.elapsed().as_secs_f64(), lat)
 }
 
+/// A tid first seen by the standby's client, and when.
+type Sighting = ([u8; 8], Instant);
+
+/// One measured run: writers, mode, commits/s, p50 and p99 latency.
+type Row = (usize, &'static str, f64, f64, f64);
+
 /// Commits at `rate`/s for `secs`; returns the lag (ms) from each commit's acknowledgement to its
 /// tid being visible to a client of the standby (invalidation received).
 async fn lag(p: &Pair, rate: f64, secs: f64) -> Vec<f64> {
     let b = p.b.as_ref().expect("a standby");
     let reader = client(&b.zeo, true).await;
     let writer = client(&p.zeo, false).await;
-    let seen: Arc<Mutex<Vec<([u8; 8], Instant)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Sighting>>> = Arc::default();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // A spinning observer: tokio timers have millisecond resolution, lag is sub-millisecond.
     let observer = {
@@ -179,7 +185,7 @@ async fn main() {
     let dir = PathBuf::from(get("--dir").unwrap_or_else(|| "bench/out/tmp".into()));
     let secs = if quick { 2.0 } else { 8.0 };
     let rounds = if quick { 1 } else { 2 };
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut json = serde_json::Map::new();
     for writers in [1usize, 4] {
         for round in 0..rounds {
@@ -201,7 +207,7 @@ async fn main() {
     for writers in [1usize, 4] {
         for mode in ["none", "async", "sync"] {
             let r: Vec<_> = rows.iter().filter(|r| r.0 == writers && r.1 == mode).collect();
-            let avg = |f: &dyn Fn(&&(usize, &str, f64, f64, f64)) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
+            let avg = |f: &dyn Fn(&&Row) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
             let (rate, p50, p99) = (avg(&|r| r.2), avg(&|r| r.3), avg(&|r| r.4));
             table += &format!("| {writers} | {mode} | {rate:.0} | {p50:.2} | {p99:.2} |\n");
             json.insert(
