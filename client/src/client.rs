@@ -96,6 +96,13 @@ pub struct ClientOptions {
     pub max_frame: usize,
     /// Retries of [`Client::transact`].
     pub retry: RetryPolicy,
+    /// TCP keepalive: probe an idle connection after this long (then every second, 3 probes),
+    /// so a server whose host vanished is noticed even between heartbeats. `None`: off.
+    pub tcp_keepalive: Option<Duration>,
+    /// Linux `TCP_USER_TIMEOUT`: a connection whose sent data stays unacknowledged this long
+    /// is closed by the kernel (a dead host during a commit), instead of after the default
+    /// retransmission timeout of about 15 minutes. `None`: the system default.
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 impl ClientOptions {
@@ -120,6 +127,8 @@ impl ClientOptions {
             drop_cache_if_server_behind: false,
             max_frame: DEFAULT_MAX_FRAME,
             retry: RetryPolicy::default(),
+            tcp_keepalive: Some(Duration::from_secs(5)),
+            tcp_user_timeout: Some(Duration::from_secs(10)),
         }
     }
 
@@ -156,6 +165,8 @@ impl ClientOptions {
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self.heartbeat_timeout,
             max_frame: self.max_frame,
+            tcp_keepalive: self.tcp_keepalive,
+            tcp_user_timeout: self.tcp_user_timeout,
         }
     }
 }

@@ -76,6 +76,10 @@ pub(crate) struct ConnConfig {
     pub heartbeat_timeout: Duration,
     /// Largest frame accepted from the server.
     pub max_frame: usize,
+    /// TCP keepalive idle time (probes then every second, 3 of them), `None`: off.
+    pub tcp_keepalive: Option<Duration>,
+    /// Linux `TCP_USER_TIMEOUT`: unacknowledged data older than this kills the connection.
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 /// A msgid as the pending-call table keys it.
@@ -174,6 +178,10 @@ impl Connection {
         }
         // Latency matters more than packet count for a request/reply protocol.
         let _ = stream.set_nodelay(true);
+        // A server whose host vanished sends nothing, not even a reset: the kernel notices
+        // through keepalive probes (idle connection) or unacknowledged data (busy one) long
+        // before the default retransmission timeout of about 15 minutes.
+        set_liveness(&stream, &cfg);
         let (mut rd, mut wr) = stream.into_split();
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let decoder = FrameDecoder::new(cfg.max_frame);
@@ -554,6 +562,23 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Applies the keepalive and user-timeout settings; failures only cost detection speed.
+fn set_liveness(stream: &TcpStream, cfg: &ConnConfig) {
+    let sock = socket2::SockRef::from(stream);
+    if let Some(idle) = cfg.tcp_keepalive {
+        let ka = socket2::TcpKeepalive::new().with_time(idle).with_interval(Duration::from_secs(1)).with_retries(3);
+        if let Err(e) = sock.set_tcp_keepalive(&ka) {
+            tracing::debug!(error = %e, "cannot enable TCP keepalive");
+        }
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(t) = cfg.tcp_user_timeout
+        && let Err(e) = sock.set_tcp_user_timeout(Some(t))
+    {
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,7 +599,22 @@ mod tests {
             heartbeat_interval: Duration::from_secs(60),
             heartbeat_timeout: Duration::from_secs(60),
             max_frame: 1 << 20,
+            tcp_keepalive: Some(Duration::from_secs(7)),
+            tcp_user_timeout: Some(Duration::from_secs(11)),
         }
+    }
+
+    #[tokio::test]
+    async fn dead_host_detection_is_set_on_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        set_liveness(&stream, &cfg());
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(1));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(Duration::from_secs(11)));
     }
 
     async fn read_msg(s: &mut TcpStream, enc: Encoding) -> Message {
