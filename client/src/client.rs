@@ -54,8 +54,9 @@ const OID_BATCH: i64 = 100;
 /// Build with [`ClientOptions::new`] and adjust fields; [`Client::connect`] validates them.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Server addresses as `host:port`. Host names are resolved again at every connection
-    /// attempt, so a service address that moves (failover) is followed. All addresses are
+    /// Server addresses as `host:port`, or `unix:/path` (or an absolute path) for a Unix
+    /// socket. Host names are resolved again at every connection attempt, so a service address
+    /// that moves (failover) is followed. All addresses are
     /// tried in parallel; a writable server is preferred.
     pub addrs: Vec<String>,
     /// The storage name to register for (ZEO's default is `"1"`).
@@ -103,6 +104,9 @@ pub struct ClientOptions {
     /// is closed by the kernel (a dead host during a commit), instead of after the default
     /// retransmission timeout of about 15 minutes. `None`: the system default.
     pub tcp_user_timeout: Option<Duration>,
+    /// TLS (with a client certificate when the server asks for one). The files are read again
+    /// at every connection, so rotated certificates are picked up. `None`: plain.
+    pub tls: Option<crate::TlsOptions>,
 }
 
 impl ClientOptions {
@@ -129,6 +133,7 @@ impl ClientOptions {
             retry: RetryPolicy::default(),
             tcp_keepalive: Some(Duration::from_secs(5)),
             tcp_user_timeout: Some(Duration::from_secs(10)),
+            tls: None,
         }
     }
 
@@ -155,11 +160,13 @@ impl ClientOptions {
         if self.retry.attempts == 0 {
             return fail("retry.attempts must be >= 1");
         }
+        self.conn_config()?;
         Ok(())
     }
 
-    pub(crate) fn conn_config(&self) -> ConnConfig {
-        ConnConfig {
+    /// The per-connection settings (reads the TLS files).
+    pub(crate) fn conn_config(&self) -> Result<ConnConfig> {
+        Ok(ConnConfig {
             connect_timeout: self.connect_timeout,
             call_timeout: self.call_timeout,
             heartbeat_interval: self.heartbeat_interval,
@@ -167,7 +174,8 @@ impl ClientOptions {
             max_frame: self.max_frame,
             tcp_keepalive: self.tcp_keepalive,
             tcp_user_timeout: self.tcp_user_timeout,
-        }
+            tls: self.tls.as_ref().map(crate::transport::Tls::load).transpose()?,
+        })
     }
 }
 
@@ -615,7 +623,15 @@ impl Client {
 
     /// The address of the server serving right now.
     pub fn server_addr(&self) -> Option<SocketAddr> {
-        self.inner.serving.borrow().as_ref().map(|s| s.conn.peer())
+        match self.server_endpoint()? {
+            crate::Endpoint::Tcp { addr, .. } => Some(addr),
+            crate::Endpoint::Unix(_) => None,
+        }
+    }
+
+    /// Where the serving connection goes (TCP or Unix socket).
+    pub fn server_endpoint(&self) -> Option<crate::Endpoint> {
+        self.inner.serving.borrow().as_ref().map(|s| s.conn.peer().clone())
     }
 
     /// The message encoding the serving server chose (`Z5` pickle or `M5` msgpack).

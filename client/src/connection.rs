@@ -23,15 +23,14 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +40,7 @@ use zeo_proto::pickle::{DecodeOptions, Value};
 use zeo_proto::{Oid, Tid};
 
 use crate::error::{ClientError, Result};
+use crate::transport::{Endpoint, Stream};
 
 /// Frames queued for the writer before senders wait: bounds the memory a stalled server can
 /// make us hold, while letting a commit's `storea` stream ahead of the socket.
@@ -80,6 +80,7 @@ pub(crate) struct ConnConfig {
     pub tcp_keepalive: Option<Duration>,
     /// Linux `TCP_USER_TIMEOUT`: unacknowledged data older than this kills the connection.
     pub tcp_user_timeout: Option<Duration>,
+    pub tls: Option<crate::transport::Tls>,
 }
 
 /// A msgid as the pending-call table keys it.
@@ -120,7 +121,7 @@ struct Pending {
 
 /// State shared by the handle and the connection's tasks.
 struct Shared {
-    peer: SocketAddr,
+    peer: Endpoint,
     encoding: Encoding,
     cfg: ConnConfig,
     /// Encoded frames for the writer task.
@@ -163,26 +164,43 @@ impl Connection {
     /// [`ClientError::Disconnected`] when the TCP connection fails or closes early,
     /// [`ClientError::Timeout`] when the budget runs out, [`ClientError::Protocol`] when the
     /// server announces a protocol other than `Z5`/`M5`.
-    pub(crate) async fn open(addr: SocketAddr, cfg: ConnConfig, events: Arc<dyn Events>) -> Result<Connection> {
+    pub(crate) async fn open(addr: Endpoint, cfg: ConnConfig, events: Arc<dyn Events>) -> Result<Connection> {
         let deadline = Instant::now() + cfg.connect_timeout;
         let timeout = |op: &str| ClientError::Timeout { op: format!("{op} {addr}"), after: cfg.connect_timeout };
-        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
-            .await
-            .map_err(|_| timeout("connecting to"))?
-            .map_err(|e| ClientError::disconnected(format!("connecting to {addr}: {e}")))?;
-        // Connecting to a free port in the ephemeral range of this host can "succeed" by
-        // connecting the socket to itself (TCP simultaneous open); that would also keep the
-        // port from the server we are waiting for.
-        if stream.local_addr().ok() == Some(addr) {
-            return Err(ClientError::disconnected(format!("connecting to {addr}: connected to itself")));
-        }
-        // Latency matters more than packet count for a request/reply protocol.
-        let _ = stream.set_nodelay(true);
-        // A server whose host vanished sends nothing, not even a reset: the kernel notices
-        // through keepalive probes (idle connection) or unacknowledged data (busy one) long
-        // before the default retransmission timeout of about 15 minutes.
-        set_liveness(&stream, &cfg);
-        let (mut rd, mut wr) = stream.into_split();
+        let stream: Stream = match &addr {
+            Endpoint::Tcp { addr: sa, .. } => {
+                let stream = tokio::time::timeout_at(deadline, TcpStream::connect(sa))
+                    .await
+                    .map_err(|_| timeout("connecting to"))?
+                    .map_err(|e| ClientError::disconnected(format!("connecting to {addr}: {e}")))?;
+                // Connecting to a free port in the ephemeral range of this host can "succeed" by
+                // connecting the socket to itself (TCP simultaneous open); that would also keep
+                // the port from the server we are waiting for.
+                if stream.local_addr().ok() == Some(*sa) {
+                    return Err(ClientError::disconnected(format!("connecting to {addr}: connected to itself")));
+                }
+                // Latency matters more than packet count for a request/reply protocol.
+                let _ = stream.set_nodelay(true);
+                // A server whose host vanished sends nothing, not even a reset: the kernel
+                // notices through keepalive probes (idle connection) or unacknowledged data
+                // (busy one) long before the default retransmission timeout of about 15 minutes.
+                set_liveness(&stream, &cfg);
+                Box::new(stream)
+            }
+            Endpoint::Unix(path) => Box::new(
+                tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(path))
+                    .await
+                    .map_err(|_| timeout("connecting to"))?
+                    .map_err(|e| ClientError::disconnected(format!("connecting to {addr}: {e}")))?,
+            ),
+        };
+        let stream = match &cfg.tls {
+            Some(tls) => {
+                tokio::time::timeout_at(deadline, tls.wrap(stream, &addr)).await.map_err(|_| timeout("TLS with"))??
+            }
+            None => stream,
+        };
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let decoder = FrameDecoder::new(cfg.max_frame);
         let hello = tokio::time::timeout_at(deadline, read_frame(&mut rd, &mut buf, decoder))
@@ -204,7 +222,7 @@ impl Connection {
 
         let (frames, frames_rx) = mpsc::channel(WRITE_QUEUE);
         let shared = Arc::new(Shared {
-            peer: addr,
+            peer: addr.clone(),
             encoding,
             cfg,
             frames,
@@ -222,8 +240,8 @@ impl Connection {
     }
 
     /// The server's address.
-    pub(crate) fn peer(&self) -> SocketAddr {
-        self.shared.peer
+    pub(crate) fn peer(&self) -> &Endpoint {
+        &self.shared.peer
     }
 
     /// The encoding the server chose.
@@ -454,7 +472,7 @@ impl Shared {
 }
 
 /// Reads one frame (the hello) before the tasks start; what follows stays in `buf`.
-async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut BytesMut, mut decoder: FrameDecoder) -> Result<Vec<u8>> {
+async fn read_frame(rd: &mut ReadHalf<Stream>, buf: &mut BytesMut, mut decoder: FrameDecoder) -> Result<Vec<u8>> {
     loop {
         match decoder.decode(buf) {
             Ok(Some(payload)) => return Ok(payload),
@@ -472,7 +490,7 @@ async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut BytesMut, mut decoder: Fra
 
 async fn read_loop(
     shared: Arc<Shared>,
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf<Stream>,
     mut buf: BytesMut,
     mut decoder: FrameDecoder,
     events: Arc<dyn Events>,
@@ -516,7 +534,7 @@ async fn read_loop(
     shared.finished.cancel();
 }
 
-async fn write_loop(shared: Arc<Shared>, wr: OwnedWriteHalf, mut frames: mpsc::Receiver<Vec<u8>>) {
+async fn write_loop(shared: Arc<Shared>, wr: WriteHalf<Stream>, mut frames: mpsc::Receiver<Vec<u8>>) {
     let mut out = BufWriter::with_capacity(READ_CHUNK, wr);
     let pump = async {
         while let Some(frame) = frames.recv().await {
@@ -582,7 +600,12 @@ fn set_liveness(stream: &TcpStream, cfg: &ConnConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use tokio::net::TcpListener;
+
+    fn tcp(addr: SocketAddr) -> Endpoint {
+        Endpoint::Tcp { addr, host: "127.0.0.1".into() }
+    }
     use zeo_proto::p64;
 
     struct NoEvents;
@@ -601,6 +624,7 @@ mod tests {
             max_frame: 1 << 20,
             tcp_keepalive: Some(Duration::from_secs(7)),
             tcp_user_timeout: Some(Duration::from_secs(11)),
+            tls: None,
         }
     }
 
@@ -675,7 +699,7 @@ mod tests {
                 let _ = read_msg(&mut s, enc).await;
             })
             .await;
-            let conn = Arc::new(Connection::open(addr, cfg(), Arc::new(NoEvents)).await.expect("open"));
+            let conn = Arc::new(Connection::open(tcp(addr), cfg(), Arc::new(NoEvents)).await.expect("open"));
             assert_eq!(conn.encoding(), enc);
             let c2 = conn.clone();
             let ping = tokio::spawn(async move { c2.call("ping", vec![]).await });
@@ -698,7 +722,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
         })
         .await;
-        let conn = Connection::open(addr, cfg(), Arc::new(NoEvents)).await.expect("open");
+        let conn = Connection::open(tcp(addr), cfg(), Arc::new(NoEvents)).await.expect("open");
         assert_eq!(conn.call("new_oids", vec![]).await, Err(ClientError::ReadOnly));
         let t = conn.call_with("ping", vec![], Duration::from_millis(100), None).await;
         assert!(matches!(t, Err(ClientError::Timeout { .. })), "{t:?}");
@@ -723,7 +747,7 @@ mod tests {
             write_msg(&mut s, Encoding::Pickle, Message::reply(msgid, Value::None)).await;
         })
         .await;
-        let conn = Arc::new(Connection::open(addr, cfg(), Arc::new(NoEvents)).await.expect("open"));
+        let conn = Arc::new(Connection::open(tcp(addr), cfg(), Arc::new(NoEvents)).await.expect("open"));
         let hooks = Arc::new(AtomicI64::new(0));
         let mut tasks = Vec::new();
         for _ in 0..3 {
@@ -756,7 +780,7 @@ mod tests {
             s.write_all(&frame).await.expect("hello");
             tokio::time::sleep(Duration::from_millis(200)).await;
         });
-        let err = Connection::open(addr, cfg(), Arc::new(NoEvents)).await.expect_err("refused");
+        let err = Connection::open(tcp(addr), cfg(), Arc::new(NoEvents)).await.expect_err("refused");
         assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
     }
 
@@ -776,7 +800,7 @@ mod tests {
         let mut c = cfg();
         c.heartbeat_interval = Duration::from_millis(100);
         c.heartbeat_timeout = Duration::from_millis(200);
-        let conn = Connection::open(addr, c, Arc::new(NoEvents)).await.expect("open");
+        let conn = Connection::open(tcp(addr), c, Arc::new(NoEvents)).await.expect("open");
         let started = std::time::Instant::now();
         tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("closed in time");
         assert!(started.elapsed() < Duration::from_secs(2));

@@ -39,8 +39,7 @@
 //! - **Liveness.** Every call has a deadline; a heartbeat notices a dead or stopped server within
 //!   seconds; reconnection uses exponential backoff with jitter and re-resolves host names.
 //!
-//! Not yet here (issue 4): Unix sockets, TLS, the persistent cache file, blobs, undo and
-//! iteration APIs, an object layer.
+//! Not yet here: the persistent cache file, blobs, undo and iteration APIs.
 //!
 //! # Layout
 //!
@@ -48,7 +47,8 @@
 //!   (re)connect; connection generations.
 //! - `reconnect`: the supervisor task: connect to the best address, serve, notice loss,
 //!   back off with jitter, upgrade from a read-only fallback server.
-//! - `connection`: one TCP connection: hello, framing, calls matched by msgid (tuple msgids for
+//! - `transport`: TCP or Unix socket, optionally TLS with a client certificate.
+//! - `connection`: one connection: hello, framing, calls matched by msgid (tuple msgids for
 //!   `loadBefore`), reader/writer/heartbeat tasks, per-call deadlines.
 //! - [`cache`]: the in-memory MVCC cache bounded in bytes, and its staleness contract.
 //! - [`txn`]: [`Transaction`] (snapshot loads, buffered writes, two-phase commit, resolving a
@@ -62,11 +62,13 @@ mod connection;
 pub mod error;
 pub mod metrics;
 mod reconnect;
+mod transport;
 pub mod txn;
 
 pub use client::{Client, ClientOptions};
 pub use error::{ClientError, Result};
 pub use metrics::MetricsSnapshot;
+pub use transport::{Endpoint, TlsOptions};
 pub use txn::{COMMIT_TOKEN_KEY, RetryPolicy, Transaction};
 pub use zeo_proto::{MAXTID, Oid, Tid, Z64, p64, u64_of};
 

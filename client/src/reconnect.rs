@@ -17,7 +17,7 @@
 //! Host names are resolved at every attempt, so a service name that moves to another address
 //! during a failover is followed.
 
-use std::net::SocketAddr;
+use crate::transport::Endpoint;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -211,15 +211,20 @@ async fn connect_best(inner: &Arc<Inner>, writable_only: bool) -> Result<Candida
 
 /// Resolves `host:port` strings now (never cached). Returns the addresses and the last
 /// resolution error.
-async fn resolve(addrs: &[String], timeout: Duration) -> (Vec<SocketAddr>, Option<ClientError>) {
+async fn resolve(addrs: &[String], timeout: Duration) -> (Vec<Endpoint>, Option<ClientError>) {
     let mut out = Vec::new();
     let mut err = None;
     for a in addrs {
+        if let Some(path) = crate::transport::unix_path(a) {
+            out.push(Endpoint::Unix(path));
+            continue;
+        }
         match tokio::time::timeout(timeout, tokio::net::lookup_host(a.as_str())).await {
             Ok(Ok(found)) => {
-                for sa in found {
-                    if !out.contains(&sa) {
-                        out.push(sa);
+                for addr in found {
+                    let ep = Endpoint::Tcp { addr, host: crate::transport::host_of(a) };
+                    if !out.contains(&ep) {
+                        out.push(ep);
                     }
                 }
             }
@@ -233,12 +238,12 @@ async fn resolve(addrs: &[String], timeout: Duration) -> (Vec<SocketAddr>, Optio
 /// Connects to one address and registers: read-only if configured; else writable, falling
 /// back to read-only on a read-only server when allowed (ZEO sends the second `register` on
 /// the same connection).
-async fn attempt(inner: Arc<Inner>, addr: SocketAddr, writable_only: bool) -> Result<Candidate> {
+async fn attempt(inner: Arc<Inner>, addr: Endpoint, writable_only: bool) -> Result<Candidate> {
     // From here on the generation is forgotten again however this ends, including when this
     // task is aborted because another address won.
     let guard = GenerationGuard::new(&inner);
     let generation = guard.generation;
-    let conn = Arc::new(Connection::open(addr, inner.opts.conn_config(), inner.events(generation)).await?);
+    let conn = Arc::new(Connection::open(addr.clone(), inner.opts.conn_config()?, inner.events(generation)).await?);
     let mut cand = Candidate { conn, generation, server_tid: Tid::default(), read_only: false, guard };
     let opts = &inner.opts;
     let register = |read_only: bool| {

@@ -9,3 +9,4 @@ mod common;
 mod failover;
 mod mvcc;
 mod python;
+mod transport;

@@ -13,7 +13,7 @@ use zeo_proto::message::Encoding;
 
 use crate::common::{Cut, Proxy, bounded, eventually, free_port, opts};
 
-fn runzeo() -> PathBuf {
+pub fn runzeo() -> PathBuf {
     let python = std::env::var_os("ZEORS_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
