@@ -349,6 +349,45 @@ impl Cache {
     }
 }
 
+/// One cached revision as the cache file keeps it: oid, start tid, end tid (`None`: current),
+/// data.
+pub(crate) type SavedRevision = (Oid, Tid, Option<Tid>, Bytes);
+
+impl Cache {
+    /// Every revision, least recently used first, with [`Cache::last_tid`]: what the cache file
+    /// saves. Cheap: the data is reference-counted.
+    pub(crate) fn saved(&self) -> (Option<Tid>, Vec<SavedRevision>) {
+        let revs = self
+            .lru
+            .values()
+            .filter_map(|slot| match *slot {
+                Slot::Current(oid) => self.current.get(&oid).map(|c| (oid, c.start, None, c.data.clone())),
+                Slot::Old(oid, start) => self.old.get(&(oid, start)).map(|o| (oid, start, Some(o.end), o.data.clone())),
+            })
+            .collect();
+        (self.last_tid, revs)
+    }
+
+    /// Fills an empty cache from a cache file (least recently used first). The revisions are
+    /// only as fresh as `last_tid`: the client verifies them with the server before use, as it
+    /// does after any disconnection.
+    pub(crate) fn load_saved(&mut self, last_tid: Tid, revs: Vec<SavedRevision>) {
+        self.clear();
+        for (oid, start, end, data) in revs {
+            if !self.fits(&data) || end.is_some_and(|e| e <= start) || start > last_tid {
+                continue;
+            }
+            match end {
+                Some(end) if !self.old.contains_key(&(oid, start)) => self.insert_old(oid, start, data, end),
+                None if !self.current.contains_key(&oid) => self.insert_current(oid, start, data),
+                _ => {}
+            }
+        }
+        self.last_tid = Some(last_tid);
+        self.evict();
+    }
+}
+
 /// What an entry costs against the budget.
 fn charge(data: &Bytes) -> usize {
     data.len() + ENTRY_OVERHEAD

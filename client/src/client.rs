@@ -107,6 +107,11 @@ pub struct ClientOptions {
     /// TLS (with a client certificate when the server asks for one). The files are read again
     /// at every connection, so rotated certificates are picked up. `None`: plain.
     pub tls: Option<crate::TlsOptions>,
+    /// A persistent cache file: loaded at start (then verified against the server like any
+    /// cache after a disconnection), saved every [`ClientOptions::cache_save_interval`] when
+    /// it changed, and on [`Client::close`]. Bounded by [`ClientOptions::cache_bytes`].
+    pub cache_file: Option<std::path::PathBuf>,
+    pub cache_save_interval: Duration,
 }
 
 impl ClientOptions {
@@ -134,6 +139,8 @@ impl ClientOptions {
             tcp_keepalive: Some(Duration::from_secs(5)),
             tcp_user_timeout: Some(Duration::from_secs(10)),
             tls: None,
+            cache_file: None,
+            cache_save_interval: Duration::from_secs(10),
         }
     }
 
@@ -159,6 +166,9 @@ impl ClientOptions {
         }
         if self.retry.attempts == 0 {
             return fail("retry.attempts must be >= 1");
+        }
+        if self.cache_file.is_some() && self.cache_save_interval.is_zero() {
+            return fail("cache_save_interval must be > 0 with a cache_file");
         }
         self.conn_config()?;
         Ok(())
@@ -502,14 +512,12 @@ impl Client {
     pub fn spawn(opts: ClientOptions) -> Result<Client> {
         opts.validate()?;
         let cancel = CancellationToken::new();
-        let state = State {
-            cache: Cache::new(opts.cache_bytes),
-            generation: 0,
-            next_gen: 0,
-            queues: HashMap::new(),
-            last_error: None,
-            oids: Vec::new(),
-        };
+        let mut cache = Cache::new(opts.cache_bytes);
+        if let Some(path) = &opts.cache_file {
+            crate::cache_file::load_into(path, &mut cache);
+        }
+        let state =
+            State { cache, generation: 0, next_gen: 0, queues: HashMap::new(), last_error: None, oids: Vec::new() };
         let (serving, _) = watch::channel(None);
         let inner = Arc::new(Inner {
             opts,
@@ -521,6 +529,9 @@ impl Client {
             next_txn: AtomicU64::new(1),
         });
         tokio::spawn(reconnect::run(inner.clone()));
+        if inner.opts.cache_file.is_some() {
+            tokio::spawn(save_periodically(inner.clone()));
+        }
         Ok(Client { inner, _guard: Arc::new(DropGuard(cancel)) })
     }
 
@@ -660,10 +671,52 @@ impl Client {
     /// [`ClientError::Closed`]. Dropping every handle does the same.
     pub fn close(&self) {
         self.inner.cancel.cancel();
+        if self.inner.opts.cache_file.is_some()
+            && let Err(e) = self.save_cache()
+        {
+            tracing::warn!(error = %e, "cannot save the persistent cache");
+        }
+    }
+
+    /// Writes the persistent cache file now (a no-op without [`ClientOptions::cache_file`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Io`] when the file cannot be written.
+    pub fn save_cache(&self) -> Result<()> {
+        save_cache(&self.inner)
     }
 
     /// The options the client runs with.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.opts
+    }
+}
+
+/// Snapshots the cache under the state lock (cheap: data is reference-counted) and writes it.
+fn save_cache(inner: &Inner) -> Result<()> {
+    let Some(path) = &inner.opts.cache_file else { return Ok(()) };
+    let Some(bytes) = crate::cache_file::encode(&lock(&inner.state).cache) else { return Ok(()) };
+    crate::cache_file::write(path, &bytes).map_err(|e| ClientError::Io(format!("writing {}: {e}", path.display())))
+}
+
+/// Saves the cache file whenever the cache moved on, every `cache_save_interval`.
+async fn save_periodically(inner: Arc<Inner>) {
+    let mut saved = lock(&inner.state).cache.last_tid();
+    loop {
+        tokio::select! {
+            () = inner.cancel.cancelled() => return,
+            () = tokio::time::sleep(inner.opts.cache_save_interval) => {}
+        }
+        let now = lock(&inner.state).cache.last_tid();
+        if now == saved {
+            continue;
+        }
+        let inner2 = inner.clone();
+        match tokio::task::spawn_blocking(move || save_cache(&inner2)).await {
+            Ok(Ok(())) => saved = now,
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the persistent cache"),
+            Err(e) => tracing::warn!(error = %e, "cache save task failed"),
+        }
     }
 }

@@ -114,6 +114,9 @@ pub enum ClientError {
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
+    /// A local file (the persistent cache) could not be written.
+    #[error("local I/O error: {0}")]
+    Io(String),
 }
 
 impl ClientError {
@@ -167,6 +170,7 @@ impl ClientError {
             ClientError::TransactionFinished => "transaction_finished",
             ClientError::Config(_) => "config",
             ClientError::Closed => "closed",
+            ClientError::Io(_) => "io",
         }
     }
 

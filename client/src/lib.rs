@@ -39,7 +39,7 @@
 //! - **Liveness.** Every call has a deadline; a heartbeat notices a dead or stopped server within
 //!   seconds; reconnection uses exponential backoff with jitter and re-resolves host names.
 //!
-//! Not yet here: the persistent cache file, blobs, undo and iteration APIs.
+//! Not yet here: blobs, undo and iteration APIs.
 //!
 //! # Layout
 //!
@@ -51,12 +51,14 @@
 //! - `connection`: one connection: hello, framing, calls matched by msgid (tuple msgids for
 //!   `loadBefore`), reader/writer/heartbeat tasks, per-call deadlines.
 //! - [`cache`]: the in-memory MVCC cache bounded in bytes, and its staleness contract.
+//! - `cache_file`: the persistent cache file (a verified-on-connect snapshot of the cache).
 //! - [`txn`]: [`Transaction`] (snapshot loads, buffered writes, two-phase commit, resolving a
 //!   lost `tpc_finish`) and the retry loop behind [`Client::transact`].
 //! - [`error`]: [`ClientError`] and the mapping from server error replies.
 //! - [`metrics`]: counters ([`MetricsSnapshot`]).
 
 pub mod cache;
+mod cache_file;
 pub mod client;
 mod connection;
 pub mod error;

@@ -220,3 +220,51 @@ async fn lost_tpc_finish_is_resolved_not_guessed() {
     })
     .await;
 }
+
+/// A persistent cache file: a restarted client process starts warm (unchanged objects are
+/// served from the file without a round trip), objects changed while it was away are not
+/// served stale, and a server that is behind the saved cache is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_cache_file_survives_restarts_and_is_verified() {
+    bounded(async {
+        let (dir, data) = data_dir();
+        let server = Server::start(&data, 0, &[]).await;
+        let file = dir.path().join("client.zec");
+        let with_file = || {
+            let mut o = opts(&server.addr);
+            o.cache_file = Some(file.clone());
+            o
+        };
+        let c = Client::connect(with_file()).await.expect("connect");
+        let (kept, _) = create(&c, b"unchanged").await;
+        let (changed, _) = create(&c, b"before").await;
+        assert_eq!(&c.load(kept).await.unwrap().0[..], b"unchanged");
+        c.close();
+        assert!(file.exists(), "close saves the cache file");
+
+        // Another client changes one object while the first is gone.
+        let other = Client::connect(opts(&server.addr)).await.expect("connect");
+        update(&other, changed, b"after").await;
+
+        let c = Client::connect(with_file()).await.expect("reconnect");
+        let before = c.metrics();
+        assert_eq!(&c.load(kept).await.unwrap().0[..], b"unchanged");
+        assert_eq!(c.metrics().cache_hits, before.cache_hits + 1, "served from the file");
+        assert_eq!(&c.load(changed).await.unwrap().0[..], b"after", "never stale");
+        let last = update(&c, changed, b"newest").await;
+        c.close();
+        drop(server);
+
+        // The same address, an older copy of the data: the saved cache is ahead of it.
+        let (_old_dir, old_data) = data_dir();
+        let old = Server::start(&old_data, 0, &[]).await;
+        let mut o = opts(&old.addr);
+        o.cache_file = Some(file.clone());
+        o.wait_timeout = Duration::from_secs(2);
+        match Client::connect(o).await {
+            Err(ClientError::ServerBehind { cache_tid, .. }) => assert_eq!(cache_tid, last),
+            other => panic!("expected ServerBehind, got {:?}", other.map(|_| ())),
+        }
+    })
+    .await;
+}
