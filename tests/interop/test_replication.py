@@ -233,3 +233,34 @@ def test_standby_behind_a_pack_needs_and_gets_a_reseed(make_server, clients, tmp
     rconn, rtm = connect(reader)
     assert rconn.root()["x"]["v"] == 99
     assert os.path.exists(os.path.join(b.datadir, "Data.fs.before-reseed"))
+
+
+def test_a_pack_on_the_primary_is_replayed_on_the_standby(make_server, clients, tmp_path):
+    """The standby packs to the same time once it has every transaction before it: both files
+    end up byte-identical (pack is deterministic), and the standby keeps following."""
+    import time as _time
+    a = _node(make_server, tmp_path, "a")
+    b = _node(make_server, tmp_path, "b", "--standby-of", a.ready_info["replication"])
+    db = open_db(clients, a.addr)
+    seed(db, x=PersistentMapping({"v": 0}), junk=PersistentMapping({"big": "x" * 5000}))
+    conn, tm = connect(db)
+    for i in range(1, 20):
+        conn.root()["x"]["v"] = i
+        tm.commit()
+    del conn.root()["junk"]
+    tm.commit()
+    _time.sleep(0.01)
+    db.pack(_time.time())
+    a_path = os.path.join(a.datadir, "Data.fs")
+    b_path = os.path.join(b.datadir, "Data.fs")
+
+    def same_files():
+        with open(a_path, "rb") as fa, open(b_path, "rb") as fb:
+            return fa.read() == fb.read()
+
+    wait_until(same_files, 15, "the standby packing to the same bytes")
+    conn.root()["x"]["v"] = 100
+    tm.commit()
+    last = db.storage.lastTransaction().hex()
+    wait_until(lambda: _admin(b, "/status")["last_tid"] == last, 10, "b following after the pack")
+    assert "pack complete" in open(b.log_path).read()

@@ -424,6 +424,10 @@ async fn stream_to(
     let mut log_end = s.log_end.subscribe();
     let mut role = repl.role.subscribe();
     let mut marks = repl.marks.subscribe();
+    let mut packs = s.host.subscribe_packs();
+    packs.mark_unchanged();
+    // A pack to announce once the standby has every transaction up to its pack time.
+    let mut pending_pack: Option<Tid> = None;
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     let shipped = repl.metrics.repl_shipped_transactions.get_or_create(&crate::metrics::storage_label(&s.name)).clone();
     loop {
@@ -477,6 +481,10 @@ async fn stream_to(
                 cursor = t.tid;
             }
         }
+        if let Some(p) = pending_pack.take() {
+            // Caught up to the log end: everything up to the pack time is on the standby.
+            send(wr, &Msg::Pack { pack_tid: p }, epoch).await?;
+        }
         let send_status = async |wr: &mut OwnedWriteHalf| -> Result<(), SessionError> {
             let out_of_sync = repl.state().get().standbys_out_of_sync.contains(name);
             let status =
@@ -491,6 +499,12 @@ async fn stream_to(
             r = log_end.changed() => if r.is_err() { return Ok(()) },
             _ = status_tick.tick() => send_status(wr).await?,
             _ = marks.changed() => send_status(wr).await?,
+            r = packs.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                pending_pack = *packs.borrow_and_update();
+            }
             _ = role.changed() => {
                 if *role.borrow() != (Role::Primary, epoch) {
                     return Ok(());

@@ -203,6 +203,21 @@ async fn follow_once(
                         s.follow.lock().expect("follow lock poisoned").primary_last_tid =
                             wire::parse_tid(&st.primary_last_tid)?;
                     }
+                    Msg::Pack { pack_tid } => {
+                        // Earlier transactions first, then pack beside the stream, as the primary did.
+                        if !batch.is_empty() {
+                            let last = apply_batch(s, std::mem::take(&mut batch), &mut blobs).await?;
+                            applied.inc_by(last.1);
+                            s.follow.lock().expect("follow lock poisoned").applied = last.0;
+                            send(&mut wr, &Msg::Ack { tid: last.0 }, repl.epoch()).await?;
+                        }
+                        let host = s.host.clone();
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = host.pack(&pack_tid) {
+                                tracing::error!(error = %e, "the pack the primary asked for failed; this standby keeps its full history");
+                            }
+                        });
+                    }
                     Msg::Refuse(r) if r.code == RefuseCode::Reseed => return Err(FollowError::Reseed(r.reason)),
                     Msg::Refuse(r) => return Err(FollowError::Refused(r.reason)),
                     other => return Err(FollowError::Protocol(format!("unexpected {other:?} in the stream"))),

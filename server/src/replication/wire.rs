@@ -134,6 +134,10 @@ pub enum Msg {
         chain: Vec<u8>,
     },
     Status(PrimaryStatus),
+    /// The primary packed to this time; every transaction up to it was sent before.
+    Pack {
+        pack_tid: Tid,
+    },
 }
 
 mod kind {
@@ -149,6 +153,7 @@ mod kind {
     pub const SNAPSHOT_DATA: u8 = 16;
     pub const SNAPSHOT_END: u8 = 17;
     pub const STATUS: u8 = 18;
+    pub const PACK: u8 = 19;
 }
 
 /// A malformed or oversized frame, or an I/O error.
@@ -227,6 +232,10 @@ pub fn encode(msg: &Msg, epoch: u64) -> Vec<u8> {
         Msg::SnapshotData(d) => {
             head(&mut out, kind::SNAPSHOT_DATA, epoch);
             out.extend_from_slice(d);
+        }
+        Msg::Pack { pack_tid } => {
+            head(&mut out, kind::PACK, epoch);
+            out.extend_from_slice(pack_tid);
         }
         Msg::SnapshotEnd { chain } => {
             head(&mut out, kind::SNAPSHOT_END, epoch);
@@ -342,6 +351,7 @@ pub fn decode(body: &[u8]) -> Result<(u64, Msg), WireError> {
         }
         kind::SNAPSHOT_DATA => Msg::SnapshotData(r.rest()),
         kind::SNAPSHOT_END => Msg::SnapshotEnd { chain: r.rest() },
+        kind::PACK => Msg::Pack { pack_tid: r.arr()? },
         other => return Err(bad(format!("unknown message kind {other}"))),
     };
     Ok((epoch, msg))
@@ -421,6 +431,7 @@ mod tests {
         roundtrip(Msg::SnapshotBegin { size: 99, last_tid: [9; 8] });
         roundtrip(Msg::SnapshotData(b"FS30".to_vec()));
         roundtrip(Msg::SnapshotEnd { chain: b"ZRSCHN01".to_vec() });
+        roundtrip(Msg::Pack { pack_tid: [8; 8] });
     }
 
     #[test]

@@ -839,21 +839,9 @@ impl Conn {
         }
         tokio::spawn(async move {
             let result = tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-                let pack_tid = zeo_proto::timestamp::TimeStamp::from_unix(t)
-                    .map_err(|e| StorageError::Pack(e.to_string()))?
-                    .raw();
-                tracing::info!(storage = %h.name, time = t, "pack started");
-                let stats = h.fs.pack(&pack_tid, true).inspect_err(|e| {
-                    tracing::error!(storage = %h.name, time = t, error = %e, "pack failed");
-                })?;
-                if let Some(dir) = &h.blobs {
-                    for (oid, tid) in &stats.removed_blob_revisions {
-                        dir.remove(oid, tid);
-                    }
-                }
-                tracing::info!(storage = %h.name, removed = stats.records_removed, new_size = stats.new_size, "pack complete");
-                h.broadcast_info();
-                Ok(())
+                let pack_tid =
+                    zeo_proto::timestamp::TimeStamp::from_unix(t).map_err(|e| StorageError::Pack(e.to_string()))?.raw();
+                h.pack(&pack_tid).map(drop)
             })
             .await;
             if let Some(msgid) = reply_to {

@@ -79,6 +79,8 @@ pub struct StorageHost {
     gate: Mutex<Option<Tid>>,
     /// The last durable tid, for the replication streamers (they ship before publication).
     durable: tokio::sync::watch::Sender<Tid>,
+    /// The pack time of the last completed pack, for the replication streamers (standbys pack too).
+    packed: tokio::sync::watch::Sender<Option<Tid>>,
     invq_size: usize,
     pub stats: HostStats,
     pub metrics: crate::metrics::StorageMetrics,
@@ -114,6 +116,7 @@ impl StorageHost {
             name,
             read_only: AtomicBool::new(read_only || fs.is_read_only()),
             durable: tokio::sync::watch::channel(last_tid).0,
+            packed: tokio::sync::watch::channel(None).0,
             gate: Mutex::new(None),
             fs,
             blobs,
@@ -183,6 +186,29 @@ impl StorageHost {
         st.invq = invq;
         st.last_tid = last;
         self.durable.send_replace(last);
+    }
+
+    /// Packs (GC) to `pack_tid`, removes the blob files of dropped revisions, tells clients the new
+    /// size, and announces the pack to replication. Blocking: call on a blocking thread.
+    pub fn pack(&self, pack_tid: &Tid) -> Result<crate::storage::PackStats, crate::storage::StorageError> {
+        tracing::info!(storage = %self.name, pack_tid = %hex::encode(pack_tid), "pack started");
+        let stats = self.fs.pack(pack_tid, true).inspect_err(|e| {
+            tracing::error!(storage = %self.name, error = %e, "pack failed");
+        })?;
+        if let Some(dir) = &self.blobs {
+            for (oid, tid) in &stats.removed_blob_revisions {
+                dir.remove(oid, tid);
+            }
+        }
+        tracing::info!(storage = %self.name, removed = stats.records_removed, new_size = stats.new_size, "pack complete");
+        self.broadcast_info();
+        self.packed.send_replace(Some(*pack_tid));
+        Ok(stats)
+    }
+
+    /// Follows completed packs (their pack times).
+    pub fn subscribe_packs(&self) -> tokio::sync::watch::Receiver<Option<Tid>> {
+        self.packed.subscribe()
     }
 
     /// Follows the last durable tid (replication ships from it).
