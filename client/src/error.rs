@@ -114,6 +114,16 @@ pub enum ClientError {
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
+    /// An object's record is not one the object layer ([`crate::objects`]) can read as the
+    /// type asked for: an undecodable pickle, an unsupported class or value, or a record of
+    /// another class. Retrying cannot help.
+    #[error("record of {} cannot be used: {reason}", fmt_oid(oid))]
+    BadRecord {
+        /// The object whose record it is.
+        oid: Oid,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -167,6 +177,7 @@ impl ClientError {
             ClientError::TransactionFinished => "transaction_finished",
             ClientError::Config(_) => "config",
             ClientError::Closed => "closed",
+            ClientError::BadRecord { .. } => "bad_record",
         }
     }
 

@@ -39,8 +39,7 @@
 //! - **Liveness.** Every call has a deadline; a heartbeat notices a dead or stopped server within
 //!   seconds; reconnection uses exponential backoff with jitter and re-resolves host names.
 //!
-//! Not yet here (issue 4): Unix sockets, TLS, the persistent cache file, blobs, undo and
-//! iteration APIs, an object layer.
+//! Not yet here: Unix sockets, TLS, the persistent cache file, blobs, undo and iteration APIs.
 //!
 //! # Layout
 //!
@@ -55,12 +54,15 @@
 //!   lost `tpc_finish`) and the retry loop behind [`Client::transact`].
 //! - [`error`]: [`ClientError`] and the mapping from server error replies.
 //! - [`metrics`]: counters ([`MetricsSnapshot`]).
+//! - [`objects`]: ZODB's record format for `PersistentMapping`/`PersistentList` ([`objects::Object`]),
+//!   loading and storing them in transactions, and creating the root object.
 
 pub mod cache;
 pub mod client;
 mod connection;
 pub mod error;
 pub mod metrics;
+pub mod objects;
 mod reconnect;
 pub mod txn;
 

@@ -8,4 +8,5 @@ mod basic;
 mod common;
 mod failover;
 mod mvcc;
+mod objects;
 mod python;
