@@ -117,6 +117,16 @@ pub enum ClientError {
     /// A local file (the persistent cache) could not be written.
     #[error("local I/O error: {0}")]
     Io(String),
+    /// An object's record is not one the object layer ([`crate::objects`]) can read as the
+    /// type asked for: an undecodable pickle, an unsupported class or value, or a record of
+    /// another class. Retrying cannot help.
+    #[error("record of {} cannot be used: {reason}", fmt_oid(oid))]
+    BadRecord {
+        /// The object whose record it is.
+        oid: Oid,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -171,6 +181,7 @@ impl ClientError {
             ClientError::Config(_) => "config",
             ClientError::Closed => "closed",
             ClientError::Io(_) => "io",
+            ClientError::BadRecord { .. } => "bad_record",
         }
     }
 

@@ -56,6 +56,8 @@
 //!   lost `tpc_finish`) and the retry loop behind [`Client::transact`].
 //! - [`error`]: [`ClientError`] and the mapping from server error replies.
 //! - [`metrics`]: counters ([`MetricsSnapshot`]).
+//! - [`objects`]: ZODB's record format for `PersistentMapping`/`PersistentList` ([`objects::Object`]),
+//!   loading and storing them in transactions, and creating the root object.
 
 pub mod cache;
 mod cache_file;
@@ -63,6 +65,7 @@ pub mod client;
 mod connection;
 pub mod error;
 pub mod metrics;
+pub mod objects;
 mod reconnect;
 mod transport;
 pub mod txn;

@@ -40,6 +40,14 @@ pub fn server_bin() -> PathBuf {
     bin
 }
 
+/// The Python interpreter with ZODB and ZEO: `$ZEORS_PYTHON` (set by `scripts/test`), else
+/// `.venv/bin/python` at the repository root (made by `scripts/setup-venv`).
+pub fn python() -> PathBuf {
+    std::env::var_os("ZEORS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+}
+
 static STARTS: AtomicUsize = AtomicUsize::new(0);
 
 /// A running `zeo-server`; killed on drop.

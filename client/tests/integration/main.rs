@@ -8,5 +8,6 @@ mod basic;
 mod common;
 mod failover;
 mod mvcc;
+mod objects;
 mod python;
 mod transport;

@@ -11,13 +11,10 @@ use bytes::Bytes;
 use zeo_client::{Client, ClientError, Z64};
 use zeo_proto::message::Encoding;
 
-use crate::common::{Cut, Proxy, bounded, eventually, free_port, opts};
+use crate::common::{Cut, Proxy, bounded, eventually, free_port, opts, python};
 
 pub fn runzeo() -> PathBuf {
-    let python = std::env::var_os("ZEORS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    let runzeo = python.with_file_name("runzeo");
+    let runzeo = python().with_file_name("runzeo");
     assert!(runzeo.exists(), "no runzeo at {} (run scripts/setup-venv or set ZEORS_PYTHON)", runzeo.display());
     runzeo
 }
