@@ -1,7 +1,33 @@
-//! zeo-supervisor: the failover supervisor (issue 6).
+//! zeo-supervisor: the failover supervisor beside each zeo-server.
 //!
-//! - `local_proxy`: the service address of a loopback pair (a forwarding listener).
-//! - `file_lease`: a lease in a local file, for supervisors sharing one host.
+//! Each tick it observes its own server (a ZEO round trip, `/status`, the process exit when it
+//! started the server itself), the peers' `/status` and the lease; [`decide::decide`] turns that
+//! into actions; the loop carries them out: take or renew the lease, promote, demote or kill
+//! (fencing), rejoin, move the service address.
+//!
+//! # Layout
+//!
+//! - [`status`]: the server's `/status` document.
+//! - [`decide`]: the pure decision function and its rules.
+//! - [`lease`]: the lease record, the [`lease::LeaseStore`] CAS trait and its backends, and
+//!   [`lease::LeaseElector`] (acquire, renew, release; expiry on the local monotonic clock).
+//! - [`admin`]: the client of the server's admin HTTP API.
+//! - [`probe`]: the ZEO round-trip health probe.
+//! - [`mover`]: the [`mover::AddressMover`] trait and its backends (pod label, Docker alias, VIP).
+//! - [`process`]: exec mode, the server as our child process (exit seen at once, SIGKILL fence).
+//! - [`runner`]: the observe → decide → act loop and the shutdown order.
+//! - [`http`]: the supervisor's admin port (`/livez`, `/readyz`, `/metrics`, `/switchover`).
+//! - [`metrics`]: the Prometheus metrics.
+pub mod admin;
+pub mod decide;
+pub mod http;
+pub mod lease;
+pub mod metrics;
+pub mod mover;
+pub mod probe;
+pub mod process;
+pub mod runner;
+pub mod status;
 
-pub mod file_lease;
-pub mod local_proxy;
+#[cfg(test)]
+mod testkit;

@@ -8,7 +8,10 @@
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
+use async_trait::async_trait;
 use tokio::net::{TcpListener, TcpStream};
+
+use super::{AddressMover, MoveError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -64,6 +67,18 @@ impl LocalProxy {
             t.cancel();
             tracing::info!(service = %self.service, "service address released");
         }
+    }
+}
+
+#[async_trait]
+impl AddressMover for LocalProxy {
+    async fn claim(&self) -> Result<(), MoveError> {
+        LocalProxy::claim(self).await.map_err(|e| MoveError::Backend { backend: "local", source: Box::new(e) })
+    }
+
+    async fn release(&self) -> Result<(), MoveError> {
+        LocalProxy::release(self).await;
+        Ok(())
     }
 }
 
@@ -138,21 +153,21 @@ mod tests {
         let service = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let pa = LocalProxy::new(service, a.to_string());
         let pb = LocalProxy::new(service, b.to_string());
-        pa.claim().await.unwrap();
-        assert!(pb.claim().await.is_err(), "only one holder at a time");
+        LocalProxy::claim(&pa).await.unwrap();
+        assert!(LocalProxy::claim(&pb).await.is_err(), "only one holder at a time");
         let mut c = TcpStream::connect(service).await.unwrap();
         c.write_all(b"ping").await.unwrap();
         let mut got = [0u8; 4];
         c.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ping");
         // Moving: the old holder releases (its forwarded connections close), the new one binds.
-        pa.release().await;
+        LocalProxy::release(&pa).await;
         let mut rest = Vec::new();
         assert_eq!(
             tokio::time::timeout(std::time::Duration::from_secs(5), c.read_to_end(&mut rest)).await.unwrap().unwrap(),
             0
         );
-        pb.claim().await.unwrap();
+        AddressMover::claim(&pb).await.unwrap();
         assert!(pb.is_claimed() && !pa.is_claimed());
         let mut c = TcpStream::connect(service).await.unwrap();
         c.write_all(b"pong").await.unwrap();

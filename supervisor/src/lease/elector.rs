@@ -1,0 +1,181 @@
+//! Acquire, renew and release on any [`LeaseStore`], with expiry on the local monotonic clock.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::{Cas, LeaseError, LeaseRecord, LeaseStore, Versioned};
+use crate::decide::LeaseView;
+
+/// How long a released lease stays visible as "just released" (client-go writes 1 s too).
+const RELEASED_DURATION: Duration = Duration::from_secs(1);
+
+/// One supervisor's handle on the lease. Not shared: the loop owns it.
+pub struct LeaseElector {
+    store: Arc<dyn LeaseStore>,
+    identity: String,
+    duration: Duration,
+    /// The last record seen and when (locally) it last changed.
+    seen: Option<(Versioned, Instant)>,
+    /// The store has been read (absent records included) at least once.
+    read_once: bool,
+    reachable: bool,
+    /// Start of our last successful acquire or renew: the renew deadline counts from here.
+    renewed_at: Option<Instant>,
+}
+
+impl LeaseElector {
+    pub fn new(store: Arc<dyn LeaseStore>, identity: impl Into<String>, duration: Duration) -> LeaseElector {
+        LeaseElector {
+            store,
+            identity: identity.into(),
+            duration,
+            seen: None,
+            read_once: false,
+            reachable: false,
+            renewed_at: None,
+        }
+    }
+
+    /// Reads the record and returns the view for [`decide`](crate::decide::decide).
+    pub async fn observe(&mut self) -> LeaseView {
+        let now = Instant::now();
+        match self.store.get().await {
+            Ok(current) => {
+                self.reachable = true;
+                self.read_once = true;
+                self.note(current, now);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "lease read failed");
+                self.reachable = false;
+            }
+        }
+        self.view(Instant::now())
+    }
+
+    /// Takes the lease if it is free or expired in our view. `Ok(false)`: someone else has it.
+    ///
+    /// # Errors
+    /// The store did not answer.
+    pub async fn try_acquire(&mut self) -> Result<bool, LeaseError> {
+        let start = Instant::now();
+        if !self.read_once {
+            self.observe().await;
+        }
+        let view = self.view(start);
+        let mine = view.holder.as_deref() == Some(self.identity.as_str());
+        if !mine && !view.expired {
+            return Ok(false);
+        }
+        let wall = SystemTime::now();
+        let old = self.seen.as_ref().map(|(v, _)| &v.record);
+        let record = LeaseRecord {
+            holder: Some(self.identity.clone()),
+            preferred_holder: None,
+            acquire_time: if mine { old.and_then(|r| r.acquire_time) } else { Some(wall) },
+            renew_time: Some(wall),
+            lease_duration: self.duration,
+            transitions: old.map_or(0, |r| r.transitions) + u64::from(!mine),
+        };
+        self.write(record, start).await
+    }
+
+    /// Renews a lease we hold. `Ok(false)`: it is no longer ours.
+    ///
+    /// # Errors
+    /// The store did not answer.
+    pub async fn renew(&mut self) -> Result<bool, LeaseError> {
+        let start = Instant::now();
+        let Some((current, _)) = &self.seen else {
+            return Ok(false);
+        };
+        if current.record.holder.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        let record = LeaseRecord { renew_time: Some(SystemTime::now()), ..current.record.clone() };
+        self.write(record, start).await
+    }
+
+    /// Gives up a lease we hold, naming `to` as the preferred next holder.
+    ///
+    /// # Errors
+    /// The store did not answer.
+    pub async fn release(&mut self, to: Option<String>) -> Result<bool, LeaseError> {
+        let start = Instant::now();
+        let Some((current, _)) = &self.seen else {
+            return Ok(false);
+        };
+        if current.record.holder.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        let record = LeaseRecord {
+            holder: None,
+            preferred_holder: to,
+            renew_time: Some(SystemTime::now()),
+            lease_duration: RELEASED_DURATION,
+            ..current.record.clone()
+        };
+        let released = self.write(record, start).await?;
+        self.renewed_at = None;
+        Ok(released)
+    }
+
+    async fn write(&mut self, record: LeaseRecord, start: Instant) -> Result<bool, LeaseError> {
+        let expected = self.seen.as_ref().map(|(v, _)| v.version.clone());
+        let outcome = self.store.compare_and_swap(expected.as_ref(), &record).await;
+        self.reachable = outcome.is_ok();
+        match outcome? {
+            Cas::Written(version) => {
+                self.seen = Some((Versioned { record, version }, start));
+                self.renewed_at = Some(start);
+                Ok(true)
+            }
+            Cas::Conflict => {
+                // Learn the winner now rather than a tick later.
+                self.observe().await;
+                Ok(false)
+            }
+        }
+    }
+
+    fn note(&mut self, current: Option<Versioned>, now: Instant) {
+        let Some(current) = current else {
+            self.seen = None;
+            self.renewed_at = None;
+            return;
+        };
+        let changed = self.seen.as_ref().is_none_or(|(old, _)| old.version != current.version);
+        if changed {
+            // A record naming us that we did not just write (a restart): count the renew
+            // deadline from now, so a renewal is attempted before any fencing.
+            let ours = current.record.holder.as_deref() == Some(self.identity.as_str());
+            if !ours {
+                self.renewed_at = None;
+            } else if self.renewed_at.is_none() {
+                self.renewed_at = Some(now);
+            }
+            self.seen = Some((current, now));
+        }
+    }
+
+    /// The lease as seen at `now`.
+    pub fn view(&self, now: Instant) -> LeaseView {
+        let Some((current, changed_at)) = &self.seen else {
+            return LeaseView { reachable: self.reachable, expired: true, ..LeaseView::default() };
+        };
+        let r = &current.record;
+        let expired = r.holder.is_none() || now.duration_since(*changed_at) >= r.lease_duration;
+        let mine = r.holder.as_deref() == Some(self.identity.as_str());
+        LeaseView {
+            reachable: self.reachable,
+            holder: r.holder.clone(),
+            preferred_holder: r.preferred_holder.clone(),
+            transitions: r.transitions,
+            expired,
+            renewed_at: if mine { self.renewed_at } else { None },
+            changed_at: Some(*changed_at),
+        }
+    }
+}

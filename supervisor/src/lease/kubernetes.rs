@@ -1,0 +1,109 @@
+//! The lease as a `coordination.k8s.io/v1` Lease: created when absent, replaced with the
+//! `resourceVersion` we read, so the API server's optimistic concurrency (409) is our CAS.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::PostParams;
+
+use super::{Cas, LeaseError, LeaseRecord, LeaseStore, Version, Versioned};
+
+const BACKEND: &str = "kubernetes";
+
+/// One named Lease in one namespace.
+pub struct KubeLeaseStore {
+    api: Api<Lease>,
+    name: String,
+}
+
+impl KubeLeaseStore {
+    pub fn new(client: kube::Client, namespace: &str, name: impl Into<String>) -> KubeLeaseStore {
+        KubeLeaseStore { api: Api::namespaced(client, namespace), name: name.into() }
+    }
+
+    fn to_lease(&self, record: &LeaseRecord, version: Option<&Version>) -> Lease {
+        let micro = |t: Option<SystemTime>| t.and_then(|t| Timestamp::try_from(t).ok()).map(MicroTime);
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                resource_version: version.map(|v| v.0.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: record.holder.clone(),
+                preferred_holder: record.preferred_holder.clone(),
+                acquire_time: micro(record.acquire_time),
+                renew_time: micro(record.renew_time),
+                // Whole seconds on the wire; round up so a sub-second duration is never 0.
+                lease_duration_seconds: Some(
+                    i32::try_from(record.lease_duration.as_millis().div_ceil(1000)).unwrap_or(i32::MAX),
+                ),
+                lease_transitions: Some(i32::try_from(record.transitions).unwrap_or(i32::MAX)),
+                strategy: None,
+            }),
+        }
+    }
+}
+
+fn from_lease(lease: Lease) -> Result<Versioned, LeaseError> {
+    let version =
+        lease.metadata.resource_version.ok_or_else(|| LeaseError::Corrupt("Lease without resourceVersion".into()))?;
+    let spec = lease.spec.unwrap_or_default();
+    let wall = |t: Option<MicroTime>| t.map(|t| SystemTime::from(t.0));
+    let record = LeaseRecord {
+        holder: spec.holder_identity.filter(|h| !h.is_empty()),
+        preferred_holder: spec.preferred_holder.filter(|h| !h.is_empty()),
+        acquire_time: wall(spec.acquire_time),
+        renew_time: wall(spec.renew_time),
+        lease_duration: Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0)),
+        transitions: u64::try_from(spec.lease_transitions.unwrap_or(0)).unwrap_or(0),
+    };
+    Ok(Versioned { record, version: Version(version) })
+}
+
+#[async_trait]
+impl LeaseStore for KubeLeaseStore {
+    async fn get(&self) -> Result<Option<Versioned>, LeaseError> {
+        let lease = self.api.get_opt(&self.name).await.map_err(|e| LeaseError::backend(BACKEND, e))?;
+        lease.map(from_lease).transpose()
+    }
+
+    async fn compare_and_swap(&self, expected: Option<&Version>, record: &LeaseRecord) -> Result<Cas, LeaseError> {
+        let lease = self.to_lease(record, expected);
+        let pp = PostParams::default();
+        let written = match expected {
+            None => self.api.create(&pp, &lease).await,
+            Some(_) => self.api.replace(&self.name, &pp, &lease).await,
+        };
+        match written {
+            Ok(lease) => Ok(Cas::Written(from_lease(lease)?.version)),
+            // Conflict: stale resourceVersion; AlreadyExists: someone created it first.
+            Err(kube::Error::Api(s)) if s.is_conflict() || s.is_already_exists() => Ok(Cas::Conflict),
+            Err(e) => Err(LeaseError::backend(BACKEND, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::lease::tests::elector_contract;
+    use crate::testkit::kube_fake::FakeKube;
+
+    #[tokio::test]
+    async fn elector_contract_on_fake_api_server() {
+        let fake = FakeKube::start().await;
+        let store = KubeLeaseStore::new(fake.client(), "zeo", "zeo-primary");
+        elector_contract(Arc::new(store)).await;
+        let lease = fake.object("leases", "zeo", "zeo-primary").unwrap();
+        assert_eq!(lease["spec"]["leaseTransitions"], 3);
+        assert_eq!(lease["spec"]["holderIdentity"], "z");
+        assert!(fake.conflicts() >= 2, "the races went through 409s: {}", fake.conflicts());
+    }
+}

@@ -1,0 +1,68 @@
+//! The behaviour every backend must show, run against each of them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Cas, LeaseElector, LeaseRecord, LeaseStore};
+
+/// Whole seconds (the Kubernetes Lease field is in seconds); under paused time it costs nothing.
+pub(crate) const DURATION: Duration = Duration::from_secs(1);
+
+pub(crate) async fn elector_contract(store: Arc<dyn LeaseStore>) {
+    let mut a = LeaseElector::new(store.clone(), "a", DURATION);
+    let mut b = LeaseElector::new(store.clone(), "b", DURATION);
+    let v = a.observe().await;
+    assert!(v.reachable && v.expired && v.holder.is_none() && v.transitions == 0, "absent lease: {v:?}");
+
+    assert!(a.try_acquire().await.unwrap(), "a takes a lease that never existed");
+    let v = a.view(tokio::time::Instant::now());
+    assert_eq!((v.holder.as_deref(), v.transitions), (Some("a"), 1));
+    assert!(v.renewed_at.is_some());
+
+    let v = b.observe().await;
+    assert!(!v.expired && v.renewed_at.is_none(), "b sees a's fresh lease: {v:?}");
+    assert!(!b.try_acquire().await.unwrap(), "b may not take a live lease");
+
+    // Expiry counts from when b last saw the record change, not from the record's times.
+    tokio::time::sleep(DURATION / 2).await;
+    assert!(a.renew().await.unwrap());
+    b.observe().await;
+    tokio::time::sleep(DURATION / 2 + DURATION / 4).await;
+    assert!(!b.observe().await.expired, "renewed within the duration as seen by b");
+    tokio::time::sleep(DURATION).await;
+    let v = b.observe().await;
+    assert!(v.expired, "nobody renewed for a full duration: {v:?}");
+    assert!(b.try_acquire().await.unwrap());
+    assert_eq!(b.view(tokio::time::Instant::now()).transitions, 2, "a new holder raises the epoch");
+
+    assert!(!a.renew().await.unwrap(), "a lost it: the CAS fails");
+    assert_eq!(a.view(tokio::time::Instant::now()).holder.as_deref(), Some("b"), "and a learned the winner");
+
+    // A planned release names the next holder; two candidates race, exactly one wins.
+    assert!(b.release(Some("a".into())).await.unwrap());
+    let mut c = LeaseElector::new(store.clone(), "c", DURATION);
+    let (va, vc) = (a.observe().await, c.observe().await);
+    assert!(va.expired && vc.expired && va.holder.is_none());
+    assert_eq!(va.preferred_holder.as_deref(), Some("a"));
+    let (wa, wc) = tokio::join!(a.try_acquire(), c.try_acquire());
+    assert!(wa.unwrap() ^ wc.unwrap(), "exactly one candidate wins the CAS");
+    let winner = if a.view(tokio::time::Instant::now()).holder.as_deref() == Some("a") { &mut a } else { &mut c };
+    assert_eq!(winner.observe().await.transitions, 3);
+
+    // Wall-clock times in the record are ignored: an ancient renewTime is still a fresh change.
+    let current = store.get().await.unwrap().unwrap();
+    let skewed = LeaseRecord {
+        holder: Some("z".into()),
+        renew_time: Some(UNIX_EPOCH + Duration::from_secs(10)),
+        acquire_time: Some(SystemTime::now() + Duration::from_secs(86_400)),
+        ..current.record.clone()
+    };
+    assert!(matches!(store.compare_and_swap(Some(&current.version), &skewed).await.unwrap(), Cas::Written(_)));
+    assert!(
+        matches!(store.compare_and_swap(Some(&current.version), &skewed).await.unwrap(), Cas::Conflict),
+        "a stale version is refused"
+    );
+    let mut d = LeaseElector::new(store, "d", DURATION);
+    let v = d.observe().await;
+    assert!(!v.expired && v.holder.as_deref() == Some("z"), "clock skew does not expire a lease: {v:?}");
+}

@@ -1,0 +1,310 @@
+//! The observe → decide → act loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::AdminClient;
+use crate::decide::{Action, Command, DecideConfig, Decision, Observation, PeerView, ServerHealth, State, decide};
+use crate::lease::LeaseElector;
+use crate::metrics::Metrics;
+use crate::mover::AddressMover;
+use crate::probe::probe;
+use crate::process::ServerProcess;
+
+/// Re-decide at once after an action that changed the lease or a role, at most this often in a row.
+const MAX_IMMEDIATE_TICKS: usize = 4;
+
+/// Exec mode: wait this long before starting an exited server again.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// At shutdown, how long the server gets after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// A peer server, as configured.
+pub struct Peer {
+    pub identity: String,
+    pub replication_addr: String,
+    pub admin: AdminClient,
+}
+
+/// An operator command and where to send the decision it led to.
+pub type CommandRequest = (Command, oneshot::Sender<String>);
+
+/// Everything the loop works with.
+pub struct Supervisor {
+    pub cfg: DecideConfig,
+    pub tick: Duration,
+    pub server: AdminClient,
+    pub zeo_addr: String,
+    pub storage: String,
+    pub probe_timeout: Duration,
+    pub peers: Vec<Peer>,
+    pub elector: LeaseElector,
+    pub mover: Box<dyn AddressMover>,
+    /// Exec mode: the server we started.
+    pub process: Option<ServerProcess>,
+    /// Otherwise, how to kill the server (argv), if at all.
+    pub kill_command: Option<Vec<String>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the loop carries from tick to tick besides [`State`].
+#[derive(Default)]
+struct Memory {
+    misses: u32,
+    /// A kill we sent succeeded: the server is down until a probe says otherwise.
+    killed: bool,
+    peers: Vec<PeerView>,
+    last_logged: Option<(&'static str, Vec<Action>)>,
+    /// The first tick that saw the lease free: the start of a failover.
+    free_since: Option<Instant>,
+    exited_at: Option<Instant>,
+}
+
+impl Supervisor {
+    /// Runs until `shutdown`; then stops acting, gives the address and the lease up.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<CommandRequest>,
+        ready: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
+        let mut state = State::default();
+        let mut mem = Memory {
+            peers: self
+                .peers
+                .iter()
+                .map(|p| PeerView {
+                    identity: p.identity.clone(),
+                    replication_addr: p.replication_addr.clone(),
+                    status: None,
+                    seen_at: None,
+                })
+                .collect(),
+            ..Memory::default()
+        };
+        let mut pending: Option<CommandRequest> = None;
+        loop {
+            for _ in 0..MAX_IMMEDIATE_TICKS {
+                let command = pending.as_ref().map(|(c, _)| c.clone());
+                let obs = self.observe(&mut mem, command).await;
+                let (decision, next) = decide(&obs, &state, &self.cfg, Instant::now());
+                state = next;
+                self.log(&mut mem, &obs, &decision);
+                if let Some((_, reply)) = pending.take() {
+                    let _ = reply.send(decision.reason.to_string());
+                }
+                ready.cancel();
+                let again = self.act(&decision, &mut state, &mut mem).await;
+                if !again {
+                    break;
+                }
+            }
+            self.maybe_restart(&mut mem);
+            let exit = async {
+                match self.process.as_mut() {
+                    Some(p) if !p.exited() => p.wait_exit().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.tick) => {}
+                _ = exit => {}
+                Some(req) = commands.recv() => pending = Some(req),
+            }
+        }
+        self.stop().await;
+    }
+
+    async fn observe(&mut self, mem: &mut Memory, command: Option<Command>) -> Observation {
+        let exited = self.process.as_ref().is_some_and(ServerProcess::exited);
+        if exited && mem.exited_at.is_none() {
+            mem.exited_at = Some(Instant::now());
+        }
+        let (probed, status, peers, lease) = tokio::join!(
+            probe(&self.zeo_addr, &self.storage, self.probe_timeout),
+            self.server.status(),
+            futures::future::join_all(self.peers.iter().map(|p| p.admin.status())),
+            self.elector.observe(),
+        );
+        match probed {
+            Ok(_) => {
+                mem.misses = 0;
+                mem.killed = false;
+            }
+            Err(e) => {
+                mem.misses = mem.misses.saturating_add(1);
+                tracing::debug!(error = %e, misses = mem.misses, "probe failed");
+            }
+        }
+        let now = Instant::now();
+        for (view, got) in mem.peers.iter_mut().zip(peers) {
+            if let Ok(st) = got {
+                view.status = Some(st);
+                view.seen_at = Some(now);
+            }
+        }
+        if lease.holder.is_some() && !lease.expired {
+            mem.free_since = None;
+        } else if mem.free_since.is_none() {
+            mem.free_since = Some(now);
+        }
+        let status = status.ok();
+        self.metrics.set_role(status.as_ref().map_or("unknown", |s| match s.role {
+            crate::status::ServerRole::Primary => "primary",
+            crate::status::ServerRole::Standby => "standby",
+            crate::status::ServerRole::Demoted => "demoted",
+        }));
+        self.metrics.set_holder(lease.holder.as_deref());
+        self.metrics.epoch.set(i64::try_from(lease.transitions).unwrap_or(i64::MAX));
+        Observation {
+            server: ServerHealth { exited: exited || mem.killed, misses: mem.misses },
+            status,
+            peers: mem.peers.clone(),
+            lease,
+            command,
+        }
+    }
+
+    /// One structured line per decision that acts or changes its reason; the rest at debug.
+    fn log(&self, mem: &mut Memory, obs: &Observation, d: &Decision) {
+        let key = (d.reason.code(), d.actions.clone());
+        let role = obs.status.as_ref().map(|s| format!("{:?}", s.role));
+        if !d.actions.is_empty() || mem.last_logged.as_ref().is_none_or(|k| k.0 != key.0) {
+            tracing::info!(
+                reason = d.reason.code(),
+                detail = ?d.reason,
+                actions = ?d.actions,
+                holder = ?obs.lease.holder,
+                epoch = obs.lease.transitions,
+                role = ?role,
+                misses = obs.server.misses,
+                "decision"
+            );
+        } else {
+            tracing::debug!(reason = d.reason.code(), "decision");
+        }
+        mem.last_logged = Some(key);
+    }
+
+    /// Carries out the actions in order; stops at the first that fails. Returns whether the
+    /// outcome should be looked at again at once.
+    async fn act(&mut self, d: &Decision, state: &mut State, mem: &mut Memory) -> bool {
+        let mut again = false;
+        for action in &d.actions {
+            let outcome: Result<bool, String> = match action {
+                Action::AcquireLease => self.elector.try_acquire().await.map_err(|e| e.to_string()),
+                Action::RenewLease => {
+                    let start = Instant::now();
+                    let r = self.elector.renew().await.map_err(|e| e.to_string());
+                    self.metrics.renew_latency.observe(start.elapsed().as_secs_f64());
+                    // A lost renewal is news: look again now.
+                    r.map(|ok| !ok)
+                }
+                Action::ReleaseLease { to } => self.elector.release(to.clone()).await.map_err(|e| e.to_string()),
+                Action::Promote { epoch, force } => match self.server.promote(*epoch, *force).await {
+                    Ok(change) => {
+                        if change.changed {
+                            self.metrics.failovers.inc();
+                            if let Some(t) = mem.free_since {
+                                self.metrics.last_failover_seconds.set(t.elapsed().as_secs_f64());
+                            }
+                            tracing::info!(epoch, force, "server promoted");
+                        }
+                        Ok(true)
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Action::Demote => self.server.demote().await.map(|_| true).map_err(|e| e.to_string()),
+                Action::KillServer => self.kill().await.map(|()| {
+                    mem.killed = true;
+                    true
+                }),
+                Action::Rejoin { primary } => {
+                    let r = self.server.rejoin(primary).await.map(|_| true).map_err(|e| e.to_string());
+                    if r.is_err() {
+                        state.rejoin = None;
+                    }
+                    r
+                }
+                Action::MoveAddress { to } => {
+                    let r =
+                        if *to == self.cfg.identity { self.mover.claim().await } else { self.mover.release().await };
+                    if r.is_err() {
+                        state.address = None;
+                    }
+                    r.map(|()| false).map_err(|e| e.to_string())
+                }
+            };
+            match outcome {
+                Ok(changed) => again |= changed,
+                Err(error) => {
+                    tracing::warn!(?action, %error, "action failed");
+                    return false;
+                }
+            }
+        }
+        again
+    }
+
+    async fn kill(&mut self) -> Result<(), String> {
+        if let Some(p) = &self.process {
+            return p.kill().map_err(|e| e.to_string());
+        }
+        let Some(argv) = &self.kill_command else {
+            return Err("no way to kill the server: run with --exec or --kill-command".into());
+        };
+        let out = tokio::process::Command::new(&argv[0]).args(&argv[1..]).output().await.map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{argv:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
+    fn maybe_restart(&mut self, mem: &mut Memory) {
+        let Some(p) = self.process.as_mut() else {
+            return;
+        };
+        if p.exited() && mem.exited_at.is_some_and(|t| t.elapsed() >= RESTART_DELAY) {
+            mem.exited_at = None;
+            mem.killed = false;
+            if let Err(e) = p.restart() {
+                tracing::error!(error = %e, "cannot restart the server");
+            }
+        }
+    }
+
+    /// Shutdown order: stop acting, fence our server if it is the primary, move the address
+    /// away, release the lease (so the standby need not wait out the duration), stop the child.
+    async fn stop(&mut self) {
+        let view = self.elector.view(Instant::now());
+        if view.holder.as_deref() == Some(self.cfg.identity.as_str()) {
+            if let Err(e) = self.server.demote().await {
+                tracing::warn!(error = %e, "demote at shutdown failed");
+            }
+            if let Err(e) = self.mover.release().await {
+                tracing::warn!(error = %e, "address release at shutdown failed");
+            }
+            match self.elector.release(None).await {
+                Ok(_) => tracing::info!("lease released"),
+                Err(e) => tracing::warn!(error = %e, "lease release at shutdown failed"),
+            }
+        }
+        if let Some(p) = self.process.as_mut() {
+            let _ = p.terminate();
+            if tokio::time::timeout(STOP_GRACE, p.wait_exit()).await.is_err() {
+                let _ = p.kill();
+                p.wait_exit().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+//! The zeo-server's `GET /status` document, as far as the supervisor reads it.
+//!
+//! Unknown fields are ignored on purpose: the server may add fields without breaking a
+//! supervisor of an older release running beside it during a rolling upgrade.
+
+use serde::{Deserialize, Serialize};
+
+/// The role a zeo-server reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerRole {
+    /// Accepts commits (when `writable`) and streams them to standbys.
+    Primary,
+    /// Applies a primary's stream; read-only for clients.
+    Standby,
+    /// Fenced: commits stopped, clients disconnected; waits for `/rejoin` or `/promote`.
+    Demoted,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub role: ServerRole,
+    pub epoch: u64,
+    pub writable: bool,
+    /// 16 hex digits; fixed width, so string order is tid order.
+    pub last_tid: String,
+    #[serde(default)]
+    pub replication: Replication,
+}
+
+/// The role-dependent `replication` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Replication {
+    Primary(PrimaryReplication),
+    Standby(StandbyReplication),
+    /// A demoted server (or a future shape) reports something else; nothing in it is used.
+    Other(serde_json::Value),
+}
+
+impl Default for Replication {
+    fn default() -> Replication {
+        Replication::Other(serde_json::Value::Null)
+    }
+}
+
+/// `replication` on a primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrimaryReplication {
+    pub sync_standbys: u64,
+    pub sync_timeout_ms: Option<u64>,
+    pub sync_state: SyncState,
+    pub standbys: Vec<StandbyLink>,
+}
+
+/// Whether the primary waits for standby acknowledgements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncState {
+    Async,
+    Sync,
+    Blocked,
+    Degraded,
+}
+
+/// One standby as the primary sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandbyLink {
+    pub name: String,
+    pub connected: bool,
+    pub acked_tid: String,
+    pub lag_transactions: u64,
+    pub lag_bytes: u64,
+    pub lag_seconds: f64,
+    pub in_sync: bool,
+    pub out_of_sync: bool,
+}
+
+/// `replication` on a standby.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandbyReplication {
+    /// `host:port` of the replication listener it follows.
+    pub primary: String,
+    pub connected: bool,
+    pub applied_tid: String,
+    pub lag_transactions: u64,
+    pub lag_seconds: f64,
+    pub in_sync: bool,
+    /// Durable: the primary degraded past this standby, so it may lack acknowledged commits.
+    pub out_of_sync: bool,
+}
+
+impl ServerStatus {
+    /// The standby half of `replication`, when this is a standby.
+    pub fn standby(&self) -> Option<&StandbyReplication> {
+        match &self.replication {
+            Replication::Standby(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The primary half of `replication`, when this is a primary.
+    pub fn primary(&self) -> Option<&PrimaryReplication> {
+        match &self.replication {
+            Replication::Primary(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The newest transaction this server has: applied on a standby, committed otherwise.
+    pub fn position(&self) -> &str {
+        self.standby().map(|s| s.applied_tid.as_str()).unwrap_or(&self.last_tid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_primary_and_standby_documents() {
+        let p: ServerStatus = serde_json::from_str(
+            r#"{"role":"primary","epoch":3,"writable":true,"last_tid":"03e0000000000001","extra":1,
+               "replication":{"sync_standbys":1,"sync_timeout_ms":null,"sync_state":"sync","standbys":[
+                 {"name":"b","connected":true,"acked_tid":"03e0000000000001","lag_transactions":0,
+                  "lag_bytes":0,"lag_seconds":0.0,"in_sync":true,"out_of_sync":false}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.primary().unwrap().standbys[0].name, "b");
+        assert_eq!(p.primary().unwrap().sync_state, SyncState::Sync);
+        let s: ServerStatus = serde_json::from_str(
+            r#"{"role":"standby","epoch":3,"writable":false,"last_tid":"03e0000000000001",
+               "replication":{"primary":"a:9000","connected":false,"applied_tid":"03e0000000000002",
+                 "lag_transactions":2,"lag_seconds":0.5,"in_sync":false,"out_of_sync":true}}"#,
+        )
+        .unwrap();
+        assert!(s.standby().unwrap().out_of_sync);
+        assert_eq!(s.position(), "03e0000000000002");
+        let d: ServerStatus =
+            serde_json::from_str(r#"{"role":"demoted","epoch":3,"writable":false,"last_tid":"00","replication":{}}"#)
+                .unwrap();
+        assert!(matches!(d.replication, Replication::Other(_)));
+    }
+}
