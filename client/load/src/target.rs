@@ -45,7 +45,7 @@ pub enum Target {
         /// Base URL without a trailing slash.
         base: String,
         /// Pooled HTTP/1 client.
-        client: HttpClient<HttpConnector, Full<Bytes>>,
+        client: Box<HttpClient<HttpConnector, Full<Bytes>>>,
         /// Deadline of one request.
         timeout: Duration,
     },
@@ -64,7 +64,7 @@ impl Target {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         let client = HttpClient::builder(TokioExecutor::new()).build(connector);
-        Target::Http { base: base.trim_end_matches('/').to_owned(), client, timeout }
+        Target::Http { base: base.trim_end_matches('/').to_owned(), client: Box::new(client), timeout }
     }
 
     /// A storage target: connects, and without `verify` creates `objects` objects to work on.
