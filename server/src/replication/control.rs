@@ -70,6 +70,7 @@ impl Replication {
             s.role = Role::Primary;
             s.primary = None;
             s.out_of_sync = false;
+            s.synced = false;
             s.needs_reseed = None;
         })?;
         self.role.send_replace((Role::Primary, epoch));
@@ -139,9 +140,13 @@ impl Replication {
         }
         self.state().update(|s| {
             s.role = Role::Standby;
+            if s.primary.as_deref() != Some(primary) {
+                s.synced = false;
+            }
             s.primary = Some(primary.to_owned());
             if reseed {
                 s.needs_reseed = None;
+                s.synced = false;
             }
         })?;
         self.role.send_replace((Role::Standby, epoch));

@@ -188,6 +188,9 @@ impl Replication {
         state.update(|s| match (&opts.standby_of, persisted.role) {
             (Some(p), _) => {
                 s.role = Role::Standby;
+                if s.primary.as_ref() != Some(p) {
+                    s.synced = false;
+                }
                 s.primary = Some(p.clone());
             }
             (None, Role::Primary) if opts.wait_for_supervisor => s.role = Role::Demoted,
@@ -416,7 +419,9 @@ impl Replication {
                     "lag_transactions": lag,
                     "lag_seconds": lag_seconds.max(0.0),
                     "out_of_sync": st.out_of_sync,
-                    "in_sync": f.connected && lag == 0 && !st.out_of_sync,
+                    // Promotable: holds every commit its sync primary acknowledged (state.rs).
+                    "in_sync": st.synced && !st.out_of_sync,
+                    "synced": st.synced,
                     "last_error": f.last_error,
                 })
             }

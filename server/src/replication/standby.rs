@@ -161,6 +161,9 @@ async fn follow_once(
     let (epoch, w) = welcome;
     repl.adopt_epoch(epoch)?;
     set_out_of_sync(repl, w.out_of_sync)?;
+    if !w.sync {
+        set_synced(repl, false)?;
+    }
     {
         let mut f = s.follow.lock().expect("follow lock poisoned");
         f.connected = true;
@@ -240,6 +243,13 @@ async fn follow_once(
                 f.primary_last_tid = f.primary_last_tid.max(last.0);
             }
             send(&mut wr, &Msg::Ack { tid: last.0 }, repl.epoch()).await?;
+            let caught_up = {
+                let f = s.follow.lock().expect("follow lock poisoned");
+                f.applied >= f.primary_last_tid
+            };
+            if caught_up && w.sync && !repl.state().get().out_of_sync {
+                set_synced(repl, true)?;
+            }
         }
         Ok(())
     }
@@ -251,11 +261,26 @@ async fn follow_once(
     }
 }
 
+/// Persists whether this standby holds every commit its sync-mode primary acknowledged.
+fn set_synced(repl: &Replication, synced: bool) -> Result<(), FollowError> {
+    let mut st = repl.state();
+    if st.get().synced != synced {
+        st.update(|s| s.synced = synced)?;
+        tracing::info!(synced, "standby sync status changed");
+    }
+    Ok(())
+}
+
 /// Persists the primary's word on whether we are out of sync.
 fn set_out_of_sync(repl: &Replication, out_of_sync: bool) -> Result<(), FollowError> {
     let mut st = repl.state();
     if st.get().out_of_sync != out_of_sync {
-        st.update(|s| s.out_of_sync = out_of_sync)?;
+        st.update(|s| {
+            s.out_of_sync = out_of_sync;
+            if out_of_sync {
+                s.synced = false;
+            }
+        })?;
         if out_of_sync {
             tracing::warn!(
                 "the primary marks this standby out of sync: it will not be promoted automatically until caught up"

@@ -47,6 +47,12 @@ pub struct ReplState {
     /// caught up again.
     #[serde(default)]
     pub out_of_sync: bool,
+    /// Standby side: caught up with its primary while the primary ran sync replication, and not
+    /// marked out of sync since. A primary in sync mode acknowledges nothing this standby has not
+    /// acknowledged, so such a standby holds every acknowledged commit even after losing its
+    /// primary: it is promotable. Cleared when it starts following another primary.
+    #[serde(default)]
+    pub synced: bool,
     /// Primary side: standbys it went on without (same meaning, seen from the primary).
     #[serde(default)]
     pub standbys_out_of_sync: BTreeSet<String>,
@@ -63,6 +69,7 @@ impl ReplState {
             role,
             primary: None,
             out_of_sync: false,
+            synced: false,
             standbys_out_of_sync: BTreeSet::new(),
             needs_reseed: None,
         }

@@ -75,7 +75,8 @@ async fn standby_copies_an_existing_database_then_follows_live_commits() {
     assert_eq!(s["standbys"][0]["acked_tid"], hex_tid(&last));
     assert_eq!(s["standbys"][0]["lag_transactions"], 0);
     let s = b.status().await;
-    assert_eq!((s["role"].as_str(), s["in_sync"].as_bool()), (Some("standby"), Some(true)));
+    // An async primary promises nothing: its standby is never "in sync" (promotable without loss).
+    assert_eq!((s["role"].as_str(), s["in_sync"].as_bool()), (Some("standby"), Some(false)));
     // Writes on the standby are refused.
     let err = client_err(&b.zeo).await;
     assert!(err.contains("ReadOnly") || err.contains("read-only") || err.contains("read only"), "{err}");
@@ -318,6 +319,7 @@ async fn strict_sync_blocks_while_the_standby_is_stopped() {
     let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
     let ca = client(&a.zeo, false).await;
     commit_new(&ca, b"warm").await.unwrap();
+    b.wait_status("in sync", |s| s["in_sync"] == true).await;
     b.signal("-STOP");
     let pending = {
         let ca = ca.clone();
