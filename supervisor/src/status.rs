@@ -71,7 +71,9 @@ pub struct StandbyLink {
     pub connected: bool,
     pub acked_tid: String,
     pub lag_transactions: u64,
-    pub lag_bytes: u64,
+    /// `null` when the server did not compute it (a standby very far behind).
+    #[serde(default)]
+    pub lag_bytes: Option<u64>,
     pub lag_seconds: f64,
     pub in_sync: bool,
     pub out_of_sync: bool,

@@ -334,8 +334,10 @@ impl Replication {
             "needs_reseed": st.needs_reseed,
             "storages": storages,
         });
-        // The first storage's section is also the top level, for the common single-storage case.
+        // The first storage's section is also `replication` and the top level, for the common
+        // single-storage case (supervisors read `replication`).
         if let (Some(serde_json::Value::Object(f)), serde_json::Value::Object(d)) = (first, &mut doc) {
+            d.insert("replication".into(), serde_json::Value::Object(f.clone()));
             for (k, v) in f {
                 d.entry(k).or_insert(v);
             }

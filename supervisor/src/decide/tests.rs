@@ -41,7 +41,7 @@ fn link(name: &str, in_sync: bool, out_of_sync: bool) -> StandbyLink {
         connected: true,
         acked_tid: tid(100),
         lag_transactions: 0,
-        lag_bytes: 0,
+        lag_bytes: Some(0),
         lag_seconds: 0.0,
         in_sync,
         out_of_sync,

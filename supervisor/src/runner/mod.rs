@@ -206,7 +206,16 @@ impl Supervisor {
                     // A lost renewal is news: look again now.
                     r.map(|ok| !ok)
                 }
-                Action::ReleaseLease { to } => self.elector.release(to.clone()).await.map_err(|e| e.to_string()),
+                Action::ReleaseLease { to } => {
+                    let released = self.elector.release(to.clone()).await.map_err(|e| e.to_string());
+                    // Whoever gave the lease up stops attracting clients at once, so the next
+                    // holder can take the address (a local listener cannot be taken over).
+                    if let Err(e) = self.mover.release().await {
+                        tracing::warn!(error = %e, "releasing the service address failed");
+                    }
+                    state.address = None;
+                    released
+                }
                 Action::Promote { epoch, force } => match self.server.promote(*epoch, *force).await {
                     Ok(change) => {
                         if change.changed {
