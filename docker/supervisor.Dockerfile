@@ -17,4 +17,3 @@ EXPOSE 8110
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s CMD ["/usr/local/bin/zeoctl", "health", "http://127.0.0.1:8110/livez"]
 ENTRYPOINT ["/usr/local/bin/zeo-supervisor"]
-CMD ["run"]

@@ -42,23 +42,24 @@ HEALTH_PORTS = {"server": 8101, "supervisor": 8110, "app": 8080}
 # The supervisor's environment contract (docs: helm/zeo-rs/README.md). None: per-pod, checked apart.
 SUPERVISOR_CONTRACT = {
     "ZEO_SUPERVISOR_LISTEN": "0.0.0.0:8110",
-    "ZEO_SUPERVISOR_NAME": None,
+    "ZEO_SUPERVISOR_IDENTITY": None,
     "ZEO_SUPERVISOR_SERVER_ZEO": "127.0.0.1:8100",
     "ZEO_SUPERVISOR_SERVER_ADMIN": "http://127.0.0.1:8101",
-    "ZEO_SUPERVISOR_REPLICATION_ADDRESS": None,
-    "ZEO_SUPERVISOR_ADMIN_TOKEN_FILE": "/secrets/admin-token",
+    "ZEO_SUPERVISOR_REPLICATION_ADDR": None,
+    "ZEO_SUPERVISOR_TOKEN_FILE": "/secrets/admin-token",
     "ZEO_SUPERVISOR_LEASE_BACKEND": "kubernetes",
     "ZEO_SUPERVISOR_LEASE_NAME": None,
     "ZEO_SUPERVISOR_NAMESPACE": None,
     "ZEO_SUPERVISOR_LEASE_DURATION": None,
     "ZEO_SUPERVISOR_RENEW_DEADLINE": None,
     "ZEO_SUPERVISOR_RETRY_PERIOD": None,
-    "ZEO_SUPERVISOR_PROBE_INTERVAL": None,
+    "ZEO_SUPERVISOR_TICK": None,
     "ZEO_SUPERVISOR_FAILURE_THRESHOLD": None,
-    "ZEO_SUPERVISOR_MOVER": "kubernetes",
-    "ZEO_SUPERVISOR_POD_NAME": None,
+    "ZEO_SUPERVISOR_ADDRESS": "kubernetes",
+    "ZEO_SUPERVISOR_OWN_TARGET": None,
+    "ZEO_SUPERVISOR_PEERS": None,
+    "ZEO_SUPERVISOR_PEER_TARGETS": None,
     "ZEO_SUPERVISOR_ROLE_LABEL": "role",
-    "ZEO_SUPERVISOR_MAX_LAG_TRANSACTIONS": None,
     "ZEO_SUPERVISOR_LOG_FORMAT": None,
 }
 # Fixed settings of the server container (the brief of the chart; see also docker/server.Dockerfile).
@@ -250,8 +251,8 @@ def test_headless_service_serves_pod_dns_for_replication(r):
     for p in headless["spec"]["ports"]:
         assert p["targetPort"] in by_name
     # The address the supervisor advertises for the peer's server: pod DNS through this Service.
-    addr = r.env(r.container("supervisor"))["ZEO_SUPERVISOR_REPLICATION_ADDRESS"]
-    assert addr == (f"$(ZEO_SUPERVISOR_POD_NAME).{headless['metadata']['name']}.$(ZEO_SUPERVISOR_NAMESPACE)"
+    addr = r.env(r.container("supervisor"))["ZEO_SUPERVISOR_REPLICATION_ADDR"]
+    assert addr == (f"$(ZEO_SUPERVISOR_OWN_TARGET).{headless['metadata']['name']}.$(ZEO_SUPERVISOR_NAMESPACE)"
                     f".svc:{by_name['replication']}")
 
 
@@ -441,13 +442,13 @@ def test_server_env_is_what_zeo_server_reads(r):
 
 def test_supervisor_env_is_the_contract(r):
     sup = r.container("supervisor")
-    assert sup["args"] == ["run"]
+    assert "args" not in sup
     env = r.env(sup)
-    assert set(env) - {"RUST_LOG"} == set(SUPERVISOR_CONTRACT)
+    assert set(env) - {"RUST_LOG", "ZEO_SUPERVISOR_ASYNC_MAX_LAG_TRANSACTIONS"} == set(SUPERVISOR_CONTRACT)
     for k, v in SUPERVISOR_CONTRACT.items():
         if v is not None:
             assert env[k] == v, k
-    for k in ("ZEO_SUPERVISOR_NAME", "ZEO_SUPERVISOR_POD_NAME"):
+    for k in ("ZEO_SUPERVISOR_IDENTITY", "ZEO_SUPERVISOR_OWN_TARGET"):
         assert env[k] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["ZEO_SUPERVISOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     f = {"leaseDuration": "6s", "renewDeadline": "4s", "retryPeriod": "1s", "probeInterval": "200ms",
@@ -455,13 +456,26 @@ def test_supervisor_env_is_the_contract(r):
     assert env["ZEO_SUPERVISOR_LEASE_DURATION"] == f["leaseDuration"]
     assert env["ZEO_SUPERVISOR_RENEW_DEADLINE"] == f["renewDeadline"]
     assert env["ZEO_SUPERVISOR_RETRY_PERIOD"] == f["retryPeriod"]
-    assert env["ZEO_SUPERVISOR_PROBE_INTERVAL"] == f["probeInterval"]
+    assert env["ZEO_SUPERVISOR_TICK"] == f["probeInterval"]
     assert env["ZEO_SUPERVISOR_FAILURE_THRESHOLD"] == str(f["failureThreshold"])
-    assert env["ZEO_SUPERVISOR_MAX_LAG_TRANSACTIONS"] == str(f["maxLagTransactions"])
+    if f["maxLagTransactions"]:
+        assert env["ZEO_SUPERVISOR_ASYNC_MAX_LAG_TRANSACTIONS"] == str(f["maxLagTransactions"])
+    else:
+        assert "ZEO_SUPERVISOR_ASYNC_MAX_LAG_TRANSACTIONS" not in env
+    # Every member is listed; each supervisor skips itself.
+    n = r.sts["spec"]["replicas"]
+    pods = [f"{r.sts['metadata']['name']}-{i}" for i in range(n)]
+    assert env["ZEO_SUPERVISOR_PEER_TARGETS"].split(",") == pods
+    assert [p.split("=")[0] for p in env["ZEO_SUPERVISOR_PEERS"].split(",")] == pods
+    # Every variable is one the supervisor binary reads.
+    import pathlib, re
+    src = (pathlib.Path(__file__).parents[2] / "supervisor/src/bin/zeo-supervisor.rs").read_text()
+    known = set(re.findall(r'env = "(ZEO_SUPERVISOR_[A-Z_]+)"', src))
+    assert set(env) - {"RUST_LOG"} <= known, sorted(set(env) - known)
     assert env["ZEO_SUPERVISOR_LEASE_NAME"] == f"{r.sts['metadata']['name']}-leader"
     # Same token file as the server, from the same Secret volume.
     server_env = r.env(r.container("server"))
-    assert env["ZEO_SUPERVISOR_ADMIN_TOKEN_FILE"] == server_env["ZEO_ADMIN_TOKEN_FILE"]
+    assert env["ZEO_SUPERVISOR_TOKEN_FILE"] == server_env["ZEO_ADMIN_TOKEN_FILE"]
     # The supervisor reaches its server's ports as the server declares them.
     assert env["ZEO_SUPERVISOR_SERVER_ZEO"].endswith(":8100")
     assert env["ZEO_SUPERVISOR_SERVER_ADMIN"].endswith(":8101")

@@ -227,6 +227,12 @@ impl Settings {
     }
 }
 
+/// The peers' pods or containers, without our own (deployments may list every member).
+fn peer_targets(s: &Settings) -> Result<Vec<String>> {
+    let own = s.own_target.clone().unwrap_or_default();
+    Ok(s.peer_targets.clone().unwrap_or_default().into_iter().filter(|t| *t != own).collect())
+}
+
 fn required<T: Clone>(v: &Option<T>, name: &str) -> Result<T> {
     v.clone().with_context(|| format!("--{name} is required"))
 }
@@ -305,6 +311,10 @@ async fn build(settings: Settings) -> Result<Parts> {
         let [name, admin, repl] = parts[..] else {
             bail!("--peer {spec:?}: expected NAME=ADMIN_URL=REPLICATION_ADDR");
         };
+        // Deployments list every member (the same value in every pod): we are not our own peer.
+        if name == identity {
+            continue;
+        }
         peers.push(Peer {
             identity: name.into(),
             replication_addr: repl.into(),
@@ -348,7 +358,7 @@ async fn build(settings: Settings) -> Result<Parts> {
                 client,
                 &namespace,
                 required(&s.own_target, "own-target")?,
-                s.peer_targets.clone().unwrap_or_default(),
+                peer_targets(&s)?,
                 s.role_label.clone().unwrap_or_else(|| "role".into()),
             ))
         }
@@ -358,7 +368,7 @@ async fn build(settings: Settings) -> Result<Parts> {
             required(&s.docker_network, "docker-network")?,
             required(&s.docker_alias, "docker-alias")?,
             required(&s.own_target, "own-target")?,
-            s.peer_targets.clone().unwrap_or_default(),
+            peer_targets(&s)?,
         )),
         other => bail!("--address {other:?}: expected none, local, kubernetes, docker or vip"),
     };
