@@ -163,6 +163,9 @@ async fn follow_once(
     set_out_of_sync(repl, w.out_of_sync)?;
     if !w.sync {
         set_synced(repl, false)?;
+    } else if !w.out_of_sync && s.host.fs.last_transaction() >= wire::parse_tid(&w.primary_last_tid)? {
+        // Already holding everything the primary has.
+        set_synced(repl, true)?;
     }
     {
         let mut f = s.follow.lock().expect("follow lock poisoned");
@@ -172,6 +175,9 @@ async fn follow_once(
         f.primary_last_tid = wire::parse_tid(&w.primary_last_tid)?;
     }
     tracing::info!(storage = %s.name, %primary, epoch, out_of_sync = w.out_of_sync, sync = w.sync, "following the primary");
+    // Acknowledge what we hold already (a copy just received, or transactions applied before a
+    // reconnection): a sync primary may be waiting for exactly those.
+    send(&mut wr, &Msg::Ack { tid: s.host.fs.last_transaction() }, repl.epoch()).await?;
 
     // A reader task keeps frames coming while a batch is applied; the applier drains what has
     // arrived, applies it with one fsync, and acknowledges the last transaction.
