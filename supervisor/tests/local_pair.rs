@@ -4,7 +4,7 @@
 //! acknowledged write must be readable afterwards, and at no moment may two servers be writable.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -53,7 +53,7 @@ fn server_pid(data: &Path) -> Option<u32> {
         let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
         let is_server = args.first().is_some_and(|a| a.ends_with(b"zeo-server"));
-        if is_server && args.iter().any(|a| *a == needle.as_bytes()) {
+        if is_server && args.contains(&needle.as_bytes()) {
             return Some(pid);
         }
     }
