@@ -116,7 +116,7 @@ fn role(admin: &str) -> Option<(String, bool)> {
     Some((doc["role"].as_str()?.to_owned(), doc["writable"].as_bool()?))
 }
 
-fn primary<'a>(members: &'a [Member]) -> Option<&'a Member> {
+fn primary(members: &[Member]) -> Option<&Member> {
     members.iter().find(|m| role(&m.admin).is_some_and(|(r, w)| r == "primary" && w))
 }
 
