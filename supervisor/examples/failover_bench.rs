@@ -93,15 +93,15 @@ async fn main() {
                 assert!(status.success(), "switchover command failed");
             }
             let t = Instant::now();
-            while !primary(&members).is_some_and(|m| m.name != name) {
+            while primary(&members).is_none_or(|m| m.name == name) {
                 assert!(t.elapsed() < Duration::from_secs(60), "{scenario} {run}: no new primary");
                 std::thread::sleep(Duration::from_millis(20));
             }
-            while !members
+            while members
                 .iter()
                 .find(|m| m.name == name)
                 .and_then(|m| role(&m.admin))
-                .is_some_and(|(r, _)| r == "standby")
+                .is_none_or(|(r, _)| r != "standby")
             {
                 assert!(t.elapsed() < Duration::from_secs(90), "{scenario} {run}: old primary did not rejoin");
                 std::thread::sleep(Duration::from_millis(50));
