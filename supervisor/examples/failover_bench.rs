@@ -8,13 +8,11 @@
 #[path = "../tests/pair/mod.rs"]
 mod pair;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pair::{Ports, free_port, primary, role, server_pid, start};
-use zeo_client::{Client, ClientOptions, Z64};
-
-type Acks = Arc<Mutex<Vec<(Instant, [u8; 8], Vec<u8>)>>>;
+use zeo_client::{Client, ClientOptions};
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -22,7 +20,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// The longest pause between consecutive acknowledged writes from `at` until `until` (ms): the
 /// outage the client saw (writes already in flight at `at` may still be acknowledged just after).
-fn gap(acks: &[(Instant, [u8; 8], Vec<u8>)], at: Instant, until: Instant) -> Option<f64> {
+fn gap(acks: &[pair::Ack], at: Instant, until: Instant) -> Option<f64> {
     let first = acks.iter().rposition(|a| a.0 <= at)?;
     let window: Vec<Instant> = acks[first..].iter().map(|a| a.0).take_while(|t| *t <= until).collect();
     window.windows(2).map(|w| w[1].duration_since(w[0]).as_secs_f64() * 1e3).reduce(f64::max)
@@ -51,29 +49,8 @@ async fn main() {
     o.reconnect_min = Duration::from_millis(20);
     o.reconnect_max = Duration::from_millis(200);
     let client = Client::connect(o).await.unwrap();
-    let acks: Acks = Arc::default();
     let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let writer = {
-        let (client, acks, writing) = (client.clone(), acks.clone(), writing.clone());
-        tokio::spawn(async move {
-            let mut i = 0u64;
-            while writing.load(std::sync::atomic::Ordering::SeqCst) {
-                i += 1;
-                let data = format!("w{i}").into_bytes();
-                let r = async {
-                    let oid = client.new_oid().await?;
-                    let t = client.begin();
-                    t.store(oid, Z64, data.clone())?;
-                    t.commit().await.map(|_| oid)
-                }
-                .await;
-                match r {
-                    Ok(oid) => acks.lock().unwrap().push((Instant::now(), oid, data)),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-                }
-            }
-        })
-    };
+    let writer = pair::spawn_writer(client.clone(), writing.clone());
     let mut events: Vec<(&str, Instant)> = Vec::new();
     for scenario in ["sigkill", "switchover"] {
         for run in 0..runs {
@@ -112,8 +89,7 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     writing.store(false, std::sync::atomic::Ordering::SeqCst);
-    writer.await.unwrap();
-    let acks = acks.lock().unwrap().clone();
+    let acks = writer.await.unwrap();
     let mut lost = 0;
     for (_, oid, data) in &acks {
         match client.load(*oid).await {

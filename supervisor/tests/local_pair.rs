@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use zeo_client::{Client, ClientOptions, Z64};
+use zeo_client::{Client, ClientOptions};
 
 mod pair;
 
@@ -47,32 +47,7 @@ async fn sigkill_of_the_primary_three_times_loses_no_acknowledged_write() {
     o.reconnect_max = Duration::from_millis(300);
     let client = Client::connect(o).await.unwrap();
     let writing = Arc::new(AtomicBool::new(true));
-    let writer = {
-        let (client, writing) = (client.clone(), writing.clone());
-        tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut i = 0u32;
-            while writing.load(Ordering::SeqCst) {
-                i += 1;
-                let data = format!("write {i}").into_bytes();
-                let result = async {
-                    let oid = client.new_oid().await?;
-                    let t = client.begin();
-                    t.store(oid, Z64, data.clone())?;
-                    t.commit().await.map(|_| oid)
-                }
-                .await;
-                match result {
-                    Ok(oid) => acked.push((oid, data)),
-                    Err(e) => {
-                        eprintln!("write failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(20)).await
-                    }
-                }
-            }
-            acked
-        })
-    };
+    let writer = pair::spawn_writer(client.clone(), writing.clone());
     for round in 0..3 {
         // Past the stability and failover-interval guards, and with a standby in sync.
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -108,7 +83,7 @@ async fn sigkill_of_the_primary_three_times_loses_no_acknowledged_write() {
     assert!(samples > 50, "the watcher ran");
     assert!(acked.len() > 10, "writes went through: {}", acked.len());
     let mut lost = 0;
-    for (oid, data) in &acked {
+    for (_, oid, data) in &acked {
         match client.load(*oid).await {
             Ok((got, _)) => assert_eq!(&got[..], &data[..]),
             Err(_) => lost += 1,

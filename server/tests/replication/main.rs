@@ -40,19 +40,7 @@ async fn standby_copies_an_existing_database_then_follows_live_commits() {
     }
     // An empty standby gets a copy of the file, then the stream, while writers keep going.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (ca, stop) = (ca.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut i = 0u32;
-            while !stop.load(Ordering::SeqCst) || i < 20 {
-                let data = format!("during-seed-{i}").into_bytes();
-                acked.push((commit_new(&ca, &data).await.unwrap().0, data));
-                i += 1;
-            }
-            acked
-        })
-    };
+    let writer = spawn_writer(ca.clone(), stop.clone(), "during-seed", 20);
     let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
     b.wait_status("seeded", |s| s["connected"] == true).await;
     stop.store(true, Ordering::SeqCst);
@@ -80,6 +68,26 @@ async fn standby_copies_an_existing_database_then_follows_live_commits() {
     // Writes on the standby are refused.
     let err = client_err(&b.zeo).await;
     assert!(err.contains("ReadOnly") || err.contains("read-only") || err.contains("read only"), "{err}");
+}
+
+/// Commits new objects until `stop` is set (and at least `at_least` of them); returns what was
+/// acknowledged.
+fn spawn_writer(
+    c: Client,
+    stop: Arc<AtomicBool>,
+    prefix: &'static str,
+    at_least: u32,
+) -> tokio::task::JoinHandle<Vec<([u8; 8], Vec<u8>)>> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0u32;
+        while !stop.load(Ordering::SeqCst) || i < at_least {
+            let data = format!("{prefix}-{i}").into_bytes();
+            acked.push((commit_new(&c, &data).await.unwrap().0, data));
+            i += 1;
+        }
+        acked
+    })
 }
 
 /// What connecting writable to a read-only server gives.
@@ -112,19 +120,7 @@ async fn standby_far_behind_catches_up_under_load() {
     // Back, while writers keep going.
     b.restart_with(&["--standby-of", &a.repl]);
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (ca, stop) = (ca.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut i = 0u32;
-            while !stop.load(Ordering::SeqCst) || i < 100 {
-                let data = format!("during-catch-up-{i}").into_bytes();
-                acked.push((commit_new(&ca, &data).await.unwrap().0, data));
-                i += 1;
-            }
-            acked
-        })
-    };
+    let writer = spawn_writer(ca.clone(), stop.clone(), "during-catch-up", 100);
     b.wait_status("caught up once", |s| s["applied_tid"].as_str() > Some("0000000000000000")).await;
     stop.store(true, Ordering::SeqCst);
     acked.extend(writer.await.unwrap());

@@ -177,3 +177,34 @@ pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An acknowledged write: when, which object, what data.
+pub type Ack = (Instant, [u8; 8], Vec<u8>);
+
+/// Writes new objects through `client` without pause while `writing` is set; failed writes (a
+/// failover in progress) are retried after a short pause. Returns every acknowledged write.
+pub fn spawn_writer(
+    client: zeo_client::Client,
+    writing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Ack>> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0u64;
+        while writing.load(std::sync::atomic::Ordering::SeqCst) {
+            i += 1;
+            let data = format!("write {i}").into_bytes();
+            let result = async {
+                let oid = client.new_oid().await?;
+                let t = client.begin();
+                t.store(oid, zeo_client::Z64, data.clone())?;
+                t.commit().await.map(|_| oid)
+            }
+            .await;
+            match result {
+                Ok(oid) => acked.push((Instant::now(), oid, data)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        acked
+    })
+}
