@@ -325,7 +325,8 @@ impl Replication {
         for (name, s) in &self.storages {
             storages.insert(name.clone(), self.storage_status(s, role, &st));
         }
-        let first = self.storages.values().next().map(|s| self.storage_status(s, role, &st));
+        // The first storage's section, as already computed (BTreeMap: same order as `self.storages`).
+        let first = self.storages.keys().next().and_then(|name| storages.get(name)).cloned();
         let mut doc = serde_json::json!({
             "role": role.as_str(),
             "epoch": epoch,
