@@ -3,7 +3,7 @@
 //! planned switchover (`zeo-supervisor switchover`). For each failover, the client-observed write
 //! gap is the time between the last acknowledged write before it and the first one after it.
 //!
-//! usage: failover_bench [--runs N] [--out FILE.md]
+//! usage: failover_bench [--runs N] [--scenarios sigkill,switchover] [--out FILE.md]
 
 #[path = "../tests/pair/mod.rs"]
 mod pair;
@@ -52,7 +52,9 @@ async fn main() {
     let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let writer = pair::spawn_writer(client.clone(), writing.clone());
     let mut events: Vec<(&str, Instant)> = Vec::new();
-    for scenario in ["sigkill", "switchover"] {
+    let scenarios: Vec<String> =
+        get("--scenarios").unwrap_or_else(|| "sigkill,switchover".into()).split(',').map(String::from).collect();
+    for scenario in scenarios.iter().map(String::as_str) {
         for run in 0..runs {
             // Past --stable-for and --min-failover-interval (tests/pair), with a standby in sync.
             tokio::time::sleep(Duration::from_millis(2200)).await;
@@ -100,13 +102,14 @@ async fn main() {
     let mut table = String::from(
         "| scenario | failovers | client write gap p50 (ms) | p99 (ms) | max (ms) |\n|---|---|---|---|---|\n",
     );
-    for scenario in ["sigkill", "switchover"] {
+    for scenario in scenarios.iter().map(String::as_str) {
         let end = Instant::now();
         let mut gaps: Vec<f64> = events
             .iter()
             .enumerate()
             .filter(|(_, e)| e.0 == scenario)
             .filter_map(|(i, e)| gap(&acks, e.1, events.get(i + 1).map_or(end, |n| n.1)))
+            .inspect(|g| eprintln!("{scenario}: gap {g:.0} ms"))
             .collect();
         gaps.sort_by(f64::total_cmp);
         let label = if scenario == "sigkill" { "SIGKILL of the primary's server" } else { "planned switchover" };

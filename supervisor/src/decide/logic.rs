@@ -353,11 +353,13 @@ fn candidacy(obs: &Observation, s: &mut State, cfg: &DecideConfig, now: Instant)
     if !forced && !stable {
         return wait(Reason::NotStable);
     }
-    if !forced && s.yield_until.is_some_and(|t| now < t) {
-        return wait(Reason::Yielding);
-    }
     let me = cfg.identity.as_str();
     let handoff = lease.holder.is_none() && lease.preferred_holder.as_deref() == Some(me);
+    // Our own earlier handoff keeps us from grabbing the lease back, not from taking one handed to
+    // us: in a switchover back and forth the yield window would otherwise stall the next one.
+    if !forced && !handoff && s.yield_until.is_some_and(|t| now < t) {
+        return wait(Reason::Yielding);
+    }
     if let Some(to) = lease.preferred_holder.as_deref().filter(|to| *to != me && lease.holder.is_none()) {
         let recent = lease.changed_at.is_some_and(|t| now.duration_since(t) < cfg.lease_duration);
         if recent && !forced {

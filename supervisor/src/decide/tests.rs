@@ -266,6 +266,16 @@ fn rows(now: Instant) -> Vec<Row> {
         vec![Action::AcquireLease],
         "candidate",
     ));
+    let mut st = settled(now, 3, "b");
+    st.yield_until = Some(now + secs(5.0));
+    out.push(row(
+        2,
+        "handed a lease back soon after handing it over: the own yield window does not apply",
+        obs(Some(standby(3, "b:9000", true, true, false, 0)), vec![peer("b", Some(demoted(3)), fresh)], l.clone()),
+        st,
+        vec![Action::AcquireLease],
+        "candidate",
+    ));
     let mut l_other = l.clone();
     l_other.preferred_holder = Some("b".into());
     out.push(row(

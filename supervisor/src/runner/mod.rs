@@ -18,6 +18,15 @@ use crate::process::ServerProcess;
 /// Re-decide at once after an action that changed the lease or a role, at most this often in a row.
 const MAX_IMMEDIATE_TICKS: usize = 4;
 
+/// After an action that changes roles, leases or addresses, look this often for a while: the
+/// peer's next step (promotion, rejoin) follows within milliseconds, and a whole tick of waiting
+/// for each step would add up to the clients' write pause.
+const FAST_TICK: Duration = Duration::from_millis(25);
+const FAST_WINDOW: Duration = Duration::from_secs(2);
+
+/// At shutdown, how long the successor gets to hold every transaction our server has.
+const HANDOFF_CATCH_UP: Duration = Duration::from_secs(2);
+
 /// Exec mode: wait this long before starting an exited server again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
@@ -56,6 +65,7 @@ pub struct Supervisor {
 #[derive(Default)]
 struct Memory {
     misses: u32,
+    last_miss: Option<Instant>,
     /// A kill we sent succeeded: the server is down until a probe says otherwise.
     killed: bool,
     peers: Vec<PeerView>,
@@ -63,6 +73,8 @@ struct Memory {
     /// The first tick that saw the lease free: the start of a failover.
     free_since: Option<Instant>,
     exited_at: Option<Instant>,
+    /// Until then, tick at [`FAST_TICK`].
+    fast_until: Option<Instant>,
 }
 
 impl Supervisor {
@@ -99,12 +111,17 @@ impl Supervisor {
                     let _ = reply.send(decision.reason.to_string());
                 }
                 ready.cancel();
+                if decision.actions.iter().any(|a| *a != Action::RenewLease) {
+                    mem.fast_until = Some(Instant::now() + FAST_WINDOW);
+                }
                 let again = self.act(&decision, &mut state, &mut mem).await;
                 if !again {
                     break;
                 }
             }
             self.maybe_restart(&mut mem);
+            let fast = mem.fast_until.is_some_and(|t| Instant::now() < t);
+            let pause = if fast { FAST_TICK.min(self.tick) } else { self.tick };
             let exit = async {
                 match self.process.as_mut() {
                     Some(p) if !p.exited() => p.wait_exit().await,
@@ -113,7 +130,7 @@ impl Supervisor {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(self.tick) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = exit => {}
                 Some(req) = commands.recv() => pending = Some(req),
             }
@@ -135,10 +152,17 @@ impl Supervisor {
         match probed {
             Ok(_) => {
                 mem.misses = 0;
+                mem.last_miss = None;
                 mem.killed = false;
             }
             Err(e) => {
-                mem.misses = mem.misses.saturating_add(1);
+                // Misses count at the configured tick, also while ticking fast: the failure
+                // threshold is a time budget, and a blip must not burn it in 75 ms.
+                let due = mem.last_miss.is_none_or(|t| t.elapsed() >= self.tick.mul_f64(0.9));
+                if due {
+                    mem.last_miss = Some(Instant::now());
+                    mem.misses = mem.misses.saturating_add(1);
+                }
                 tracing::debug!(error = %e, misses = mem.misses, "probe failed");
             }
         }
@@ -290,18 +314,24 @@ impl Supervisor {
     }
 
     /// Shutdown order: stop acting, fence our server if it is the primary, move the address
-    /// away, release the lease (so the standby need not wait out the duration), stop the child.
+    /// away, hand the lease to the best standby (so it need not wait out the duration, nor the
+    /// rate limits of an unplanned failover), stop the child.
     async fn stop(&mut self) {
         let view = self.elector.view(Instant::now());
         if view.holder.as_deref() == Some(self.cfg.identity.as_str()) {
-            if let Err(e) = self.server.demote().await {
-                tracing::warn!(error = %e, "demote at shutdown failed");
-            }
+            let last_tid = match self.server.demote().await {
+                Ok(_) => self.server.status().await.ok().map(|st| st.last_tid),
+                Err(e) => {
+                    tracing::warn!(error = %e, "demote at shutdown failed");
+                    None
+                }
+            };
             if let Err(e) = self.mover.release().await {
                 tracing::warn!(error = %e, "address release at shutdown failed");
             }
-            match self.elector.release(None).await {
-                Ok(_) => tracing::info!("lease released"),
+            let successor = self.successor(last_tid.as_deref()).await;
+            match self.elector.release(successor.clone()).await {
+                Ok(_) => tracing::info!(?successor, "lease released"),
                 Err(e) => tracing::warn!(error = %e, "lease release at shutdown failed"),
             }
         }
@@ -313,6 +343,36 @@ impl Supervisor {
             }
         }
     }
+
+    /// The connected in-sync standby of our server that is furthest ahead, once it holds
+    /// `last_tid` (waited for up to [`HANDOFF_CATCH_UP`]; sync standbys already do).
+    async fn successor(&self, last_tid: Option<&str>) -> Option<String> {
+        let deadline = Instant::now() + HANDOFF_CATCH_UP;
+        loop {
+            let statuses = futures::future::join_all(self.peers.iter().map(|p| p.admin.status())).await;
+            let best = self
+                .peers
+                .iter()
+                .zip(statuses)
+                .filter_map(|(p, st)| {
+                    let st = st.ok()?;
+                    let r = st.standby()?;
+                    let ours = r.connected && r.primary == self.cfg.replication_addr;
+                    (ours && r.in_sync && !r.out_of_sync).then(|| (tid_value(&r.applied_tid), p.identity.clone()))
+                })
+                .max();
+            match best {
+                Some((applied, name)) if last_tid.is_none_or(|t| applied >= tid_value(t)) => return Some(name),
+                _ if Instant::now() >= deadline => return None,
+                _ => tokio::time::sleep(FAST_TICK).await,
+            }
+        }
+    }
+}
+
+/// A tid in hex as a number; an unreadable one ranks lowest.
+fn tid_value(hex: &str) -> u64 {
+    u64::from_str_radix(hex, 16).unwrap_or(0)
 }
 
 #[cfg(test)]

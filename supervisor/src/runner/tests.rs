@@ -108,3 +108,31 @@ async fn bootstrap_failover_on_a_hung_primary_then_rejoin() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn shutdown_of_the_primary_hands_the_lease_to_its_in_sync_standby() {
+    let a = FakeServer::start(primary_status(0)).await;
+    let b = FakeServer::start(standby_status(1, "a:9000", true, false)).await;
+    let store: Arc<dyn LeaseStore> = Arc::new(StaticLeaseStore::in_memory());
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let mut sup_b = supervisor("b", &b, ("a", &a), store.clone());
+    // A failover just happened as far as b knows: only a handoff may skip the interval.
+    sup_b.cfg.min_failover_interval = Duration::from_secs(600);
+    let task_a = tokio::spawn(supervisor("a", &a, ("b", &b), store.clone()).run(
+        mpsc::channel(1).1,
+        CancellationToken::new(),
+        stop_a.clone(),
+    ));
+    let task_b = tokio::spawn(sup_b.run(mpsc::channel(1).1, CancellationToken::new(), stop_b.clone()));
+    wait_role(&a, ServerRole::Primary, 1).await;
+
+    stop_a.cancel();
+    task_a.await.unwrap();
+    assert!(a.calls().iter().any(|c| c == "demote"), "{:?}", a.calls());
+    let record = store.get().await.unwrap().unwrap().record;
+    assert!(record.holder.is_none() || record.holder.as_deref() == Some("b"), "{record:?}");
+    assert_eq!(b.wait_call("promote").await, "promote 2 false");
+    wait_role(&b, ServerRole::Primary, 2).await;
+    stop_b.cancel();
+    task_b.await.unwrap();
+}
