@@ -66,7 +66,8 @@ async fn main() {
                 std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
             } else {
                 let status = std::process::Command::new(pair::supervisor_bin_path())
-                    .args(["switchover", "--url", &victim.supervisor_url])
+                    .args(["switchover", "--url", &victim.supervisor_url, "--token-file"])
+                    .arg(dir.path().join("token"))
                     .status()
                     .unwrap();
                 assert!(status.success(), "switchover command failed");

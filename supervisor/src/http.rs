@@ -1,6 +1,7 @@
 //! The supervisor's own admin HTTP API: `/livez`, `/readyz`, `/metrics`, and
 //! `POST /switchover {"to": name|null}` which hands a command to the loop and returns the
-//! decision it led to.
+//! decision it led to. The POST routes need the bearer token of `--token-file` (the one the
+//! supervisor uses with its server): they change who is primary.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +9,12 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +31,8 @@ struct App {
     commands: mpsc::Sender<CommandRequest>,
     /// Cancelled after the loop's first decision.
     ready: CancellationToken,
+    /// Bearer token for the POST routes; none configured: they are refused.
+    token: Option<Arc<str>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -38,14 +42,19 @@ struct SwitchoverBody {
 }
 
 /// The router for the admin port.
-pub fn router(metrics: Arc<Metrics>, commands: mpsc::Sender<CommandRequest>, ready: CancellationToken) -> Router {
+pub fn router(
+    metrics: Arc<Metrics>,
+    commands: mpsc::Sender<CommandRequest>,
+    ready: CancellationToken,
+    token: Option<Arc<str>>,
+) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .route("/switchover", post(switchover))
         .route("/promote", post(force_promote))
-        .with_state(App { metrics, commands, ready })
+        .with_state(App { metrics, commands, ready, token })
 }
 
 async fn readyz(State(app): State<App>) -> Response {
@@ -72,11 +81,82 @@ async fn send(app: &App, command: Command) -> Response {
     }
 }
 
-async fn switchover(State(app): State<App>, body: Option<Json<SwitchoverBody>>) -> Response {
+/// Checks the bearer token in constant time; the refusal to send back, if any.
+fn refusal(app: &App, headers: &HeaderMap, call: &str) -> Option<Response> {
+    let Some(expected) = &app.token else {
+        tracing::warn!(call, "command refused: no --token-file configured");
+        return Some(
+            (StatusCode::FORBIDDEN, Json(json!({"error": "commands need --token-file on the supervisor"})))
+                .into_response(),
+        );
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        tracing::info!(call, "command accepted");
+        None
+    } else {
+        tracing::warn!(call, "command refused: bad or missing token");
+        Some((StatusCode::UNAUTHORIZED, Json(json!({"error": "bad or missing bearer token"}))).into_response())
+    }
+}
+
+async fn switchover(State(app): State<App>, headers: HeaderMap, body: Option<Json<SwitchoverBody>>) -> Response {
+    if let Some(r) = refusal(&app, &headers, "switchover") {
+        return r;
+    }
     let to = body.map(|b| b.0).unwrap_or_default().to;
     send(&app, Command::Switchover { to }).await
 }
 
-async fn force_promote(State(app): State<App>) -> Response {
+async fn force_promote(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(r) = refusal(&app, &headers, "force-promote") {
+        return r;
+    }
     send(&app, Command::ForcePromote).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves the router on a free port; a fake loop answers every command with "ok".
+    async fn serve(token: Option<&str>) -> String {
+        let (tx, mut rx) = mpsc::channel::<CommandRequest>(1);
+        tokio::spawn(async move {
+            while let Some((_, reply)) = rx.recv().await {
+                let _ = reply.send("ok".into());
+            }
+        });
+        let app = router(Arc::new(Metrics::new()), tx, CancellationToken::new(), token.map(Arc::from));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    async fn post(url: &str, path: &str, token: Option<&str>) -> u16 {
+        let mut r = reqwest::Client::new().post(format!("{url}{path}")).json(&json!({}));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn commands_need_the_bearer_token() {
+        let url = serve(Some("s3cret-token")).await;
+        for path in ["/switchover", "/promote"] {
+            assert_eq!(post(&url, path, None).await, 401, "{path} without a token");
+            assert_eq!(post(&url, path, Some("wrong")).await, 401, "{path} with a wrong token");
+            assert_eq!(post(&url, path, Some("s3cret-token")).await, 200, "{path} with the token");
+        }
+        let open = serve(None).await;
+        assert_eq!(post(&open, "/switchover", Some("anything")).await, 403, "no token configured: refused");
+        let live = reqwest::get(format!("{url}/livez")).await.unwrap().status().as_u16();
+        assert_eq!(live, 200, "probes need no token");
+    }
 }

@@ -50,6 +50,8 @@ impl ServerProcess {
         let (program, args) = self.argv.split_first().ok_or(ProcessError::Empty)?;
         let mut child = Command::new(program)
             .args(args)
+            // zeo-server exits with us (PR_SET_PDEATHSIG), even when we are SIGKILLed.
+            .env("ZEO_EXIT_WITH_PARENT", std::process::id().to_string())
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| ProcessError::Spawn { program: program.clone(), source })?;

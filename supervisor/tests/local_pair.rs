@@ -92,3 +92,23 @@ async fn sigkill_of_the_primary_three_times_loses_no_acknowledged_write() {
     println!("{} acknowledged writes across 3 failovers, {lost} lost", acked.len());
     assert_eq!(lost, 0);
 }
+
+/// Exec mode: a supervisor killed outright takes its server with it (PR_SET_PDEATHSIG), so no
+/// orphan keeps the storage lock from the server of the supervisor that replaces it.
+#[test]
+fn a_sigkilled_supervisor_leaves_no_orphan_server() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "local-pair-test-token-0123456789").unwrap();
+    let ports = |_| Ports { zeo: free_port(), admin: free_port(), repl: free_port(), sup: free_port() };
+    let (pa, pb) = (ports(0), ports(1));
+    let service = format!("127.0.0.1:{}", free_port());
+    let mut a = start(dir.path(), "a", &pa, "b", &pb, &service);
+    wait_until("a's server", Duration::from_secs(60), || role(&a.admin).is_some());
+    let pid = server_pid(&a.data).expect("server pid");
+    a.supervisor.kill().unwrap();
+    a.supervisor.wait().unwrap();
+    wait_until("the orphan gone", Duration::from_secs(30), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    });
+}

@@ -45,6 +45,10 @@ pub struct Config {
     /// Deadline of one operation.
     #[arg(long, env = "ZEO_LOAD_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub timeout: Duration,
+    /// `--storage`: a connection that brings no bytes for this long is dropped and a new one made
+    /// (heartbeat pings every quarter of it). What a client notices a vanished server host by.
+    #[arg(long, env = "ZEO_LOAD_DEAD_AFTER", value_parser = humantime::parse_duration, default_value = "4s")]
+    pub dead_after: Duration,
     /// How long the final read-back may take, retries included.
     #[arg(long, env = "ZEO_LOAD_VERIFY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub verify_timeout: Duration,

@@ -56,7 +56,7 @@ async fn run(cfg: &Config) -> anyhow::Result<Report> {
     let (mode, name, target) = match (&cfg.target, &cfg.storage) {
         (Some(url), _) => ("http", url.clone(), Target::http(url, cfg.timeout)),
         (None, Some(addrs)) => {
-            let t = Target::storage(addrs, cfg.timeout, cfg.verify, cfg.objects)
+            let t = Target::storage(addrs, cfg.timeout, cfg.dead_after, cfg.verify, cfg.objects)
                 .await
                 .context("connecting to the storage")?;
             ("storage", addrs.join(","), t)

@@ -72,14 +72,23 @@ impl Target {
     /// # Errors
     ///
     /// Connection or commit failures.
-    pub async fn storage(addrs: &[String], timeout: Duration, verify: bool, objects: usize) -> anyhow::Result<Target> {
+    pub async fn storage(
+        addrs: &[String],
+        timeout: Duration,
+        dead_after: Duration,
+        verify: bool,
+        objects: usize,
+    ) -> anyhow::Result<Target> {
+        anyhow::ensure!(dead_after >= Duration::from_millis(200), "--dead-after {dead_after:?}: at least 200ms");
         let mut opts = ClientOptions::new(addrs.iter().cloned());
         opts.call_timeout = timeout;
         opts.wait_timeout = timeout;
-        opts.connect_timeout = timeout.min(Duration::from_secs(5));
-        opts.reconnect_max = Duration::from_secs(1);
-        opts.heartbeat_interval = Duration::from_secs(1);
-        opts.heartbeat_timeout = Duration::from_secs(3);
+        // A SYN lost to a host that vanished is retransmitted only after 1 s, then 3 s: trying
+        // again sooner reaches a moved address sooner.
+        opts.connect_timeout = timeout.min(dead_after / 4);
+        opts.reconnect_max = dead_after / 4;
+        opts.heartbeat_interval = dead_after / 4;
+        opts.heartbeat_timeout = dead_after - dead_after / 4;
         opts.retry =
             RetryPolicy { attempts: 5, backoff_min: Duration::from_millis(5), backoff_max: Duration::from_millis(200) };
         let client = Client::connect(opts).await?;

@@ -20,6 +20,26 @@ use zeo_server::replication::{self, Replication, ReplicationOptions};
 use zeo_server::storage::{FileStorage, OpenOptions};
 use zeo_server::zeo::{self, BlobDir, Server, ServerOptions, StorageHost};
 
+/// Set by zeo-supervisor in exec mode to its pid: the server gets SIGTERM (and drains) when that
+/// parent dies, even by SIGKILL. An orphaned server would hold the storage lock against the server
+/// of the next supervisor, and serve with nobody fencing it.
+const PARENT_ENV: &str = "ZEO_EXIT_WITH_PARENT";
+
+fn exit_with_parent() -> Result<(), String> {
+    let Some(raw) = std::env::var_os(PARENT_ENV) else {
+        return Ok(());
+    };
+    let parent: i32 =
+        raw.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| format!("{PARENT_ENV}={raw:?}: expected a pid"))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))?;
+    // The parent may have died before the prctl: then nobody would send the signal.
+    if nix::unistd::getppid().as_raw() != parent {
+        return Err(format!("the supervisor that started this server (pid {parent}) is gone"));
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let config = match Config::load() {
         Ok(c) => c,
@@ -29,6 +49,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     zeo_server::telemetry::init(config.log_format.as_str());
+    if let Err(e) = exit_with_parent() {
+        eprintln!("zeo-server: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -209,8 +209,16 @@ async fn follow_once(
                     Msg::Blob { oid, tid, last, data } => receive_blob_chunk(s, &mut blobs, oid, tid, last, &data)?,
                     Msg::Status(st) => {
                         set_out_of_sync(repl, st.out_of_sync)?;
-                        s.follow.lock().expect("follow lock poisoned").primary_last_tid =
-                            wire::parse_tid(&st.primary_last_tid)?;
+                        let caught_up = {
+                            let mut f = s.follow.lock().expect("follow lock poisoned");
+                            f.primary_last_tid = wire::parse_tid(&st.primary_last_tid)?;
+                            f.applied >= f.primary_last_tid
+                        };
+                        // A mark cleared while no commits flow: no batch will come to say we are
+                        // in sync, so the status that cleared it must.
+                        if caught_up && st.sync && !st.out_of_sync {
+                            set_synced(repl, true)?;
+                        }
                     }
                     Msg::Pack { pack_tid } => {
                         // Earlier transactions first, then pack beside the stream, as the primary did.

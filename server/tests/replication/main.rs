@@ -358,6 +358,8 @@ async fn degrade_mode_resumes_after_the_timeout_and_marks_the_standby_out_of_syn
     a.wait_status("sync resumed", |s| s["sync_state"] == "sync" && s["standbys"][0]["out_of_sync"] == false).await;
     b.wait_status("cleared", |s| s["out_of_sync"] == false).await;
     assert!(b.log().contains("marks this standby out of sync"), "{}", b.log());
+    // With no commit after the one that cleared it, the standby is promotable again all the same.
+    b.wait_status("in sync (promotable) again", |s| s["in_sync"] == true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

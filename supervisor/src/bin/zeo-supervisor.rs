@@ -51,11 +51,17 @@ enum Sub {
         /// The identity of the target (default: the only peer).
         #[arg(long)]
         to: Option<String>,
+        /// File holding the supervisor's bearer token (its --token-file).
+        #[arg(long, env = "ZEO_SUPERVISOR_TOKEN_FILE")]
+        token_file: Option<std::path::PathBuf>,
     },
     /// Force the promotion of this supervisor's server, even if it is not in sync.
     ForcePromote {
         #[arg(long, env = "ZEO_SUPERVISOR_URL", default_value = "http://127.0.0.1:8190")]
         url: String,
+        /// File holding the supervisor's bearer token (its --token-file).
+        #[arg(long, env = "ZEO_SUPERVISOR_TOKEN_FILE")]
+        token_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -252,8 +258,12 @@ async fn main() {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let result = match cli.command {
-        Some(Sub::Switchover { url, to }) => command(&url, "switchover", serde_json::json!({ "to": to })).await,
-        Some(Sub::ForcePromote { url }) => command(&url, "promote", serde_json::json!({})).await,
+        Some(Sub::Switchover { url, to, token_file }) => {
+            command(&url, token_file, "switchover", serde_json::json!({ "to": to })).await
+        }
+        Some(Sub::ForcePromote { url, token_file }) => {
+            command(&url, token_file, "promote", serde_json::json!({})).await
+        }
         None => match build(cli.settings).await {
             Ok(parts) => serve(parts).await,
             Err(e) => {
@@ -268,14 +278,16 @@ async fn main() {
     }
 }
 
-async fn command(url: &str, what: &str, body: serde_json::Value) -> Result<()> {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/{what}", url.trim_end_matches('/')))
-        .json(&body)
-        .timeout(Duration::from_secs(15))
-        .send()
-        .await
-        .with_context(|| format!("asking {url}"))?;
+fn read_token(path: &std::path::Path) -> Result<String> {
+    Ok(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_string())
+}
+
+async fn command(url: &str, token_file: Option<std::path::PathBuf>, what: &str, body: serde_json::Value) -> Result<()> {
+    let mut request = reqwest::Client::new().post(format!("{}/{what}", url.trim_end_matches('/'))).json(&body);
+    if let Some(path) = token_file {
+        request = request.bearer_auth(read_token(&path)?);
+    }
+    let resp = request.timeout(Duration::from_secs(15)).send().await.with_context(|| format!("asking {url}"))?;
     let status = resp.status();
     let text = resp.text().await?;
     println!("{text}");
@@ -287,6 +299,7 @@ async fn command(url: &str, what: &str, body: serde_json::Value) -> Result<()> {
 
 struct Parts {
     supervisor: Supervisor,
+    token: Option<String>,
     listen: String,
     metrics: Arc<Metrics>,
 }
@@ -296,12 +309,7 @@ async fn build(settings: Settings) -> Result<Parts> {
     let identity = required(&s.identity, "identity")?;
     let replication_addr = required(&s.replication_addr, "replication-addr")?;
     let cfg = s.decide_config(&identity, &replication_addr)?;
-    let token = match &s.token_file {
-        Some(p) => {
-            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?.trim().to_string())
-        }
-        None => None,
-    };
+    let token = s.token_file.as_deref().map(read_token).transpose()?;
     let probe_timeout = s.probe_timeout.unwrap_or(Duration::from_millis(500));
     let http_timeout = cfg.retry_period;
     let server = AdminClient::new(required(&s.server_admin, "server-admin")?, token.clone(), http_timeout);
@@ -397,7 +405,7 @@ async fn build(settings: Settings) -> Result<Parts> {
         kill_command,
         metrics: metrics.clone(),
     };
-    Ok(Parts { supervisor, listen: s.listen.clone().unwrap_or_else(|| "127.0.0.1:8190".into()), metrics })
+    Ok(Parts { supervisor, token, listen: s.listen.clone().unwrap_or_else(|| "127.0.0.1:8190".into()), metrics })
 }
 
 async fn serve(parts: Parts) -> Result<()> {
@@ -407,7 +415,7 @@ async fn serve(parts: Parts) -> Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&parts.listen).await.with_context(|| format!("binding {}", parts.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "admin port listening");
-    let app = zeo_supervisor::http::router(parts.metrics, tx, ready.clone());
+    let app = zeo_supervisor::http::router(parts.metrics, tx, ready.clone(), parts.token.as_deref().map(Arc::from));
     let http_stop = shutdown.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await

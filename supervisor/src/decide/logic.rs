@@ -160,7 +160,12 @@ fn as_holder(obs: &Observation, s: &mut State, cfg: &DecideConfig, now: Instant)
             s.force = false;
             s.fencing = None;
             let mut actions = Vec::new();
-            renew_if_due(obs, cfg, now, &mut actions);
+            if marks_changed(obs, status) {
+                // Standbys degraded past must be on record before anyone may take over.
+                actions.push(Action::RenewLease);
+            } else {
+                renew_if_due(obs, cfg, now, &mut actions);
+            }
             point_address(s, epoch, &cfg.identity, &mut actions);
             decision(actions, Reason::Serving { epoch })
         }
@@ -201,6 +206,22 @@ fn promote(obs: &Observation, s: &mut State, cfg: &DecideConfig, now: Instant, e
     let mut actions = vec![Action::Promote { epoch, force: s.force }];
     renew_if_due(obs, cfg, now, &mut actions);
     decision(actions, Reason::Promoting { epoch, force: s.force })
+}
+
+/// Our primary server's out-of-sync standbys differ from the lease's record of them.
+fn marks_changed(obs: &Observation, status: &ServerStatus) -> bool {
+    let mut marks = out_of_sync_marks(status);
+    marks.sort();
+    marks.dedup();
+    marks != obs.lease.out_of_sync
+}
+
+/// The standbys a primary server reports out of sync (none for other roles).
+pub fn out_of_sync_marks(status: &ServerStatus) -> Vec<String> {
+    status
+        .primary()
+        .map(|p| p.standbys.iter().filter(|l| l.out_of_sync).map(|l| l.name.clone()).collect())
+        .unwrap_or_default()
 }
 
 /// A fresh peer whose server follows ours: proof our server is still the one serving.
@@ -418,6 +439,11 @@ fn eligible(
         ServerRole::Primary => Ok(()),
         ServerRole::Demoted => ranked_first(obs, status, cfg, now),
         ServerRole::Standby => {
+            // The holder recorded that its server degraded past us: we may lack acknowledged
+            // commits, even if our server was never told (a partition).
+            if obs.lease.out_of_sync.contains(&cfg.identity) {
+                return Err(Ineligible::OutOfSync);
+            }
             if let Some(newer) = obs.peers.iter().filter_map(|p| p.status.as_ref()).map(|st| st.epoch).max()
                 && newer > status.epoch
             {
@@ -462,7 +488,7 @@ fn ranked_first(obs: &Observation, status: &ServerStatus, cfg: &DecideConfig, no
         let Some(st) = fresh(p, cfg, now).filter(|st| st.role == ServerRole::Standby) else {
             continue;
         };
-        if standby_promotable(obs, st, cfg).is_err() {
+        if standby_promotable(obs, st, cfg).is_err() || obs.lease.out_of_sync.contains(&p.identity) {
             continue;
         }
         let theirs = tid_value(st.position());

@@ -87,6 +87,7 @@ fn lease(holder: Option<&str>, transitions: u64, expired: bool, renewed_at: Opti
         holder: holder.map(String::from),
         preferred_holder: None,
         transitions,
+        out_of_sync: Vec::new(),
         expired,
         renewed_at,
         changed_at: None,
@@ -435,6 +436,25 @@ fn rows(now: Instant) -> Vec<Row> {
         vec![Action::RenewLease],
         "serving",
     ));
+    let degraded = primary(3, SyncState::Degraded, vec![link("b", false, true)]);
+    out.push(row(
+        5,
+        "primary degraded past a standby: the mark goes into the lease at once, not at the next renewal",
+        obs(Some(degraded.clone()), vec![], lease(Some("a"), 3, false, Some(now - secs(0.1)))),
+        settled(now, 3, "a"),
+        vec![Action::RenewLease],
+        "serving",
+    ));
+    let mut recorded = lease(Some("a"), 3, false, Some(now - secs(0.1)));
+    recorded.out_of_sync = vec!["b".into()];
+    out.push(row(
+        5,
+        "mark already in the lease: renew only when due",
+        obs(Some(degraded), vec![], recorded),
+        settled(now, 3, "a"),
+        vec![],
+        "serving",
+    ));
 
     // 6. Control-plane trouble.
     let mut l = lease(Some("a"), 3, false, Some(now - secs(4.5)));
@@ -522,6 +542,16 @@ fn rows(now: Instant) -> Vec<Row> {
             vec![b_dead_primary(3), peer("c", Some(standby(3, "b:9000", false, true, false, 0)), fresh)],
             lease(Some("b"), 3, true, None),
         ),
+        settled(now, 3, "b"),
+        vec![],
+        "ineligible",
+    ));
+    let mut marked = lease(Some("b"), 3, true, None);
+    marked.out_of_sync = vec!["a".into()];
+    out.push(row(
+        7,
+        "recorded out of sync in the lease: not promoted, though a partition kept our server from being told",
+        obs(Some(standby(3, "b:9000", false, true, false, 0)), vec![b_dead_primary(3)], marked),
         settled(now, 3, "b"),
         vec![],
         "ineligible",

@@ -144,6 +144,8 @@ pub struct LeaseView {
     pub preferred_holder: Option<String>,
     /// Holder changes so far: the epoch a new holder promotes at.
     pub transitions: u64,
+    /// Standbys the holder's server degraded past, as recorded in the lease.
+    pub out_of_sync: Vec<String>,
     /// Nobody renewed it for `lease_duration` as seen locally, or it was released or never existed.
     pub expired: bool,
     /// When we started our last successful acquire or renew, while we hold it.

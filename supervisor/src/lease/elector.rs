@@ -23,6 +23,9 @@ pub struct LeaseElector {
     reachable: bool,
     /// Start of our last successful acquire or renew: the renew deadline counts from here.
     renewed_at: Option<Instant>,
+    /// What our primary server reports as out-of-sync standbys, for the next write; `None`
+    /// keeps the record's list (our server is not the primary yet).
+    out_of_sync: Option<Vec<String>>,
 }
 
 impl LeaseElector {
@@ -35,7 +38,22 @@ impl LeaseElector {
             read_once: false,
             reachable: false,
             renewed_at: None,
+            out_of_sync: None,
         }
+    }
+
+    /// The out-of-sync standbys our primary server reports, written with the next acquire or
+    /// renew (`None`: keep the record's).
+    pub fn set_out_of_sync(&mut self, names: Option<Vec<String>>) {
+        self.out_of_sync = names.map(|mut n| {
+            n.sort();
+            n.dedup();
+            n
+        });
+    }
+
+    fn marks(&self, record: &LeaseRecord) -> Vec<String> {
+        self.out_of_sync.clone().unwrap_or_else(|| record.out_of_sync.clone())
     }
 
     /// Reads the record and returns the view for [`decide`](crate::decide::decide).
@@ -78,6 +96,8 @@ impl LeaseElector {
             renew_time: Some(wall),
             lease_duration: self.duration,
             transitions: old.map_or(0, |r| r.transitions) + u64::from(!mine),
+            // A new holder inherits the marks until its own server reports (as primary).
+            out_of_sync: self.out_of_sync.clone().or_else(|| old.map(|r| r.out_of_sync.clone())).unwrap_or_default(),
         };
         self.write(record, start).await
     }
@@ -94,7 +114,11 @@ impl LeaseElector {
         if current.record.holder.as_deref() != Some(self.identity.as_str()) {
             return Ok(false);
         }
-        let record = LeaseRecord { renew_time: Some(SystemTime::now()), ..current.record.clone() };
+        let record = LeaseRecord {
+            renew_time: Some(SystemTime::now()),
+            out_of_sync: self.marks(&current.record),
+            ..current.record.clone()
+        };
         self.write(record, start).await
     }
 
@@ -173,6 +197,7 @@ impl LeaseElector {
             holder: r.holder.clone(),
             preferred_holder: r.preferred_holder.clone(),
             transitions: r.transitions,
+            out_of_sync: r.out_of_sync.clone(),
             expired,
             renewed_at: if mine { self.renewed_at } else { None },
             changed_at: Some(*changed_at),

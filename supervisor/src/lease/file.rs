@@ -117,6 +117,7 @@ mod tests {
             renew_time: None,
             lease_duration: Duration::from_secs(6),
             transitions,
+            out_of_sync: Vec::new(),
         }
     }
 

@@ -20,6 +20,9 @@ pub struct KubeLeaseStore {
     name: String,
 }
 
+/// Names of the standbys the holder's server degraded past, comma-separated.
+pub const OUT_OF_SYNC_ANNOTATION: &str = "zeo-rs.io/out-of-sync";
+
 impl KubeLeaseStore {
     pub fn new(client: kube::Client, namespace: &str, name: impl Into<String>) -> KubeLeaseStore {
         KubeLeaseStore { api: Api::namespaced(client, namespace), name: name.into() }
@@ -31,6 +34,9 @@ impl KubeLeaseStore {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 resource_version: version.map(|v| v.0.clone()),
+                // LeaseSpec has no field for it; an annotation travels with the same replace.
+                annotations: (!record.out_of_sync.is_empty())
+                    .then(|| [(OUT_OF_SYNC_ANNOTATION.to_string(), record.out_of_sync.join(","))].into()),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
@@ -52,6 +58,13 @@ impl KubeLeaseStore {
 fn from_lease(lease: Lease) -> Result<Versioned, LeaseError> {
     let version =
         lease.metadata.resource_version.ok_or_else(|| LeaseError::Corrupt("Lease without resourceVersion".into()))?;
+    let out_of_sync = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OUT_OF_SYNC_ANNOTATION))
+        .map(|v| v.split(',').filter(|n| !n.is_empty()).map(String::from).collect())
+        .unwrap_or_default();
     let spec = lease.spec.unwrap_or_default();
     let wall = |t: Option<MicroTime>| t.map(|t| SystemTime::from(t.0));
     let record = LeaseRecord {
@@ -61,6 +74,7 @@ fn from_lease(lease: Lease) -> Result<Versioned, LeaseError> {
         renew_time: wall(spec.renew_time),
         lease_duration: Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0)),
         transitions: u64::try_from(spec.lease_transitions.unwrap_or(0)).unwrap_or(0),
+        out_of_sync,
     };
     Ok(Versioned { record, version: Version(version) })
 }
@@ -102,7 +116,7 @@ mod tests {
         let store = KubeLeaseStore::new(fake.client(), "zeo", "zeo-primary");
         elector_contract(Arc::new(store)).await;
         let lease = fake.object("leases", "zeo", "zeo-primary").unwrap();
-        assert_eq!(lease["spec"]["leaseTransitions"], 3);
+        assert_eq!(lease["spec"]["leaseTransitions"], 4);
         assert_eq!(lease["spec"]["holderIdentity"], "z");
         assert!(fake.conflicts() >= 2, "the races went through 409s: {}", fake.conflicts());
     }

@@ -42,6 +42,11 @@ pub struct LeaseRecord {
     pub lease_duration: Duration,
     /// Incremented by every acquisition by a new holder: the epoch that holder promotes at.
     pub transitions: u64,
+    /// Standbys the holder's server degraded past (they may lack acknowledged commits): never to
+    /// be promoted without force. Kept here because a partitioned standby cannot learn it from
+    /// its primary, yet must read the lease before it may take over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out_of_sync: Vec<String>,
 }
 
 /// A backend's opaque version of the record (etcd mod revision, Kubernetes resourceVersion).

@@ -49,6 +49,19 @@ pub(crate) async fn elector_contract(store: Arc<dyn LeaseStore>) {
     let winner = if a.view(tokio::time::Instant::now()).holder.as_deref() == Some("a") { &mut a } else { &mut c };
     assert_eq!(winner.observe().await.transitions, 3);
 
+    // Out-of-sync marks travel with the lease, and a new holder inherits them.
+    winner.set_out_of_sync(Some(vec!["x".into(), "b".into(), "x".into()]));
+    assert!(winner.renew().await.unwrap());
+    assert_eq!(b.observe().await.out_of_sync, ["b", "x"], "every observer reads the marks");
+    winner.set_out_of_sync(None);
+    assert!(winner.release(None).await.unwrap());
+    b.observe().await;
+    assert!(b.try_acquire().await.unwrap());
+    assert_eq!(b.view(tokio::time::Instant::now()).out_of_sync, ["b", "x"], "kept across a transition");
+    b.set_out_of_sync(Some(Vec::new()));
+    assert!(b.renew().await.unwrap());
+    assert!(a.observe().await.out_of_sync.is_empty(), "cleared when the primary reports none");
+
     // Wall-clock times in the record are ignored: an ancient renewTime is still a fresh change.
     let current = store.get().await.unwrap().unwrap();
     let skewed = LeaseRecord {

@@ -179,6 +179,13 @@ impl Supervisor {
             mem.free_since = Some(now);
         }
         let status = status.ok();
+        // What the next lease write records: our primary's marks; otherwise the record's own.
+        self.elector.set_out_of_sync(
+            status
+                .as_ref()
+                .filter(|s| s.role == crate::status::ServerRole::Primary)
+                .map(crate::decide::out_of_sync_marks),
+        );
         self.metrics.set_role(status.as_ref().map_or("unknown", |s| match s.role {
             crate::status::ServerRole::Primary => "primary",
             crate::status::ServerRole::Standby => "standby",
