@@ -1,29 +1,46 @@
 #!/usr/bin/env bash
-# Failover benchmark: a real local HA pair (two zeo-servers with sync replication under their
-# zeo-supervisors, file lease, local service address) and a client writing through the service
-# address; N SIGKILLs of the primary's server, then N planned switchovers. Reports the client-
-# observed write gap (p50/p99/max) and the acknowledged writes lost, and replaces the "Failover"
-# section of docs/BENCHMARKS.md (between <!-- failover:begin --> and <!-- failover:end -->).
+# Failover benchmark, three scenarios of N runs each: SIGKILL of the primary's server and planned
+# switchover on the local HA pair (two zeo-servers with sync replication under their supervisors,
+# file lease, local service address, a client writing through it), and the primary host cut off
+# in network namespaces (bench/failover_hostcut.py; needs root, etcd, arping). Reports the client-
+# observed write gap (p50/p99/max) and the acknowledged writes lost, draws every run into
+# docs/failover-gaps.svg, and replaces the "Failover" section of docs/BENCHMARKS.md (between
+# <!-- failover:begin --> and <!-- failover:end -->).
 #
-# usage: bench/failover.sh [--runs N]     (default 30 per scenario, ~5 min)
+# usage: bench/failover.sh [--runs N]     (default 30 per scenario, ~20 min)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 runs=30
 [[ "${1:-}" == --runs ]] && runs="$2"
 mkdir -p bench/out
-cargo build --release -p zeo-server -p zeo-supervisor --bins --example failover_bench
+cargo build --release -p zeo-server -p zeo-supervisor -p zeo-load --bins --example failover_bench
+target/release/examples/failover_bench --runs "$runs" --out bench/out/failover-local.md \
+  --json bench/out/failover-local.json 2> bench/out/failover.log
+hostcut=""
+if [[ $(id -u) -eq 0 ]] && command -v etcd >/dev/null && command -v arping >/dev/null; then
+  [[ -x .venv/bin/python ]] || scripts/setup-venv
+  ZEORS_BIN_DIR="$repo/target/release" ZEORS_PYTHON="$repo/.venv/bin/python" \
+    .venv/bin/python bench/failover_hostcut.py --runs "$runs" --out bench/out/failover-hostcut.json \
+    2>> bench/out/failover.log
+  hostcut=bench/out/failover-hostcut.json
+else
+  echo "failover.sh: host-cut scenario skipped (needs root, etcd and arping)" >&2
+fi
 md=bench/out/failover.md
-target/release/examples/failover_bench --runs "$runs" --out "$md.body" 2> bench/out/failover.log
 git="$(git rev-parse --short HEAD 2>/dev/null || true)"
 [[ -z "$(git status --porcelain -- server supervisor client 2>/dev/null)" ]] || git="$git + uncommitted changes"
 {
-  echo "Command: \`bench/failover.sh --runs $runs\` (zeo-rs $git), $(nproc) cores, the local pair of \`scripts/ha-local\`"
-  echo "(exec mode, file lease, local service address; supervisors with \`--min-failover-interval 1s --stable-for 500ms\`)."
-  echo "A zeo-client writes new objects through the service address without pause; the gap is the longest"
-  echo "pause between two acknowledged writes from the event until the next one."
+  echo "Command: \`bench/failover.sh --runs $runs\` (zeo-rs $git), $(nproc) cores, one run of everything."
+  echo "SIGKILL and switchover: the local pair of \`scripts/ha-local\` (exec mode, file lease, local service"
+  echo "address, strict sync replication; supervisors with \`--min-failover-interval 1s --stable-for 500ms\`); a"
+  echo "zeo-client writes new objects through the service address without pause. Host cut: two server hosts,"
+  echo "an etcd host and a client host in network namespaces, the virtual IP moved by gratuitous ARP, the"
+  echo "primary host's link cut; fast lease profile and \`--sync-timeout 500ms\` (docs/FAILOVER.md), zeo-load"
+  echo "\`--verify --dead-after 2s\` and a Python ZODB application writing through the virtual IP. The gap is the"
+  echo "longest pause between two acknowledged writes around the failover."
   echo
-  cat "$md.body"
+  python3 bench/render_failover.py bench/out/failover-local.json $hostcut --svg docs/failover-gaps.svg
 } > "$md"
 python3 - "$md" <<'PY'
 import sys

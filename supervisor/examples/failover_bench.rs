@@ -3,7 +3,7 @@
 //! planned switchover (`zeo-supervisor switchover`). For each failover, the client-observed write
 //! gap is the time between the last acknowledged write before it and the first one after it.
 //!
-//! usage: failover_bench [--runs N] [--scenarios sigkill,switchover] [--out FILE.md]
+//! usage: failover_bench [--runs N] [--scenarios sigkill,switchover] [--out FILE.md] [--json FILE]
 
 #[path = "../tests/pair/mod.rs"]
 mod pair;
@@ -103,6 +103,7 @@ async fn main() {
     let mut table = String::from(
         "| scenario | failovers | client write gap p50 (ms) | p99 (ms) | max (ms) |\n|---|---|---|---|---|\n",
     );
+    let mut per_scenario = serde_json::Map::new();
     for scenario in scenarios.iter().map(String::as_str) {
         let end = Instant::now();
         let mut gaps: Vec<f64> = events
@@ -112,6 +113,7 @@ async fn main() {
             .filter_map(|(i, e)| gap(&acks, e.1, events.get(i + 1).map_or(end, |n| n.1)))
             .inspect(|g| eprintln!("{scenario}: gap {g:.0} ms"))
             .collect();
+        per_scenario.insert(scenario.to_string(), serde_json::json!(gaps));
         gaps.sort_by(f64::total_cmp);
         let label = if scenario == "sigkill" { "SIGKILL of the primary's server" } else { "planned switchover" };
         table += &format!(
@@ -129,5 +131,9 @@ async fn main() {
     println!("{text}");
     if let Some(out) = get("--out") {
         std::fs::write(out, &text).unwrap();
+    }
+    if let Some(out) = get("--json") {
+        let doc = serde_json::json!({"gaps_ms": per_scenario, "acknowledged": acks.len(), "lost": lost});
+        std::fs::write(out, doc.to_string()).unwrap();
     }
 }

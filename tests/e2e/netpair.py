@@ -86,8 +86,13 @@ def pair(tmp_path, supervisor_args=(), server_args=()):
                 "--admin-token-file", str(tmp_path / "token"), "--standby-name", host,
                 "--sync-standbys", "1", "--wait-for-supervisor", "--log-format", "json", *server_args],
                 stdout=log, stderr=subprocess.STDOUT)
-        wait("a primary holding the virtual IP",
-             lambda: any(VIP in lab.addresses(h) for h in ("h1", "h2")), 60)
+        try:
+            wait("a primary holding the virtual IP",
+                 lambda: any(VIP in lab.addresses(h) for h in ("h1", "h2")), 60)
+        except AssertionError:
+            for h in ("h1", "h2"):
+                print(f"== {h}: {status(lab, h)}\n" + "".join(open(tmp_path / h / "supervisor.log").readlines()[-15:]))
+            raise
         yield lab
 
 

@@ -24,6 +24,10 @@ const MAX_IMMEDIATE_TICKS: usize = 4;
 const FAST_TICK: Duration = Duration::from_millis(25);
 const FAST_WINDOW: Duration = Duration::from_secs(2);
 
+/// How long a tick waits for the peers' status. A peer that answers later lands in the next
+/// tick's view: an unreachable peer (its host cut off) must not slow every step of a takeover.
+const PEER_WAIT: Duration = Duration::from_millis(100);
+
 /// At shutdown, how long the successor gets to hold every transaction our server has.
 const HANDOFF_CATCH_UP: Duration = Duration::from_secs(2);
 
@@ -38,6 +42,33 @@ pub struct Peer {
     pub identity: String,
     pub replication_addr: String,
     pub admin: AdminClient,
+}
+
+/// The latest status a peer answered with, filled by requests that may outlive a tick.
+#[derive(Default, Clone)]
+struct PeerSlot {
+    latest: Arc<std::sync::Mutex<Option<(crate::status::ServerStatus, Instant)>>>,
+    in_flight: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PeerSlot {
+    /// Starts a status request unless one is still out; it stores what it gets.
+    fn poll(&self, admin: &AdminClient) -> Option<tokio::task::JoinHandle<()>> {
+        if self.in_flight.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return None;
+        }
+        let (admin, slot) = (admin.clone(), self.clone());
+        Some(tokio::spawn(async move {
+            if let Ok(st) = admin.status().await {
+                *slot.latest.lock().expect("peer slot poisoned") = Some((st, Instant::now()));
+            }
+            slot.in_flight.store(false, std::sync::atomic::Ordering::Release);
+        }))
+    }
+
+    fn latest(&self) -> Option<(crate::status::ServerStatus, Instant)> {
+        self.latest.lock().expect("peer slot poisoned").clone()
+    }
 }
 
 /// An operator command and where to send the decision it led to.
@@ -75,6 +106,8 @@ struct Memory {
     exited_at: Option<Instant>,
     /// Until then, tick at [`FAST_TICK`].
     fast_until: Option<Instant>,
+    /// One per configured peer, in order.
+    peer_slots: Vec<PeerSlot>,
 }
 
 impl Supervisor {
@@ -97,6 +130,7 @@ impl Supervisor {
                     seen_at: None,
                 })
                 .collect(),
+            peer_slots: vec![PeerSlot::default(); self.peers.len()],
             ..Memory::default()
         };
         let mut pending: Option<CommandRequest> = None;
@@ -143,10 +177,11 @@ impl Supervisor {
         if exited && mem.exited_at.is_none() {
             mem.exited_at = Some(Instant::now());
         }
-        let (probed, status, peers, lease) = tokio::join!(
+        let requests: Vec<_> = self.peers.iter().zip(&mem.peer_slots).filter_map(|(p, s)| s.poll(&p.admin)).collect();
+        let (probed, status, _, lease) = tokio::join!(
             probe(&self.zeo_addr, &self.storage, self.probe_timeout),
             self.server.status(),
-            futures::future::join_all(self.peers.iter().map(|p| p.admin.status())),
+            tokio::time::timeout(PEER_WAIT, futures::future::join_all(requests)),
             self.elector.observe(),
         );
         match probed {
@@ -167,10 +202,10 @@ impl Supervisor {
             }
         }
         let now = Instant::now();
-        for (view, got) in mem.peers.iter_mut().zip(peers) {
-            if let Ok(st) = got {
+        for (view, slot) in mem.peers.iter_mut().zip(&mem.peer_slots) {
+            if let Some((st, at)) = slot.latest() {
                 view.status = Some(st);
-                view.seen_at = Some(now);
+                view.seen_at = Some(at);
             }
         }
         if lease.holder.is_some() && !lease.expired {
