@@ -84,10 +84,11 @@ struct TxnResponse {
 
 impl EtcdLeaseStore {
     /// A store on `endpoints` (`http://host:port`, tried in turn); every request is bounded by
-    /// `timeout`. Checks that one endpoint answers.
+    /// `timeout`. Nothing is sent yet: an etcd that is not up yet is the loop's "store
+    /// unreachable", not a reason for the supervisor to exit.
     ///
     /// # Errors
-    /// An endpoint is not an `http://` URL, or none could be reached.
+    /// An endpoint is not an `http://` URL, or the HTTP client cannot be built.
     pub async fn connect(endpoints: &[String], key: impl Into<String>, timeout: Duration) -> Result<Self, LeaseError> {
         let endpoints: Vec<String> = endpoints.iter().map(|e| e.trim_end_matches('/').to_string()).collect();
         if endpoints.is_empty() {
@@ -104,9 +105,7 @@ impl EtcdLeaseStore {
             .connect_timeout(timeout)
             .build()
             .map_err(|e| LeaseError::backend(BACKEND, e))?;
-        let store = EtcdLeaseStore { http, endpoints, current: AtomicUsize::new(0), key: key.into() };
-        store.get().await?;
-        Ok(store)
+        Ok(EtcdLeaseStore { http, endpoints, current: AtomicUsize::new(0), key: key.into() })
     }
 
     /// POSTs `body` to `path` on the current endpoint, then on the others while they cannot be
