@@ -60,7 +60,7 @@ def main():
                 wait("the other host promoted, holding the virtual IP",
                      lambda: (status(lab, other) or {}).get("role") == "primary" and VIP in lab.addresses(other), 60)
                 promoted = time.monotonic() - cut
-                rust, py = writer_reports(tmp, writers, tag=str(run))
+                rust, py = writer_reports(lab, tmp, writers, tag=str(run))
                 lab.heal(victim)
                 try:
                     wait("the old primary rejoining in sync", lambda: in_sync_standby(lab, victim), 120)

@@ -2,6 +2,7 @@
 # Built by scripts/build-images; nothing is pulled.
 FROM scratch
 COPY rootfs/ /
+# /data, owned by the runtime user: a volume mounted there for --lease-backend file starts writable.
 COPY --chown=65532:65532 data/ /data/
 ARG VERSION=dev
 ARG REVISION=unknown

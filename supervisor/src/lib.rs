@@ -14,6 +14,7 @@
 //! - [`admin`]: the client of the server's admin HTTP API.
 //! - [`probe`]: the ZEO round-trip health probe.
 //! - [`mover`]: the [`mover::AddressMover`] trait and its backends (pod label, Docker alias, VIP).
+//! - [`kill`]: the fence for a server that is not our child (a command, or SIGKILL of its container).
 //! - [`process`]: exec mode, the server as our child process (exit seen at once, SIGKILL fence).
 //! - [`runner`]: the observe → decide → act loop and the shutdown order.
 //! - [`http`]: the supervisor's admin port (`/livez`, `/readyz`, `/metrics`, `/switchover`).
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod decide;
 pub mod http;
+pub mod kill;
 pub mod lease;
 pub mod metrics;
 pub mod mover;

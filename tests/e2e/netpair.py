@@ -6,6 +6,7 @@ Binaries: target/debug (or $ZEORS_BIN_DIR).
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -126,25 +127,38 @@ class Watch(threading.Thread):
 PYTHON = os.environ.get("ZEORS_PYTHON") or os.path.join(REPO, ".venv", "bin", "python")
 
 
+WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zodb_writer.py")
+
+
 def start_writers(lab, tmp_path, duration, tag="", dead_after="4s"):
-    """Rust (zeo-load --verify) and Python (ZODB, pywriter.py) clients on host `cl`, writing
-    through the virtual IP for `duration` seconds; each writes a JSON report when done."""
+    """Rust (zeo-load --verify, stops after `duration` seconds) and Python (ZODB, zodb_writer.py,
+    stopped by writer_reports) clients on host `cl`, writing through the virtual IP."""
     rust = lab.spawn("cl", [os.path.join(BIN, "zeo-load"), "--storage", f"{VIP}:8100", "--verify",
                             "--duration", f"{duration}s", "--concurrency", "2", "--timeout", "5s",
                             "--dead-after", dead_after,
                             "--json", str(tmp_path / f"load{tag}.json"), "--progress-interval", "1h"],
                      stdout=open(tmp_path / f"load{tag}.txt", "wb"), stderr=subprocess.STDOUT)
-    py = lab.spawn("cl", [PYTHON, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pywriter.py"),
-                          "--address", f"{VIP}:8100", "--duration", str(duration),
-                          "--out", str(tmp_path / f"py{tag}.json"), "--name", f"py{tag}"],
+    py = lab.spawn("cl", [PYTHON, WRITER, "write", f"{VIP}:8100", str(tmp_path / f"py{tag}.acks"), "--key", f"py{tag}"],
                    stdout=open(tmp_path / f"py{tag}.txt", "wb"), stderr=subprocess.STDOUT)
     return rust, py
 
 
-def writer_reports(tmp_path, writers, tag="", timeout=180):
-    """Waits for both writers; returns their reports (zeo-load's, pywriter's)."""
-    for w in writers:
-        w.wait(timeout)
-    rust = json.load(open(tmp_path / f"load{tag}.json"))
-    py = json.load(open(tmp_path / f"py{tag}.json"))
-    return rust, py
+def writer_reports(lab, tmp_path, writers, tag="", timeout=180):
+    """Waits for zeo-load, stops the Python writer, reads every acknowledged write back; returns
+    both reports (zeo-load's JSON, zodb_writer's check)."""
+    rust, py = writers
+    rust.wait(timeout)
+    py.send_signal(signal.SIGTERM)
+    try:
+        # A ZEO call sent to a host that vanished has no deadline: it may not see the signal soon.
+        py.wait(30)
+    except subprocess.TimeoutExpired:
+        py.kill()
+        py.wait()
+    out = lab.run("cl", PYTHON, WRITER, "check", f"{VIP}:8100", str(tmp_path / f"py{tag}.acks"), "--key", f"py{tag}",
+                  check=False)
+    try:
+        py_report = json.loads(out.stdout)
+    except ValueError:
+        raise AssertionError(f"zodb_writer check failed: {out.stdout}{out.stderr}") from None
+    return json.load(open(tmp_path / f"load{tag}.json")), py_report

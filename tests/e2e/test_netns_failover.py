@@ -1,7 +1,7 @@
 """Failover between hosts, in network namespaces (needs root): etcd on its own host, two server
 hosts each running zeo-server under zeo-supervisor (exec mode, etcd lease, virtual IP moved with
 gratuitous ARP), and a client host writing through the virtual IP with a Rust client (zeo-load in
-verify mode) and a Python ZODB application (pywriter.py) at the same time.
+verify mode) and a Python ZODB application (zodb_writer.py) at the same time.
 
 Scenarios: SIGKILL of the primary's server, the primary host cut off from everyone (its link
 down), the primary's server paused (SIGSTOP). In each, every acknowledged write must survive
@@ -59,7 +59,7 @@ def test_failover_through_the_virtual_ip(cluster, fault):
         wait("the paused server killed by its supervisor", lambda: server_pid(str(tmp / victim)) != pid, 30)
     # The old primary comes back as a standby of the new one.
     wait("the old primary rejoining", lambda: (status(lab, victim) or {}).get("role") == "standby", 90)
-    rust, py = writer_reports(tmp, writers)
+    rust, py = writer_reports(lab, tmp, writers)
     watch.stop.set()
     watch.join(10)
     print(f"{fault}: zeo-load acknowledged {rust['acknowledged']}, lost {rust['lost']}, gap {rust['max_gap_ms']:.0f} ms; "

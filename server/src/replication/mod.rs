@@ -298,8 +298,14 @@ impl Replication {
     /// The sync gate's watermark for `s`: the K-th highest acknowledged tid among its standbys.
     fn update_gate(&self, s: &StorageRepl) {
         let k = self.opts.sync_standbys;
-        if k == 0 || self.role().0 != Role::Primary {
+        if k == 0 {
             s.host.set_gate(None);
+            return;
+        }
+        if self.role().0 != Role::Primary {
+            // A demoted primary keeps its gate shut: what no standby acknowledged must never be
+            // published here (its committer would take the answer for an acknowledgement). Once it
+            // follows a primary, the standby side reopens it after any rewind.
             return;
         }
         let sync = s.sync.lock().expect("sync lock poisoned");

@@ -125,6 +125,11 @@ async fn follow_once(
     let mut blobs: HashMap<(Tid, Tid), PathBuf> = HashMap::new();
     // Handshake: hello, then maybe a snapshot, maybe probing and a rewind, until welcomed.
     let welcome = loop {
+        // A demoted primary's last durable transaction may be missing from its history: the
+        // keeper stops with the primary role, and a demotion can land between the fsync and the
+        // keeper's turn. Recorded now, the primary sees it and we rewind it if it never got it;
+        // announced without it, we would keep a transaction the primary does not have.
+        s.advance_history()?;
         let (last, digest) = s.history().last();
         let hello = Hello {
             version: wire::VERSION,
@@ -159,6 +164,14 @@ async fn follow_once(
         }
     };
     let (epoch, w) = welcome;
+    // Welcomed: our file is a prefix of the primary's history. A former primary may still hold
+    // publications its gate kept back; those a rewind cut off are dropped, the rest (the primary
+    // has them too) go out, and from here on what we apply is published as applied.
+    let dropped = s.host.discard_pending_after(&s.host.fs.last_transaction());
+    if dropped > 0 {
+        tracing::warn!(storage = %s.name, dropped, "unacknowledged transactions of our time as primary were never published");
+    }
+    s.host.set_gate(None);
     repl.adopt_epoch(epoch)?;
     set_out_of_sync(repl, w.out_of_sync)?;
     if !w.sync {

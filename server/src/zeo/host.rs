@@ -217,6 +217,15 @@ impl StorageHost {
     }
 
     /// Sets the sync-replication watermark (`None`: no gate) and publishes what it lets through.
+    /// Drops the publications of transactions after `tid`: a rewind cut them off, so nobody may
+    /// ever see them (their committers were disconnected at the demotion).
+    pub fn discard_pending_after(&self, tid: &Tid) -> usize {
+        let mut pending = self.pending.lock().expect("pending lock poisoned");
+        let before = pending.len();
+        pending.retain(|_, p| p.tid <= *tid);
+        before - pending.len()
+    }
+
     pub fn set_gate(&self, watermark: Option<Tid>) {
         *self.gate.lock().expect("gate lock poisoned") = watermark;
         self.publish_durable();

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zeo_supervisor::admin::AdminClient;
 use zeo_supervisor::decide::DecideConfig;
+use zeo_supervisor::kill::ServerKiller;
 use zeo_supervisor::lease::static_store::StaticLeaseStore;
 use zeo_supervisor::lease::{LeaseElector, LeaseStore};
 use zeo_supervisor::metrics::Metrics;
@@ -182,6 +183,9 @@ struct Settings {
     /// Command that kills the server (without --exec), e.g. "docker kill zeo-a".
     #[arg(long, env = "ZEO_SUPERVISOR_KILL_COMMAND")]
     kill_command: Option<String>,
+    /// The server's container (without --exec): the fence SIGKILLs it through the Docker API.
+    #[arg(long, env = "ZEO_SUPERVISOR_KILL_CONTAINER")]
+    kill_container: Option<String>,
     /// Exec mode: start this server command as our child (everything after `--`).
     #[arg(num_args = 1.., allow_hyphen_values = true, last = true, value_name = "SERVER_COMMAND")]
     exec: Option<Vec<String>>,
@@ -372,7 +376,7 @@ async fn build(settings: Settings) -> Result<Parts> {
         }
         #[cfg(feature = "docker")]
         "docker" => Box::new(zeo_supervisor::mover::docker::DockerAliasMover::new(
-            bollard::Docker::connect_with_local_defaults().context("Docker client")?,
+            zeo_supervisor::mover::docker::connect().await.context("Docker engine")?,
             required(&s.docker_network, "docker-network")?,
             required(&s.docker_alias, "docker-alias")?,
             required(&s.own_target, "own-target")?,
@@ -384,7 +388,18 @@ async fn build(settings: Settings) -> Result<Parts> {
         Some(argv) if !argv.is_empty() => Some(ServerProcess::spawn(argv.clone())?),
         _ => None,
     };
-    let kill_command = s.kill_command.as_ref().map(|c| c.split_whitespace().map(String::from).collect());
+    let killer = match (&s.kill_command, &s.kill_container) {
+        (Some(_), Some(_)) => bail!("--kill-command and --kill-container: give one way to kill the server"),
+        (Some(c), None) => Some(ServerKiller::Command(c.split_whitespace().map(String::from).collect())),
+        #[cfg(feature = "docker")]
+        (None, Some(name)) => Some(ServerKiller::Container {
+            docker: zeo_supervisor::mover::docker::connect().await.context("Docker engine")?,
+            name: name.clone(),
+        }),
+        #[cfg(not(feature = "docker"))]
+        (None, Some(_)) => bail!("--kill-container: this build has no Docker support (cargo feature docker)"),
+        (None, None) => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let tick = s.tick.unwrap_or(Duration::from_millis(200));
     if !(Duration::from_millis(50)..=Duration::from_secs(2)).contains(&tick) {
@@ -402,7 +417,7 @@ async fn build(settings: Settings) -> Result<Parts> {
         peers,
         mover,
         process,
-        kill_command,
+        killer,
         metrics: metrics.clone(),
     };
     Ok(Parts { supervisor, token, listen: s.listen.clone().unwrap_or_else(|| "127.0.0.1:8190".into()), metrics })

@@ -266,6 +266,10 @@ fn start_switchover(
     }
     s.switchover = Some(Switchover { to: target.identity.clone(), since: now });
     actions.insert(0, Action::Demote);
+    // Off the address with the demotion: a client reconnecting in the handover window should find
+    // nothing, not a read-only server (Python ZEO waits 9 s after such a refusal).
+    s.address = Some((obs.lease.transitions, target.identity.clone()));
+    actions.push(Action::MoveAddress { to: target.identity.clone() });
     decision(actions, Reason::SwitchoverDemoting { to: target.identity.clone() })
 }
 

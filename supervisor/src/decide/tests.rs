@@ -225,10 +225,10 @@ fn rows(now: Instant) -> Vec<Row> {
     o.command = Some(Command::Switchover { to: None });
     out.push(row(
         2,
-        "switchover to an in-sync standby: demote (stop commits) first",
+        "switchover to an in-sync standby: demote (stop commits) and leave the address first",
         o.clone(),
         settled(now, 3, "a"),
-        vec![Action::Demote],
+        vec![Action::Demote, Action::MoveAddress { to: "b".into() }],
         "switchover_demoting",
     ));
     o.peers = vec![b_standby_of_a(3, false)];

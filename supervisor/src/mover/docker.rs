@@ -29,6 +29,16 @@ impl DockerAliasMover {
     }
 }
 
+/// A client of the local engine (`DOCKER_HOST`, else the Unix socket) speaking the engine's API
+/// version: bollard defaults to its own, newer version, which older engines refuse outright
+/// ("client version 1.53 is too new").
+///
+/// # Errors
+/// The engine cannot be reached (socket missing, or not readable: add its group).
+pub async fn connect() -> Result<Docker, Error> {
+    Docker::connect_with_local_defaults()?.negotiate_version().await
+}
+
 /// Joins `container` to the network under `alias`.
 pub fn connect_request(container: &str, alias: &str) -> NetworkConnectRequest {
     NetworkConnectRequest {
@@ -42,15 +52,20 @@ pub fn disconnect_request(container: &str) -> NetworkDisconnectRequest {
     NetworkDisconnectRequest { container: container.into(), force: Some(true) }
 }
 
-/// Docker answers 403 "already exists in network" / 404 or 403 "is not connected": the wanted
-/// state already holds, so these are successes for an idempotent move.
-fn already(e: &Error) -> bool {
+/// Connecting a container that is connected already: 403 "endpoint with name X already exists in
+/// network N". The wanted state holds.
+fn already_connected(e: &Error) -> bool {
+    matches!(e, Error::DockerResponseServerError { message, .. } if message.contains("already exists"))
+}
+
+/// Disconnecting a container that is not connected: "container ID is not connected to network N"
+/// (a 500 from Docker 20.10, another code from other versions), or, with force, 404 "endpoint X
+/// not found" for a container that no longer exists. The wanted state holds.
+fn not_connected(e: &Error) -> bool {
     match e {
         Error::DockerResponseServerError { status_code, message } => {
-            matches!(status_code, 403 | 404 | 409)
-                && (message.contains("already exists")
-                    || message.contains("is not connected")
-                    || message.contains("not connected"))
+            message.contains("is not connected")
+                || (*status_code == 404 && message.starts_with("endpoint ") && message.ends_with("not found"))
         }
         _ => false,
     }
@@ -65,19 +80,19 @@ impl AddressMover for DockerAliasMover {
     async fn claim(&self) -> Result<(), MoveError> {
         for peer in &self.peer_containers {
             match self.docker.disconnect_network(&self.network, disconnect_request(peer)).await {
-                Err(e) if !already(&e) => return Err(backend(e)),
+                Err(e) if !not_connected(&e) => return Err(backend(e)),
                 _ => {}
             }
         }
         match self.docker.connect_network(&self.network, connect_request(&self.own_container, &self.alias)).await {
-            Err(e) if !already(&e) => Err(backend(e)),
+            Err(e) if !already_connected(&e) => Err(backend(e)),
             _ => Ok(()),
         }
     }
 
     async fn release(&self) -> Result<(), MoveError> {
         match self.docker.disconnect_network(&self.network, disconnect_request(&self.own_container)).await {
-            Err(e) if !already(&e) => Err(backend(e)),
+            Err(e) if !not_connected(&e) => Err(backend(e)),
             _ => Ok(()),
         }
     }
@@ -97,16 +112,19 @@ mod tests {
 
     #[test]
     fn idempotent_outcomes_are_recognised() {
-        let exists = Error::DockerResponseServerError {
-            status_code: 403,
-            message: "endpoint with name zeo-a already exists in network zeo-svc".into(),
-        };
-        let not_connected = Error::DockerResponseServerError {
-            status_code: 403,
-            message: "container abc is not connected to network zeo-svc".into(),
-        };
-        let missing = Error::DockerResponseServerError { status_code: 404, message: "No such container: zeo-a".into() };
-        assert!(already(&exists) && already(&not_connected));
-        assert!(!already(&missing), "a missing own container is a real error");
+        // Docker 20.10's answers (API 1.41), and the same messages under another status code.
+        let error =
+            |status_code, message: &str| Error::DockerResponseServerError { status_code, message: message.into() };
+        let exists = error(403, "endpoint with name sup-a already exists in network zeo-rs-service");
+        let not_connected_500 = error(500, "container 3f2c is not connected to network zeo-rs-service");
+        let not_connected_403 = error(403, "container 3f2c is not connected to network zeo-rs-service");
+        let gone = error(404, "endpoint sup-b not found");
+        let no_container = error(404, "No such container: sup-a");
+        let no_network = error(404, "network zeo-rs-servce not found");
+        assert!(already_connected(&exists));
+        assert!(not_connected(&not_connected_500) && not_connected(&not_connected_403) && not_connected(&gone));
+        assert!(!already_connected(&no_container), "a missing own container is a real error");
+        assert!(!not_connected(&no_network) && !already_connected(&no_network), "a wrong network name is a real error");
+        assert!(!not_connected(&exists) && !already_connected(&not_connected_500));
     }
 }

@@ -87,8 +87,8 @@ pub struct Supervisor {
     pub mover: Box<dyn AddressMover>,
     /// Exec mode: the server we started.
     pub process: Option<ServerProcess>,
-    /// Otherwise, how to kill the server (argv), if at all.
-    pub kill_command: Option<Vec<String>>,
+    /// Otherwise, how to kill the server, if at all.
+    pub killer: Option<crate::kill::ServerKiller>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -331,14 +331,9 @@ impl Supervisor {
         if let Some(p) = &self.process {
             return p.kill().map_err(|e| e.to_string());
         }
-        let Some(argv) = &self.kill_command else {
-            return Err("no way to kill the server: run with --exec or --kill-command".into());
-        };
-        let out = tokio::process::Command::new(&argv[0]).args(&argv[1..]).output().await.map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!("{argv:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        match &self.killer {
+            Some(killer) => killer.kill().await,
+            None => Err("no way to kill the server: run with --exec, --kill-command or --kill-container".into()),
         }
     }
 

@@ -44,7 +44,7 @@ fn supervisor(identity: &str, own: &FakeServer, peer: (&str, &FakeServer), store
         }],
         mover: Box::new(NoAddress),
         process: None,
-        kill_command: None,
+        killer: None,
         metrics: Arc::new(Metrics::new()),
     }
 }
