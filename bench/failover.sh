@@ -7,18 +7,30 @@
 # docs/failover-gaps.svg, and replaces the "Failover" section of docs/BENCHMARKS.md (between
 # <!-- failover:begin --> and <!-- failover:end -->).
 #
-# usage: bench/failover.sh [--runs N]     (default 30 per scenario, ~20 min)
+# usage: bench/failover.sh [--runs N] [--only local|hostcut]   (default 30 per scenario, ~20 min)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 runs=30
-[[ "${1:-}" == --runs ]] && runs="$2"
+only=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --runs) runs="$2"; shift 2 ;;
+    # Re-run one part; the other's results are taken from bench/out as its last run left them.
+    --only) only="$2"; shift 2 ;;
+    *) echo "usage: bench/failover.sh [--runs N] [--only local|hostcut]" >&2; exit 2 ;;
+  esac
+done
 mkdir -p bench/out
 cargo build --release -p zeo-server -p zeo-supervisor -p zeo-load --bins --example failover_bench
-target/release/examples/failover_bench --runs "$runs" --out bench/out/failover-local.md \
-  --json bench/out/failover-local.json 2> bench/out/failover.log
+if [[ $only != hostcut ]]; then
+  target/release/examples/failover_bench --runs "$runs" --out bench/out/failover-local.md \
+    --json bench/out/failover-local.json 2> bench/out/failover.log
+fi
 hostcut=""
-if [[ $(id -u) -eq 0 ]] && command -v etcd >/dev/null && command -v arping >/dev/null; then
+if [[ $only == local ]]; then
+  [[ -f bench/out/failover-hostcut.json ]] && hostcut=bench/out/failover-hostcut.json
+elif [[ $(id -u) -eq 0 ]] && command -v etcd >/dev/null && command -v arping >/dev/null; then
   [[ -x .venv/bin/python ]] || scripts/setup-venv
   ZEORS_BIN_DIR="$repo/target/release" ZEORS_PYTHON="$repo/.venv/bin/python" \
     .venv/bin/python bench/failover_hostcut.py --runs "$runs" --out bench/out/failover-hostcut.json \
@@ -31,7 +43,11 @@ md=bench/out/failover.md
 git="$(git rev-parse --short HEAD 2>/dev/null || true)"
 [[ -z "$(git status --porcelain -- server supervisor client 2>/dev/null)" ]] || git="$git + uncommitted changes"
 {
-  echo "Command: \`bench/failover.sh --runs $runs\` (zeo-rs $git), $(nproc) cores, one run of everything."
+  if [[ -n $only ]]; then
+    echo "Command: \`bench/failover.sh --runs $runs --only $only\` (zeo-rs $git), $(nproc) cores; the other scenarios are from the previous full run."
+  else
+    echo "Command: \`bench/failover.sh --runs $runs\` (zeo-rs $git), $(nproc) cores, one run of everything."
+  fi
   echo "SIGKILL and switchover: the local pair of \`scripts/ha-local\` (exec mode, file lease, local service"
   echo "address, strict sync replication; supervisors with \`--min-failover-interval 1s --stable-for 500ms\`); a"
   echo "zeo-client writes new objects through the service address without pause. Host cut: two server hosts,"

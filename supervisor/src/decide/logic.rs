@@ -297,7 +297,11 @@ fn continue_switchover(
     let standby = target.and_then(|p| fresh(p, cfg, now)).and_then(|st| st.standby().map(|r| (st, r)));
     let caught_up = standby.is_some_and(|(st, _)| tid_value(st.position()) >= tid_value(&status.last_tid));
     let in_sync = standby.is_some_and(|(_, r)| r.in_sync && !r.out_of_sync);
-    if in_sync && (caught_up || elapsed >= cfg.switchover_timeout) {
+    // In sync, the target holds every acknowledged commit; what it lacks of our last tid was never
+    // acknowledged (held at the sync gate) and cannot reach it any more (the demotion ended the
+    // stream), so waiting for it would only stall the switchover. Our server rewinds it on rejoin.
+    let async_caught_up = caught_up && standby.is_some_and(|(_, r)| !r.out_of_sync);
+    if in_sync || async_caught_up {
         s.switchover = None;
         s.yield_until = Some(now + cfg.lease_duration);
         return decision(

@@ -253,7 +253,24 @@ fn rows(now: Instant) -> Vec<Row> {
     ));
     let behind = peer("b", Some(standby(3, "a:9000", true, true, false, 2)), fresh);
     let o = obs(Some(demoted(3)), vec![behind], lease(Some("a"), 3, false, just_renewed));
-    out.push(row(2, "demoted, target still applying the last commits: wait", o, st, vec![], "switchover_catching_up"));
+    out.push(row(
+        2,
+        "demoted, in-sync target lacks only unacknowledged commits: hand over at once, no wait",
+        o,
+        st.clone(),
+        vec![Action::ReleaseLease { to: Some("b".into()) }],
+        "switchover_handoff",
+    ));
+    let behind_async = peer("b", Some(standby(3, "a:9000", true, false, false, 2)), fresh);
+    let o = obs(Some(demoted(3)), vec![behind_async], lease(Some("a"), 3, false, just_renewed));
+    out.push(row(
+        2,
+        "demoted, async target still applying the last commits: wait",
+        o,
+        st,
+        vec![],
+        "switchover_catching_up",
+    ));
     let mut l = lease(None, 3, true, None);
     l.preferred_holder = Some("a".into());
     l.changed_at = Some(now - secs(0.1));
