@@ -8,6 +8,8 @@ HOSTCUT.json: bench/failover_hostcut.py (a list of runs).
 import argparse
 import json
 
+# bench/failover_hostcut.py: writers run 12 s, the cut comes 3 s in.
+WRITE_TAIL_S = 9
 TARGETS_MS = {"sigkill": 2000, "hostcut": 5000, "switchover": 500}
 LABELS = {
     "sigkill": "SIGKILL of the primary's server (local pair)",
@@ -80,7 +82,11 @@ def main():
     add("sigkill", local["gaps_ms"].get("sigkill", []), TARGETS_MS["sigkill"])
     hc = json.load(open(args.hostcut)) if args.hostcut else []
     add("hostcut", [r["rust_gap_ms"] for r in hc], TARGETS_MS["hostcut"])
-    add("hostcut_py", [r["py_gap_ms"] for r in hc], None)
+    # Runs of the first host-cut benchmark measured the Python gap between acknowledgements only: a
+    # writer that hung from the cut to the end (far fewer acknowledgements) is counted apart.
+    median_acked = sorted(r["py_acked"] for r in hc)[len(hc) // 2] if hc else 0
+    hung = [r for r in hc if r["py_gap_ms"] < 1000 and r["py_acked"] < median_acked / 2]
+    add("hostcut_py", [r["py_gap_ms"] for r in hc if r not in hung], None)
     add("switchover", local["gaps_ms"].get("switchover", []), TARGETS_MS["switchover"])
     with open(args.svg, "w") as f:
         f.write(svg_plot(series))
@@ -95,6 +101,10 @@ def main():
         print(f"Host cut: {acked} writes acknowledged (zeo-load and the Python client), {lost} lost; "
               f"the standby was promoted {pct(promoted, 0.5):.0f} ms (p50) / {pct(promoted, 0.99):.0f} ms (p99) "
               f"after the cut.")
+        if hung:
+            print(f"In {len(hung)} of {len(hc)} host-cut runs the Python client wrote nothing from the cut to the end "
+                  f"of the run (at least {WRITE_TAIL_S} s): its connection to the cut-off host got no reset and ZEO "
+                  f"has no read timeout. Those runs are left out of its row and of the plot.")
     print()
     print(f"![client-observed write gap per failover]({args.svg_link})")
 

@@ -148,6 +148,7 @@ def writer_reports(lab, tmp_path, writers, tag="", timeout=180):
     both reports (zeo-load's JSON, zodb_writer's check)."""
     rust, py = writers
     rust.wait(timeout)
+    stopped = time.time()
     py.send_signal(signal.SIGTERM)
     try:
         # A ZEO call sent to a host that vanished has no deadline: it may not see the signal soon.
@@ -161,4 +162,9 @@ def writer_reports(lab, tmp_path, writers, tag="", timeout=180):
         py_report = json.loads(out.stdout)
     except ValueError:
         raise AssertionError(f"zodb_writer check failed: {out.stdout}{out.stderr}") from None
+    # A writer stuck on a dead connection until it was stopped saw that whole stretch as a pause.
+    log = tmp_path / f"py{tag}.acks"
+    acks = [float(line.split()[2]) for line in open(log)] if log.exists() else []
+    if acks:
+        py_report["max_gap_ms"] = max(py_report["max_gap_ms"], (stopped - acks[-1]) * 1000)
     return json.load(open(tmp_path / f"load{tag}.json")), py_report
