@@ -222,16 +222,11 @@ async fn follow_once(
                     Msg::Blob { oid, tid, last, data } => receive_blob_chunk(s, &mut blobs, oid, tid, last, &data)?,
                     Msg::Status(st) => {
                         set_out_of_sync(repl, st.out_of_sync)?;
-                        let caught_up = {
-                            let mut f = s.follow.lock().expect("follow lock poisoned");
-                            f.primary_last_tid = wire::parse_tid(&st.primary_last_tid)?;
-                            f.applied >= f.primary_last_tid
-                        };
+                        s.follow.lock().expect("follow lock poisoned").primary_last_tid =
+                            wire::parse_tid(&st.primary_last_tid)?;
                         // A mark cleared while no commits flow: no batch will come to say we are
                         // in sync, so the status that cleared it must.
-                        if caught_up && st.sync && !st.out_of_sync {
-                            set_synced(repl, true)?;
-                        }
+                        synced_if_caught_up(repl, s, st.sync)?;
                     }
                     Msg::Pack { pack_tid } => {
                         // Earlier transactions first, then pack beside the stream, as the primary did.
@@ -270,13 +265,7 @@ async fn follow_once(
                 f.primary_last_tid = f.primary_last_tid.max(last.0);
             }
             send(&mut wr, &Msg::Ack { tid: last.0 }, repl.epoch()).await?;
-            let caught_up = {
-                let f = s.follow.lock().expect("follow lock poisoned");
-                f.applied >= f.primary_last_tid
-            };
-            if caught_up && w.sync && !repl.state().get().out_of_sync {
-                set_synced(repl, true)?;
-            }
+            synced_if_caught_up(repl, s, w.sync)?;
         }
         Ok(())
     }
@@ -286,6 +275,19 @@ async fn follow_once(
         Ok(Err(e)) if result.is_ok() => Err(e),
         _ => result,
     }
+}
+
+/// Marks this standby synced once it has applied everything its sync-mode primary has, unless
+/// that primary has it marked out of sync.
+fn synced_if_caught_up(repl: &Replication, s: &StorageRepl, primary_sync: bool) -> Result<(), FollowError> {
+    let caught_up = {
+        let f = s.follow.lock().expect("follow lock poisoned");
+        f.applied >= f.primary_last_tid
+    };
+    if caught_up && primary_sync && !repl.state().get().out_of_sync {
+        set_synced(repl, true)?;
+    }
+    Ok(())
 }
 
 /// Persists whether this standby holds every commit its sync-mode primary acknowledged.

@@ -216,7 +216,6 @@ impl StorageHost {
         self.durable.subscribe()
     }
 
-    /// Sets the sync-replication watermark (`None`: no gate) and publishes what it lets through.
     /// Drops the publications of transactions after `tid`: a rewind cut them off, so nobody may
     /// ever see them (their committers were disconnected at the demotion).
     pub fn discard_pending_after(&self, tid: &Tid) -> usize {
@@ -226,6 +225,7 @@ impl StorageHost {
         before - pending.len()
     }
 
+    /// Sets the sync-replication watermark (`None`: no gate) and publishes what it lets through.
     pub fn set_gate(&self, watermark: Option<Tid>) {
         *self.gate.lock().expect("gate lock poisoned") = watermark;
         self.publish_durable();

@@ -210,18 +210,19 @@ fn promote(obs: &Observation, s: &mut State, cfg: &DecideConfig, now: Instant, e
 
 /// Our primary server's out-of-sync standbys differ from the lease's record of them.
 fn marks_changed(obs: &Observation, status: &ServerStatus) -> bool {
-    let mut marks = out_of_sync_marks(status);
-    marks.sort();
-    marks.dedup();
-    marks != obs.lease.out_of_sync
+    out_of_sync_marks(status) != obs.lease.out_of_sync
 }
 
-/// The standbys a primary server reports out of sync (none for other roles).
+/// The standbys a primary server reports out of sync (none for other roles), sorted and without
+/// repeats, as the lease records them.
 pub fn out_of_sync_marks(status: &ServerStatus) -> Vec<String> {
-    status
+    let mut marks: Vec<String> = status
         .primary()
         .map(|p| p.standbys.iter().filter(|l| l.out_of_sync).map(|l| l.name.clone()).collect())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    marks.sort();
+    marks.dedup();
+    marks
 }
 
 /// A fresh peer whose server follows ours: proof our server is still the one serving.
@@ -508,6 +509,6 @@ fn ranked_first(obs: &Observation, status: &ServerStatus, cfg: &DecideConfig, no
 }
 
 /// A tid in hex as a number; an unreadable one ranks lowest.
-fn tid_value(hex: &str) -> u64 {
+pub(crate) fn tid_value(hex: &str) -> u64 {
     u64::from_str_radix(hex, 16).unwrap_or(0)
 }

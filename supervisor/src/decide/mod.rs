@@ -25,6 +25,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use logic::tid_value;
 pub use logic::{decide, out_of_sync_marks};
 pub use types::{
     Action, Command, DecideConfig, Decision, Fencing, Ineligible, LagBound, LeaseView, Observation, PeerView, Reason,

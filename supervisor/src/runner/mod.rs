@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminClient;
+use crate::decide::tid_value;
 use crate::decide::{Action, Command, DecideConfig, Decision, Observation, PeerView, ServerHealth, State, decide};
 use crate::lease::LeaseElector;
 use crate::metrics::Metrics;
@@ -405,11 +406,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// A tid in hex as a number; an unreadable one ranks lowest.
-fn tid_value(hex: &str) -> u64 {
-    u64::from_str_radix(hex, 16).unwrap_or(0)
 }
 
 #[cfg(test)]
