@@ -118,6 +118,12 @@ impl Graph {
         self.objs.is_empty()
     }
 
+    /// The ids of all objects, in the order they were added (for decoded objects: the order
+    /// the unpickler created them).
+    pub fn ids(&self) -> impl Iterator<Item = ObjId> + use<> {
+        (0..self.objs.len()).map(ObjId)
+    }
+
     /// The object `id` names, or `None` for an id from another graph.
     pub fn get(&self, id: ObjId) -> Option<&Obj> {
         self.objs.get(id.0)

@@ -1,0 +1,1 @@
+//! Decision-table tests on whole records.
