@@ -68,7 +68,7 @@ pub(crate) fn resolve(
         buckets
     };
     let [old, committed, new] = &buckets[..] else { return Err(Failure::Malformed("three states".into())) };
-    let py = Py { graph, prs: py_prs };
+    let py = Py::new(graph, py_prs);
     for bucket in [old, committed, new] {
         check_modelled(&py, bucket)?;
     }

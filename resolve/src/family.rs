@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(value_from(&g, ids[1], ValueType::F32), Ok(Value::Float(3.0)));
         assert!(value_from(&g, ids[3], ValueType::F32).is_err());
         let prs = PrTable::default();
-        let py = Py { graph: &g, prs: &prs };
+        let py = Py::new(&g, &prs);
         let nan = value_from(&g, ids[2], ValueType::F32).expect("a float");
         assert_eq!(values_equal(&py, &nan, &Value::Float(3.0)), Ok(true));
         assert_eq!(values_equal(&py, &Value::Float(2.0), &Value::Float(3.0)), Ok(false));
@@ -231,7 +231,7 @@ mod tests {
         assert!(key_from(&g, ids[1], KeyType::Fs2).is_err());
         assert_eq!(value_from(&g, ids[2], ValueType::Fs6), Ok(Value::Fs([9; 6])));
         let prs = PrTable::default();
-        let py = Py { graph: &g, prs: &prs };
+        let py = Py::new(&g, &prs);
         assert_eq!(compare_keys(&py, &Key::Fs([0, 0xff]), &Key::Fs([1, 0])), Ok(-1));
     }
 

@@ -2,10 +2,9 @@
 //! `s1 + s2 - old` (committed plus new minus old). So concurrent `change(delta)` calls always
 //! merge.
 //!
-//! Python evaluates that with its own arithmetic: ints of any size exactly, floats in double
-//! precision, an int meeting a float converted to float first. We do the same for ints, for
-//! floats, and for ints that convert to a float exactly (at most 2^53 in magnitude); anything
-//! else Python adds differently (or refuses to) is not modelled.
+//! Python evaluates that with its own arithmetic, and so do we: ints of any size exactly,
+//! floats in double precision, an int meeting a float converted to the nearest float first
+//! (ties to even; too large is an `OverflowError`).
 
 use num_bigint::BigInt;
 use zeo_proto::pickle::{Graph, Obj, ObjId};
@@ -15,8 +14,8 @@ use zeo_proto::pickle::{Graph, Obj, ObjId};
 pub(crate) enum LengthFailure {
     /// A state that is not a number: Python's `+` raises `TypeError`.
     NotANumber(&'static str),
-    /// A mix Python computes but we do not model.
-    Unmodelled,
+    /// An int too large for a float, added to a float: Python raises `OverflowError`.
+    TooLarge,
 }
 
 enum Number {
@@ -34,13 +33,29 @@ fn number(obj: &Obj) -> Result<Number, LengthFailure> {
     }
 }
 
-/// An int as Python's `float(i)`, when that is exact.
-fn exact_float(i: &BigInt) -> Result<f64, LengthFailure> {
-    let limit = BigInt::from(1u64 << 53);
-    if i.magnitude() > limit.magnitude() {
-        return Err(LengthFailure::Unmodelled);
+/// Python's `float(i)`: the nearest double, ties to even; `None` past the largest double
+/// (Python raises `OverflowError`).
+fn to_float(i: &BigInt) -> Option<f64> {
+    let magnitude = i.magnitude();
+    let bits = magnitude.bits();
+    let value = if bits <= 53 {
+        u64::try_from(magnitude).ok()? as f64
+    } else {
+        // Keep 54 bits (53 and a rounding bit) and whether anything below them is set.
+        let shift = bits - 54;
+        let top = u64::try_from(magnitude >> shift).ok()?;
+        let sticky = magnitude.trailing_zeros().is_some_and(|z| z < shift);
+        let mut mantissa = top >> 1;
+        if top & 1 == 1 && (sticky || mantissa & 1 == 1) {
+            mantissa += 1;
+        }
+        let exponent = i32::try_from(shift + 1).ok()?;
+        mantissa as f64 * 2f64.powi(exponent)
+    };
+    if value.is_infinite() {
+        return None;
     }
-    i64::try_from(i).map(|v| v as f64).map_err(|_| LengthFailure::Unmodelled)
+    Some(if i.sign() == num_bigint::Sign::Minus { -value } else { value })
 }
 
 fn add(a: Number, b: Number, negate_b: bool) -> Result<Number, LengthFailure> {
@@ -48,7 +63,7 @@ fn add(a: Number, b: Number, negate_b: bool) -> Result<Number, LengthFailure> {
         (Number::Int(x), Number::Int(y)) => Number::Int(if negate_b { x - y } else { x + y }),
         (x, y) => {
             let as_float = |n: Number| match n {
-                Number::Int(i) => exact_float(&i),
+                Number::Int(i) => to_float(&i).ok_or(LengthFailure::TooLarge),
                 Number::Float(f) => Ok(f),
             };
             let (x, y) = (as_float(x)?, as_float(y)?);
@@ -100,7 +115,16 @@ mod tests {
     fn floats_follow_python_arithmetic() {
         assert_eq!(run(Obj::Float(0.1), Obj::Float(0.2), Obj::Float(0.3)), Ok(Obj::Float((0.2 + 0.3) - 0.1)));
         assert_eq!(run(Obj::Int(1), Obj::Float(0.5), Obj::Int(2)), Ok(Obj::Float(1.5)));
-        assert_eq!(run(Obj::Int(1), Obj::Float(0.5), Obj::Int(1 << 60)), Err(LengthFailure::Unmodelled));
+        // 2^60 + 1 is not a double: it rounds to 2^60 before the float arithmetic.
+        assert_eq!(
+            run(Obj::Int(1), Obj::Float(0.5), Obj::Int((1 << 60) + 1)),
+            Ok(Obj::Float(1_152_921_504_606_846_976.0))
+        );
+        // Ties go to the even mantissa: 2^53 + 1 rounds down, 2^53 + 3 up.
+        assert_eq!(run(Obj::Int(0), Obj::Float(0.0), Obj::Int((1 << 53) + 1)), Ok(Obj::Float(9_007_199_254_740_992.0)));
+        assert_eq!(run(Obj::Int(0), Obj::Float(0.0), Obj::Int((1 << 53) + 3)), Ok(Obj::Float(9_007_199_254_740_996.0)));
+        let huge = Obj::BigInt([vec![0; 130], vec![1]].concat());
+        assert_eq!(run(Obj::Int(0), Obj::Float(0.0), huge), Err(LengthFailure::TooLarge));
     }
 
     #[test]

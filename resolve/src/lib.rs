@@ -162,7 +162,10 @@ impl Resolver {
                 length::LengthFailure::NotANumber(kind) => {
                     Refusal::Malformed { class: class_name.clone(), detail: format!("a Length state that is a {kind}") }
                 }
-                length::LengthFailure::Unmodelled => not_resolvable("a Length mixing floats and large ints"),
+                length::LengthFailure::TooLarge => Refusal::Malformed {
+                    class: class_name.clone(),
+                    detail: "a Length state too large to add to a float".into(),
+                },
             })?,
             Kind::BTrees { family, shape } => bucket::resolve(&mut records.graph, &prs, family, shape, records.states)
                 .map_err(|f| match f {

@@ -84,13 +84,29 @@ pub(crate) fn merge(
     if committed.is_empty() || new.is_empty() {
         return Err(Stop::Conflict { positions: [-1, -1, -1], reason: 12 });
     }
+    // `TEST_VALUE(a, b) == 0`. Its errors are not checked: the values count as different, and
+    // the exception stays pending.
     let unchanged = |a: &Item, b: &Item| -> Result<bool, Raise> {
         match (mapping, a.value, b.value) {
-            (true, Some(x), Some(y)) => values_equal(py, &x, &y),
+            (true, Some(x), Some(y)) => match values_equal(py, &x, &y) {
+                Err(_) if matches!(x, Value::Object(_)) => {
+                    py.poison();
+                    Ok(false)
+                }
+                other => other,
+            },
             _ => Ok(true),
         }
     };
-    let keys = |a: &Item, b: &Item| compare_keys(py, &a.key, &b.key);
+    // `TEST_KEY_SET_OR`: for object keys, fails on any pending exception (`PyErr_Occurred`);
+    // C-typed keys compare without looking.
+    let keys = |a: &Item, b: &Item| {
+        let order = compare_keys(py, &a.key, &b.key)?;
+        if py.poisoned() && matches!(a.key, Key::Object(_)) {
+            return Err(Raise("a value comparison raised"));
+        }
+        Ok(order)
+    };
     let (mut i1, mut i2, mut i3) = (Cursor::new(old), Cursor::new(committed), Cursor::new(new));
     let mut out = Vec::new();
 
@@ -216,6 +232,10 @@ pub(crate) fn merge(
     if out.is_empty() {
         return Err(Stop::Conflict { positions: [-1, -1, -1], reason: 10 });
     }
+    if py.poisoned() {
+        // The state is returned with the exception set: CPython raises `SystemError`.
+        return Err(Stop::Raised(Raise("a value comparison raised")));
+    }
     Ok(out)
 }
 
@@ -237,7 +257,7 @@ mod tests {
 
     fn run(old: &[(i64, i64)], committed: &[(i64, i64)], new: &[(i64, i64)]) -> Result<Vec<(i64, i64)>, Stop> {
         let (graph, prs) = (Graph::new(), PrTable::default());
-        let py = Py { graph: &graph, prs: &prs };
+        let py = Py::new(&graph, &prs);
         let out = merge(&py, &items(old), &items(committed), &items(new), true)?;
         Ok(out
             .iter()
@@ -300,7 +320,7 @@ mod tests {
     #[test]
     fn sets_ignore_values() {
         let (graph, prs) = (Graph::new(), PrTable::default());
-        let py = Py { graph: &graph, prs: &prs };
+        let py = Py::new(&graph, &prs);
         let out = merge(&py, &keys_only(&[1, 2]), &keys_only(&[1, 2, 3]), &keys_only(&[1]), false).expect("merges");
         assert_eq!(out, keys_only(&[1, 3]));
         let dueling = merge(&py, &keys_only(&[1]), &keys_only(&[1, 2]), &keys_only(&[1, 2]), false);

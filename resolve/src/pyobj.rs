@@ -10,6 +10,7 @@
 //! lists of different lengths are unequal without looking at items; ints and floats compare
 //! exactly; objects of unrelated kinds are unequal and unordered.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 
 use num_bigint::BigInt;
@@ -29,6 +30,8 @@ pub(crate) const MAX_DEPTH: usize = 100;
 pub(crate) struct Py<'g> {
     pub(crate) graph: &'g Graph,
     pub(crate) prs: &'g PrTable,
+    /// Whether an exception is pending (see [`Py::poison`]).
+    pending: Cell<bool>,
 }
 
 /// An int or float, as Python compares them.
@@ -39,6 +42,24 @@ enum Num {
 }
 
 impl<'g> Py<'g> {
+    pub(crate) fn new(graph: &'g Graph, prs: &'g PrTable) -> Self {
+        Py { graph, prs, pending: Cell::new(false) }
+    }
+
+    /// Records that a comparison raised and nothing cleared the exception: `bucket_merge`
+    /// does not check value comparisons for errors, so it goes on with the exception set.
+    /// From then on every comparison that calls Python code (`PersistentReference.__lt__`,
+    /// `__eq__`) fails, since CPython turns a result returned with an exception set into a
+    /// `SystemError`; comparisons CPython does in C (ints, strs, tuples of them) still work.
+    pub(crate) fn poison(&self) {
+        self.pending.set(true);
+    }
+
+    /// Whether [`Py::poison`] was called.
+    pub(crate) fn poisoned(&self) -> bool {
+        self.pending.get()
+    }
+
     pub(crate) fn obj(&self, id: ObjId) -> &'g Obj {
         self.graph.get(id).unwrap_or(&Obj::None)
     }
@@ -156,6 +177,9 @@ impl<'g> Py<'g> {
     /// neither weak, are equal; the same reference object is equal to itself; anything else
     /// raises `ValueError`.
     fn references_equal(&self, a: ObjId, b: ObjId) -> Result<(), Raise> {
+        if self.poisoned() {
+            return Err(Raise("PersistentReference compared while an exception is pending"));
+        }
         let refusal = Raise("can't reliably compare against different PersistentReferences");
         let (Some(p), Some(q)) = (self.prs.reference(a), self.prs.reference(b)) else {
             return Err(refusal);
@@ -264,7 +288,7 @@ mod tests {
             self.graph.add(obj)
         }
         fn py(&self) -> Py<'_> {
-            Py { graph: &self.graph, prs: &self.prs }
+            Py::new(&self.graph, &self.prs)
         }
     }
 
