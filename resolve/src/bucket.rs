@@ -153,6 +153,7 @@ fn read_bucket(graph: &Graph, state: Option<ObjId>, family: Family, mapping: boo
 /// we could not compare them as Python does, nor write them back as its pickler would.
 fn check_modelled(py: &Py<'_>, bucket: &Bucket) -> Result<(), Failure> {
     use crate::family::{Key, Value};
+    let mut seen = std::collections::HashSet::new();
     let mut todo: Vec<(ObjId, usize)> = Vec::new();
     for item in &bucket.items {
         if let Key::Object(k) = item.key {
@@ -163,6 +164,10 @@ fn check_modelled(py: &Py<'_>, bucket: &Bucket) -> Result<(), Failure> {
         }
     }
     while let Some((id, depth)) = todo.pop() {
+        // Shared objects once each: what the memo shares may be reached along many paths.
+        if !seen.insert(id) {
+            continue;
+        }
         let obj = py.obj(id);
         if !is_modelled(obj) {
             return Err(Failure::Unmodelled(format!("a key or value holds a {}", crate::family::type_name(obj))));

@@ -32,6 +32,8 @@ pub(crate) struct Py<'g> {
     pub(crate) prs: &'g PrTable,
     /// Whether an exception is pending (see [`Py::poison`]).
     pending: Cell<bool>,
+    /// Comparisons left before we give up (see [`Py::new`]).
+    budget: Cell<u64>,
 }
 
 /// An int or float, as Python compares them.
@@ -42,8 +44,23 @@ enum Num {
 }
 
 impl<'g> Py<'g> {
+    /// Comparisons are budgeted: 16 per object of the graph, plus a constant. A merge compares
+    /// each item a few times, and each comparison visits the objects of the two items, so real
+    /// states stay far below; but objects shared through the memo make a small record hold
+    /// tuples whose item-by-item comparison takes exponential time (in Python too), and a
+    /// record from a client must not keep the server busy.
     pub(crate) fn new(graph: &'g Graph, prs: &'g PrTable) -> Self {
-        Py { graph, prs, pending: Cell::new(false) }
+        let budget = (graph.len() as u64).saturating_mul(16).saturating_add(100_000);
+        Py { graph, prs, pending: Cell::new(false), budget: Cell::new(budget) }
+    }
+
+    fn spend(&self) -> Result<(), Raise> {
+        let left = self.budget.get();
+        if left == 0 {
+            return Err(Raise("comparisons too costly"));
+        }
+        self.budget.set(left - 1);
+        Ok(())
     }
 
     /// Records that a comparison raised and nothing cleared the exception: `bucket_merge`
@@ -109,6 +126,7 @@ impl<'g> Py<'g> {
         if self.is_same(a, b) {
             return Ok(true);
         }
+        self.spend()?;
         if depth > MAX_DEPTH {
             return Err(Raise("objects nested too deeply"));
         }
@@ -134,6 +152,7 @@ impl<'g> Py<'g> {
 
     /// `PyObject_RichCompareBool(a, b, Py_LT)`.
     pub(crate) fn lt(&self, a: ObjId, b: ObjId, depth: usize) -> Result<bool, Raise> {
+        self.spend()?;
         if depth > MAX_DEPTH {
             return Err(Raise("objects nested too deeply"));
         }
@@ -394,6 +413,20 @@ mod tests {
         for (a, b, shared) in ids {
             assert_eq!(py.is_same(a, b), shared, "{:?}", py.obj(a));
         }
+    }
+
+    #[test]
+    fn exponential_comparisons_are_cut_short() {
+        // Two equal 60-level towers of (t, t) pairs, each level one object shared twice: few
+        // objects, 2^60 item comparisons.
+        let mut o = Objs::new();
+        let mut a = o.add(Obj::Str("leaf".into()));
+        let mut b = o.add(Obj::Str("leaf".into()));
+        for _ in 0..60 {
+            a = o.add(Obj::Tuple(vec![a, a]));
+            b = o.add(Obj::Tuple(vec![b, b]));
+        }
+        assert_eq!(o.py().compare(a, b), Err(Raise("comparisons too costly")));
     }
 
     #[test]
