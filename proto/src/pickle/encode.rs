@@ -45,28 +45,30 @@ pub fn encode_memo(value: &Value) -> Vec<u8> {
     Encoder::new(Some(Memo::default())).finish(value)
 }
 
-/// Objects that are one Python object per value, so Python's identity memo shares them.
+/// What the memo is keyed by: objects that are one Python object per value (so Python's
+/// identity memo shares them), and objects of a [`super::Graph`] by their identity.
 #[derive(PartialEq, Eq, Hash)]
-enum SharedKey<'v> {
+pub(super) enum SharedKey<'v> {
     Str(&'v str),
     Bytes(&'v [u8]),
     Global(&'v str, &'v str),
+    Obj(usize),
 }
 
 #[derive(Default)]
-struct Memo<'v> {
+pub(super) struct Memo<'v> {
     /// Number of memoized objects so far; the next `PUT` index.
     next: u32,
     shared: HashMap<SharedKey<'v>, u32>,
 }
 
-struct Encoder<'v> {
-    out: Vec<u8>,
+pub(super) struct Encoder<'v> {
+    pub(super) out: Vec<u8>,
     memo: Option<Memo<'v>>,
 }
 
 impl<'v> Encoder<'v> {
-    fn new(memo: Option<Memo<'v>>) -> Self {
+    pub(super) fn new(memo: Option<Memo<'v>>) -> Self {
         Encoder { out: vec![PROTO, 3], memo }
     }
 
@@ -76,13 +78,13 @@ impl<'v> Encoder<'v> {
         self.out
     }
 
-    fn op(&mut self, op: u8) {
+    pub(super) fn op(&mut self, op: u8) {
         self.out.push(op);
     }
 
     /// Records the object just written in the memo (`BINPUT`/`LONG_BINPUT`), as CPython's
     /// `memoize`. A no-op in fast mode.
-    fn memoize(&mut self, key: Option<SharedKey<'v>>) {
+    pub(super) fn memoize(&mut self, key: Option<SharedKey<'v>>) {
         let Some(memo) = self.memo.as_mut() else {
             return;
         };
@@ -101,7 +103,7 @@ impl<'v> Encoder<'v> {
     }
 
     /// Writes a `BINGET` if `key` was memoized already.
-    fn memo_get(&mut self, key: &SharedKey<'v>) -> bool {
+    pub(super) fn memo_get(&mut self, key: &SharedKey<'v>) -> bool {
         let Some(index) = self.memo.as_ref().and_then(|m| m.shared.get(key).copied()) else {
             return false;
         };
@@ -125,29 +127,35 @@ impl<'v> Encoder<'v> {
                 self.op(BINFLOAT);
                 self.out.extend(f.to_be_bytes());
             }
-            Value::Bytes(b) => self.save_bytes(b),
-            Value::Str(s) => self.save_str(s),
-            Value::Tuple(items) => self.save_tuple(items),
+            Value::Bytes(b) => self.save_bytes(b, None),
+            Value::Str(s) => self.save_str(s, None),
+            Value::Tuple(items) => self.save_tuple(items, None, Self::save),
             Value::List(items) => {
                 self.op(EMPTY_LIST);
                 self.memoize(None);
-                self.batch_list_exact(items);
+                self.batch_list_exact(items, Self::save);
             }
             Value::Dict(pairs) => {
                 self.op(EMPTY_DICT);
                 self.memoize(None);
-                self.batch_dict_exact(pairs);
+                self.batch_dict_exact(pairs, |e, (k, v)| {
+                    e.save(k);
+                    e.save(v);
+                });
             }
-            Value::Set(items) => self.save_set("set", items),
-            Value::FrozenSet(items) => self.save_set("frozenset", items),
+            Value::Set(items) => self.save_set("set", items, None, Self::save),
+            Value::FrozenSet(items) => self.save_set("frozenset", items, None, Self::save),
             Value::Global { module, name } => self.save_global(module, name),
             Value::Object { class, args, state, list_items, dict_items } => {
                 self.save(class);
                 self.save(args);
                 self.op(REDUCE);
                 self.memoize(None);
-                self.batch_list_generic(list_items);
-                self.batch_dict_generic(dict_items);
+                self.batch_list_generic(list_items, Self::save);
+                self.batch_dict_generic(dict_items, |e, (k, v)| {
+                    e.save(k);
+                    e.save(v);
+                });
                 if let Some(state) = state {
                     self.save(state);
                     self.op(BUILD);
@@ -161,7 +169,7 @@ impl<'v> Encoder<'v> {
     }
 
     /// The smallest of `BININT1`/`BININT2`/`BININT`, else `LONG1`.
-    fn save_int(&mut self, i: i64) {
+    pub(super) fn save_int(&mut self, i: i64) {
         if let Ok(b) = u8::try_from(i) {
             self.out.extend([BININT1, b]);
         } else if let Ok(h) = u16::try_from(i) {
@@ -176,7 +184,7 @@ impl<'v> Encoder<'v> {
         }
     }
 
-    fn save_big_int(&mut self, bytes: &[u8]) {
+    pub(super) fn save_big_int(&mut self, bytes: &[u8]) {
         let minimal = bytes.get(..minimal_le_len(bytes)).unwrap_or(bytes);
         match Value::int_from_le_bytes(minimal) {
             Value::Int(i) => self.save_int(i),
@@ -197,8 +205,10 @@ impl<'v> Encoder<'v> {
         self.out.extend_from_slice(minimal);
     }
 
-    fn save_bytes(&mut self, b: &'v [u8]) {
-        let key = (b.len() <= 1).then_some(SharedKey::Bytes(b));
+    /// `identity` is the memo key of a bytes object that is not one of CPython's shared ones
+    /// (`None`: never shared).
+    pub(super) fn save_bytes(&mut self, b: &'v [u8], identity: Option<SharedKey<'v>>) {
+        let key = if b.len() <= 1 { Some(SharedKey::Bytes(b)) } else { identity };
         if key.as_ref().is_some_and(|k| self.memo_get(k)) {
             return;
         }
@@ -215,14 +225,15 @@ impl<'v> Encoder<'v> {
         self.memoize(key);
     }
 
-    fn save_str(&mut self, s: &'v str) {
+    /// `identity` as for [`Self::save_bytes`].
+    pub(super) fn save_str(&mut self, s: &'v str, identity: Option<SharedKey<'v>>) {
         let mut chars = s.chars();
         let singleton = match (chars.next(), chars.next()) {
             (None, _) => true,
             (Some(c), None) => u32::from(c) < 0x100,
             _ => false,
         };
-        let key = singleton.then_some(SharedKey::Str(s));
+        let key = if singleton { Some(SharedKey::Str(s)) } else { identity };
         if key.as_ref().is_some_and(|k| self.memo_get(k)) {
             return;
         }
@@ -237,29 +248,35 @@ impl<'v> Encoder<'v> {
         self.memoize(key);
     }
 
-    fn save_tuple(&mut self, items: &'v [Value]) {
+    /// A tuple whose items `save` writes; `identity` is its memo key.
+    pub(super) fn save_tuple<T>(
+        &mut self,
+        items: &'v [T],
+        identity: Option<SharedKey<'v>>,
+        mut save: impl FnMut(&mut Self, &'v T),
+    ) {
         match items.len() {
             // The empty tuple is a singleton that Python never memoizes.
             0 => self.op(EMPTY_TUPLE),
             n @ 1..=3 => {
-                items.iter().for_each(|v| self.save(v));
+                items.iter().for_each(|v| save(self, v));
                 self.op(match n {
                     1 => TUPLE1,
                     2 => TUPLE2,
                     _ => TUPLE3,
                 });
-                self.memoize(None);
+                self.memoize(identity);
             }
             _ => {
                 self.op(MARK);
-                items.iter().for_each(|v| self.save(v));
+                items.iter().for_each(|v| save(self, v));
                 self.op(TUPLE);
-                self.memoize(None);
+                self.memoize(identity);
             }
         }
     }
 
-    fn save_global(&mut self, module: &'v str, name: &'v str) {
+    pub(super) fn save_global(&mut self, module: &'v str, name: &'v str) {
         let key = SharedKey::Global(module, name);
         if self.memo_get(&key) {
             return;
@@ -272,29 +289,36 @@ impl<'v> Encoder<'v> {
         self.memoize(Some(key));
     }
 
-    /// Protocol 3 pickles a set via `set.__reduce__`: `builtins.set(list(items))`.
-    fn save_set(&mut self, class: &'static str, items: &'v [Value]) {
+    /// Protocol 3 pickles a set via `set.__reduce__`: `builtins.set(list(items))`. The list
+    /// and the argument tuple are new objects, never shared; `identity` is the set's memo key.
+    pub(super) fn save_set<T>(
+        &mut self,
+        class: &'static str,
+        items: &'v [T],
+        identity: Option<SharedKey<'v>>,
+        save: impl FnMut(&mut Self, &'v T),
+    ) {
         self.save_global("builtins", class);
         self.op(EMPTY_LIST);
         self.memoize(None);
-        self.batch_list_exact(items);
+        self.batch_list_exact(items, save);
         self.op(TUPLE1);
         self.memoize(None);
         self.op(REDUCE);
-        self.memoize(None);
+        self.memoize(identity);
     }
 
     /// CPython's `batch_list_exact`: a one-item list uses `APPEND`; otherwise every batch,
     /// even a final single item, is `MARK … APPENDS`.
-    fn batch_list_exact(&mut self, items: &'v [Value]) {
+    pub(super) fn batch_list_exact<T>(&mut self, items: &'v [T], mut save: impl FnMut(&mut Self, &'v T)) {
         if let [only] = items {
-            self.save(only);
+            save(self, only);
             self.op(APPEND);
             return;
         }
         for chunk in items.chunks(BATCH_SIZE) {
             self.op(MARK);
-            chunk.iter().for_each(|v| self.save(v));
+            chunk.iter().for_each(|v| save(self, v));
             self.op(APPENDS);
         }
     }
@@ -302,10 +326,10 @@ impl<'v> Encoder<'v> {
     /// CPython's `batch_dict_exact`: a one-item dict uses `SETITEM`; otherwise batches of
     /// `MARK … SETITEMS`, and, because its loop re-runs after every full batch, a dict whose
     /// size is a multiple of 1000 ends with an empty `MARK SETITEMS`.
-    fn batch_dict_exact(&mut self, pairs: &'v [(Value, Value)]) {
-        if let [(k, v)] = pairs {
-            self.save(k);
-            self.save(v);
+    /// `save` writes one key and its value.
+    pub(super) fn batch_dict_exact<T>(&mut self, pairs: &'v [T], mut save: impl FnMut(&mut Self, &'v T)) {
+        if let [pair] = pairs {
+            save(self, pair);
             self.op(SETITEM);
             return;
         }
@@ -314,10 +338,7 @@ impl<'v> Encoder<'v> {
         }
         for chunk in pairs.chunks(BATCH_SIZE) {
             self.op(MARK);
-            chunk.iter().for_each(|(k, v)| {
-                self.save(k);
-                self.save(v);
-            });
+            chunk.iter().for_each(|pair| save(self, pair));
             self.op(SETITEMS);
         }
         if pairs.len().is_multiple_of(BATCH_SIZE) {
@@ -327,32 +348,29 @@ impl<'v> Encoder<'v> {
 
     /// CPython's generic `batch_list` (for `__reduce__` list items): any batch of exactly one
     /// item, including the last, uses `APPEND`.
-    fn batch_list_generic(&mut self, items: &'v [Value]) {
+    pub(super) fn batch_list_generic<T>(&mut self, items: &'v [T], mut save: impl FnMut(&mut Self, &'v T)) {
         for chunk in items.chunks(BATCH_SIZE) {
             if let [only] = chunk {
-                self.save(only);
+                save(self, only);
                 self.op(APPEND);
             } else {
                 self.op(MARK);
-                chunk.iter().for_each(|v| self.save(v));
+                chunk.iter().for_each(|v| save(self, v));
                 self.op(APPENDS);
             }
         }
     }
 
     /// CPython's generic `batch_dict`, the dict counterpart of [`Self::batch_list_generic`].
-    fn batch_dict_generic(&mut self, pairs: &'v [(Value, Value)]) {
+    /// `save` as for [`Self::batch_dict_exact`].
+    pub(super) fn batch_dict_generic<T>(&mut self, pairs: &'v [T], mut save: impl FnMut(&mut Self, &'v T)) {
         for chunk in pairs.chunks(BATCH_SIZE) {
-            if let [(k, v)] = chunk {
-                self.save(k);
-                self.save(v);
+            if let [pair] = chunk {
+                save(self, pair);
                 self.op(SETITEM);
             } else {
                 self.op(MARK);
-                chunk.iter().for_each(|(k, v)| {
-                    self.save(k);
-                    self.save(v);
-                });
+                chunk.iter().for_each(|pair| save(self, pair));
                 self.op(SETITEMS);
             }
         }

@@ -30,6 +30,9 @@ pub(crate) struct Machine<'a> {
     /// Stack lengths at each `MARK`, innermost last.
     pub(super) marks: Vec<usize>,
     pub(super) memo: HashMap<u64, NodeId>,
+    /// The `bytes` nodes made by Python 2 string opcodes, in creation order: the tree decoder
+    /// reads them as `bytes`, a [`super::Graph`] keeps them apart.
+    pub(crate) py2_strings: Vec<NodeId>,
 }
 
 /// What an opcode handler tells the loop.
@@ -48,6 +51,7 @@ impl<'a> Machine<'a> {
             stack: Vec::new(),
             marks: Vec::new(),
             memo: HashMap::new(),
+            py2_strings: Vec::new(),
         }
     }
 

@@ -9,6 +9,9 @@
 //!   encoding. Clients decode it with zodbpickle, which refuses protocols above 3.
 //! - [`encode_memo`] writes what `pickle.dumps(v, 3)` writes (memo opcodes included): the
 //!   transaction extension in `Data.fs`.
+//! - [`Graph`] holds decoded pickles as the objects Python's unpickler builds, identity
+//!   included, and [`encode_graph`] writes such objects back as Python's pickler does (memo by
+//!   identity): what rewriting a data record byte for byte needs (conflict resolution).
 //!
 //! Internally, decoding runs a stack machine (`machine.rs`, `ops.rs`) into an arena of nodes
 //! (`arena.rs`), which is then turned into a tree (`convert.rs`); the reference scanner in
@@ -19,6 +22,8 @@ mod convert;
 mod decode;
 mod encode;
 mod error;
+mod graph;
+mod graph_encode;
 pub(crate) mod machine;
 mod opcodes;
 mod ops;
@@ -34,4 +39,6 @@ pub use decode::{
 };
 pub use encode::{encode_memo, encode_wire};
 pub use error::{Limit, PickleError};
+pub use graph::{Graph, Obj, ObjId};
+pub use graph_encode::encode_graph;
 pub use value::Value;

@@ -44,25 +44,18 @@ impl Machine<'_> {
                     .ok_or_else(|| bad(op, offset, "could not convert string to float"))?;
                 Node::Float(f)
             }
-            SHORT_BINBYTES | SHORT_BINSTRING => {
+            SHORT_BINBYTES => {
                 let n = usize::from(self.take_u8(offset)?);
                 Node::Bytes(self.take(n, offset)?.to_vec())
             }
+            SHORT_BINSTRING | BINSTRING | STRING => return self.py2_string(op, offset),
             BINBYTES => {
                 let n = self.take_u32_len(offset)?;
-                Node::Bytes(self.take(n, offset)?.to_vec())
-            }
-            BINSTRING => {
-                let n = self.take_i32_len(op, offset)?;
                 Node::Bytes(self.take(n, offset)?.to_vec())
             }
             BINBYTES8 | BYTEARRAY8 => {
                 let n = self.take_u64_len(offset)?;
                 Node::Bytes(self.take(n, offset)?.to_vec())
-            }
-            STRING => {
-                let line = self.take_line(offset)?;
-                Node::Bytes(text::parse_string_opcode(line).map_err(|r| bad(op, offset, r))?)
             }
             SHORT_BINUNICODE => {
                 let n = usize::from(self.take_u8(offset)?);
@@ -94,6 +87,28 @@ impl Machine<'_> {
             _ => return self.step_memo(op, offset, hook),
         };
         self.push(node, offset)?;
+        Ok(Step::Continue)
+    }
+
+    /// The Python 2 string opcodes: `bytes` nodes, remembered in `py2_strings`.
+    fn py2_string(&mut self, op: u8, offset: usize) -> Result<Step, PickleError> {
+        let bytes = match op {
+            SHORT_BINSTRING => {
+                let n = usize::from(self.take_u8(offset)?);
+                self.take(n, offset)?.to_vec()
+            }
+            BINSTRING => {
+                let n = self.take_i32_len(op, offset)?;
+                self.take(n, offset)?.to_vec()
+            }
+            _ => {
+                let line = self.take_line(offset)?;
+                text::parse_string_opcode(line).map_err(|r| bad(op, offset, r))?
+            }
+        };
+        let id = self.new_node(Node::Bytes(bytes), offset)?;
+        self.stack.push(id);
+        self.py2_strings.push(id);
         Ok(Step::Continue)
     }
 
