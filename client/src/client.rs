@@ -26,9 +26,9 @@ use tokio::time::Instant;
 use zeo_proto::{Oid, Tid};
 
 use crate::cache::Cache;
-use crate::connection::lock;
 use crate::error::{ClientError, Result};
 use crate::metrics::MetricsSnapshot;
+use crate::mutex::lock;
 pub use crate::options::ClientOptions;
 use crate::options::RetryPolicy;
 use crate::reconnect;

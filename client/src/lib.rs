@@ -50,7 +50,9 @@
 //! - `reconnect`: the supervisor task: connect to the best address, serve, notice loss,
 //!   back off, upgrade from a read-only fallback server.
 //! - `backoff`: doubling, jittered delays between attempts.
-//! - `transport`: TCP or Unix socket, optionally TLS with a client certificate.
+//! - `mutex`: the poison-tolerant `lock` every shared state here is taken with.
+//! - `transport`: dialing a TCP (keepalive, `TCP_USER_TIMEOUT`, self-connect check) or Unix
+//!   socket, optionally TLS with a client certificate.
 //! - `connection`: one connection: hello, framing, calls matched by msgid (tuple msgids for
 //!   `loadBefore`), reader/writer/heartbeat tasks, per-call deadlines.
 //! - [`cache`]: the in-memory MVCC cache bounded in bytes, and its staleness contract.
@@ -69,6 +71,7 @@ pub mod client;
 mod connection;
 pub mod error;
 pub mod metrics;
+mod mutex;
 pub mod objects;
 mod options;
 mod reconnect;

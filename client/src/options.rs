@@ -9,7 +9,7 @@ use zeo_proto::frame::DEFAULT_MAX_FRAME;
 
 use crate::connection::ConnConfig;
 use crate::error::{ClientError, Result};
-use crate::transport::{Tls, TlsOptions};
+use crate::transport::{DialConfig, Tls, TlsOptions};
 
 /// What a [`Client`](crate::Client) connects to and how patient it is.
 ///
@@ -146,9 +146,11 @@ impl ClientOptions {
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self.heartbeat_timeout,
             max_frame: self.max_frame,
-            tcp_keepalive: self.tcp_keepalive,
-            tcp_user_timeout: self.tcp_user_timeout,
-            tls: self.tls.as_ref().map(Tls::load).transpose()?,
+            dial: DialConfig {
+                tcp_keepalive: self.tcp_keepalive,
+                tcp_user_timeout: self.tcp_user_timeout,
+                tls: self.tls.as_ref().map(Tls::load).transpose()?,
+            },
         })
     }
 }

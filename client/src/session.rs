@@ -25,9 +25,10 @@ use zeo_proto::pickle::Value;
 use zeo_proto::{Oid, Tid};
 
 use crate::cache::Cache;
-use crate::connection::{Connection, Events, lock};
+use crate::connection::{Connection, Events};
 use crate::error::{ClientError, Hex, Result};
 use crate::metrics::Metrics;
+use crate::mutex::lock;
 use crate::options::ClientOptions;
 
 /// How many oids one `new_oids` call asks for (ZEO's own batch size).

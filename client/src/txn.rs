@@ -54,9 +54,10 @@ use zeo_proto::pickle::Value;
 use zeo_proto::{Oid, Tid, u64_of};
 
 use crate::backoff::jitter;
-use crate::connection::{Hook, lock};
+use crate::connection::Hook;
 use crate::error::{ClientError, Hex, Result, conflict_fields};
 use crate::metrics::Metrics;
+use crate::mutex::lock;
 pub use crate::options::RetryPolicy;
 use crate::session::{Inner, Serving, Session};
 
