@@ -1,5 +1,5 @@
-//! One TCP connection to a ZEO server: handshake, framing, calls matched by msgid, and the
-//! tasks that keep it honest.
+//! One connection to a ZEO server, on the stream `transport` dials: handshake, framing, calls
+//! matched by msgid, and the tasks that keep it honest.
 //!
 //! Opening a connection reads the server's hello (`Z5` or `M5`) and echoes it, which picks the
 //! encoding (protocol §1.2). Three tasks then run until the connection closes:
@@ -24,13 +24,12 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +39,8 @@ use zeo_proto::pickle::{DecodeOptions, Value};
 use zeo_proto::{Oid, Tid};
 
 use crate::error::{ClientError, Result};
-use crate::transport::{Endpoint, Stream};
+use crate::mutex::lock;
+use crate::transport::{DialConfig, Endpoint, Stream, dial};
 
 /// Frames queued for the writer before senders wait: bounds the memory a stalled server can
 /// make us hold, while letting a commit's `storea` stream ahead of the socket.
@@ -76,11 +76,8 @@ pub(crate) struct ConnConfig {
     pub heartbeat_timeout: Duration,
     /// Largest frame accepted from the server.
     pub max_frame: usize,
-    /// TCP keepalive idle time (probes then every second, 3 of them), `None`: off.
-    pub tcp_keepalive: Option<Duration>,
-    /// Linux `TCP_USER_TIMEOUT`: unacknowledged data older than this kills the connection.
-    pub tcp_user_timeout: Option<Duration>,
-    pub tls: Option<crate::transport::Tls>,
+    /// Socket options and TLS.
+    pub dial: DialConfig,
 }
 
 /// A msgid as the pending-call table keys it.
@@ -138,12 +135,6 @@ struct Shared {
     finished: CancellationToken,
 }
 
-/// Locks a mutex, ignoring poisoning: every critical section here leaves the data consistent
-/// at each step, so a panic elsewhere does not make it unusable.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A live connection (see the module docs). Dropping the handle closes it.
 pub(crate) struct Connection {
     shared: Arc<Shared>,
@@ -167,39 +158,7 @@ impl Connection {
     pub(crate) async fn open(addr: Endpoint, cfg: ConnConfig, events: Arc<dyn Events>) -> Result<Connection> {
         let deadline = Instant::now() + cfg.connect_timeout;
         let timeout = |op: &str| ClientError::Timeout { op: format!("{op} {addr}"), after: cfg.connect_timeout };
-        let stream: Stream = match &addr {
-            Endpoint::Tcp { addr: sa, .. } => {
-                let stream = tokio::time::timeout_at(deadline, TcpStream::connect(sa))
-                    .await
-                    .map_err(|_| timeout("connecting to"))?
-                    .map_err(|e| ClientError::disconnected(format!("connecting to {addr}: {e}")))?;
-                // Connecting to a free port in the ephemeral range of this host can "succeed" by
-                // connecting the socket to itself (TCP simultaneous open); that would also keep
-                // the port from the server we are waiting for.
-                if stream.local_addr().ok() == Some(*sa) {
-                    return Err(ClientError::disconnected(format!("connecting to {addr}: connected to itself")));
-                }
-                // Latency matters more than packet count for a request/reply protocol.
-                let _ = stream.set_nodelay(true);
-                // A server whose host vanished sends nothing, not even a reset: the kernel
-                // notices through keepalive probes (idle connection) or unacknowledged data
-                // (busy one) long before the default retransmission timeout of about 15 minutes.
-                set_liveness(&stream, &cfg);
-                Box::new(stream)
-            }
-            Endpoint::Unix(path) => Box::new(
-                tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(path))
-                    .await
-                    .map_err(|_| timeout("connecting to"))?
-                    .map_err(|e| ClientError::disconnected(format!("connecting to {addr}: {e}")))?,
-            ),
-        };
-        let stream = match &cfg.tls {
-            Some(tls) => {
-                tokio::time::timeout_at(deadline, tls.wrap(stream, &addr)).await.map_err(|_| timeout("TLS with"))??
-            }
-            None => stream,
-        };
+        let stream = dial(&addr, &cfg.dial, deadline, cfg.connect_timeout).await?;
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let decoder = FrameDecoder::new(cfg.max_frame);
@@ -580,28 +539,11 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Applies the keepalive and user-timeout settings; failures only cost detection speed.
-fn set_liveness(stream: &TcpStream, cfg: &ConnConfig) {
-    let sock = socket2::SockRef::from(stream);
-    if let Some(idle) = cfg.tcp_keepalive {
-        let ka = socket2::TcpKeepalive::new().with_time(idle).with_interval(Duration::from_secs(1)).with_retries(3);
-        if let Err(e) = sock.set_tcp_keepalive(&ka) {
-            tracing::debug!(error = %e, "cannot enable TCP keepalive");
-        }
-    }
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(t) = cfg.tcp_user_timeout
-        && let Err(e) = sock.set_tcp_user_timeout(Some(t))
-    {
-        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::SocketAddr;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn tcp(addr: SocketAddr) -> Endpoint {
         Endpoint::Tcp { addr, host: "127.0.0.1".into() }
@@ -622,23 +564,12 @@ mod tests {
             heartbeat_interval: Duration::from_secs(60),
             heartbeat_timeout: Duration::from_secs(60),
             max_frame: 1 << 20,
-            tcp_keepalive: Some(Duration::from_secs(7)),
-            tcp_user_timeout: Some(Duration::from_secs(11)),
-            tls: None,
+            dial: DialConfig {
+                tcp_keepalive: Some(Duration::from_secs(7)),
+                tcp_user_timeout: Some(Duration::from_secs(11)),
+                tls: None,
+            },
         }
-    }
-
-    #[tokio::test]
-    async fn dead_host_detection_is_set_on_the_socket() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        set_liveness(&stream, &cfg());
-        let sock = socket2::SockRef::from(&stream);
-        assert!(sock.keepalive().unwrap());
-        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
-        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(1));
-        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
-        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(Duration::from_secs(11)));
     }
 
     async fn read_msg(s: &mut TcpStream, enc: Encoding) -> Message {

@@ -43,11 +43,16 @@
 //!
 //! # Layout
 //!
-//! - [`client`]: [`Client`] and [`ClientOptions`]; shared state; cache verification on
-//!   (re)connect; connection generations.
+//! - [`client`]: [`Client`], the public handle; what cache verification on (re)connect does.
+//! - `options`: [`ClientOptions`] and [`RetryPolicy`], their defaults and validation.
+//! - `session`: the shared core behind every handle: cache and serving connection under one
+//!   mutex, connection generations, cache verification, the oid pool, async messages.
 //! - `reconnect`: the supervisor task: connect to the best address, serve, notice loss,
-//!   back off with jitter, upgrade from a read-only fallback server.
-//! - `transport`: TCP or Unix socket, optionally TLS with a client certificate.
+//!   back off, upgrade from a read-only fallback server.
+//! - `backoff`: doubling, jittered delays between attempts.
+//! - `mutex`: the poison-tolerant `lock` every shared state here is taken with.
+//! - `transport`: dialing a TCP (keepalive, `TCP_USER_TIMEOUT`, self-connect check) or Unix
+//!   socket, optionally TLS with a client certificate.
 //! - `connection`: one connection: hello, framing, calls matched by msgid (tuple msgids for
 //!   `loadBefore`), reader/writer/heartbeat tasks, per-call deadlines.
 //! - [`cache`]: the in-memory MVCC cache bounded in bytes, and its staleness contract.
@@ -59,14 +64,18 @@
 //! - [`objects`]: ZODB's record format for `PersistentMapping`/`PersistentList` ([`objects::Object`]),
 //!   loading and storing them in transactions, and creating the root object.
 
+mod backoff;
 pub mod cache;
 mod cache_file;
 pub mod client;
 mod connection;
 pub mod error;
 pub mod metrics;
+mod mutex;
 pub mod objects;
+mod options;
 mod reconnect;
+mod session;
 mod transport;
 pub mod txn;
 

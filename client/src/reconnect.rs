@@ -21,94 +21,14 @@ use crate::transport::Endpoint;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::task::JoinSet;
-use zeo_proto::Tid;
 use zeo_proto::pickle::Value;
 
-use crate::client::{Inner, Serving};
+use crate::backoff::Backoff;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use crate::metrics::Metrics;
-
-/// Exponential backoff with jitter between failed connection attempts.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, next: min }
-    }
-
-    /// The delay before the next attempt: the current step scaled by a random factor in
-    /// [0.5, 1.0] (so that clients that lost the same server spread out, yet none waits longer
-    /// than the step), after which the step doubles up to `max`.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let step = self.next;
-        self.next = (self.next * 2).min(self.max);
-        jitter(step)
-    }
-
-    /// Back to `min`, after a success.
-    pub(crate) fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
-/// `base` scaled by a random factor in [0.5, 1.0].
-pub(crate) fn jitter(base: Duration) -> Duration {
-    base.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
-/// A connection generation allocated for an attempt: forgets its invalidation queue when
-/// dropped (attempt failed, lost the race, or was aborted), unless disarmed.
-struct GenerationGuard {
-    generation: u64,
-    inner: Option<Arc<Inner>>,
-}
-
-impl GenerationGuard {
-    fn new(inner: &Arc<Inner>) -> GenerationGuard {
-        GenerationGuard { generation: inner.new_generation(), inner: Some(inner.clone()) }
-    }
-}
-
-impl Drop for GenerationGuard {
-    fn drop(&mut self) {
-        if let Some(inner) = self.inner.take() {
-            inner.forget_generation(self.generation);
-        }
-    }
-}
-
-/// A registered connection that is not serving yet. Dropping it closes the connection and
-/// forgets its invalidation queue, unless [`Candidate::disarm`] was called.
-pub(crate) struct Candidate {
-    pub conn: Arc<Connection>,
-    pub generation: u64,
-    pub server_tid: Tid,
-    pub read_only: bool,
-    guard: GenerationGuard,
-}
-
-impl Candidate {
-    /// The candidate now serves: keep its connection and state.
-    pub(crate) fn disarm(mut self) {
-        self.guard.inner = None;
-    }
-}
-
-impl Drop for Candidate {
-    fn drop(&mut self) {
-        if self.guard.inner.is_some() {
-            self.conn.close("not selected");
-        }
-    }
-}
+use crate::session::{Candidate, GenerationGuard, Inner, Serving};
 
 /// The supervisor task (see the module docs). Returns when the client closes.
 pub(crate) async fn run(inner: Arc<Inner>) {
@@ -244,7 +164,7 @@ async fn attempt(inner: Arc<Inner>, addr: Endpoint, writable_only: bool) -> Resu
     let guard = GenerationGuard::new(&inner);
     let generation = guard.generation;
     let conn = Arc::new(Connection::open(addr.clone(), inner.opts.conn_config()?, inner.events(generation)).await?);
-    let mut cand = Candidate { conn, generation, server_tid: Tid::default(), read_only: false, guard };
+    let mut cand = Candidate::new(conn, guard);
     let opts = &inner.opts;
     let register = |read_only: bool| {
         let conn = cand.conn.clone();
@@ -271,29 +191,4 @@ async fn attempt(inner: Arc<Inner>, addr: Endpoint, writable_only: bool) -> Resu
     cand.read_only = read_only;
     tracing::debug!(peer = %addr, read_only, "registered");
     Ok(cand)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_max() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(750));
-        let steps = [100u64, 200, 400, 750, 750];
-        for step in steps {
-            let d = b.next_delay();
-            assert!(d >= Duration::from_millis(step / 2) && d <= Duration::from_millis(step), "{d:?} for {step}");
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn jitter_spreads() {
-        let samples: Vec<Duration> = (0..200).map(|_| jitter(Duration::from_secs(1))).collect();
-        assert!(samples.iter().all(|d| *d >= Duration::from_millis(500) && *d <= Duration::from_secs(1)));
-        let distinct: std::collections::HashSet<_> = samples.iter().collect();
-        assert!(distinct.len() > 100, "jitter should vary");
-    }
 }

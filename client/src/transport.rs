@@ -1,12 +1,16 @@
 //! How a connection reaches a server: TCP or a Unix socket, optionally inside TLS with a client
-//! certificate (what ZEO servers configured with `<ssl>` require).
+//! certificate (what ZEO servers configured with `<ssl>` require). [`dial`] opens the stream
+//! that the framed connection then runs on.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::error::{ClientError, Result};
 
@@ -47,6 +51,77 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 pub(crate) type Stream = Box<dyn Io>;
+
+/// How a stream is opened: the socket options that notice a vanished host, and TLS.
+#[derive(Debug, Clone)]
+pub(crate) struct DialConfig {
+    /// TCP keepalive idle time (probes then every second, 3 of them), `None`: off.
+    pub tcp_keepalive: Option<Duration>,
+    /// Linux `TCP_USER_TIMEOUT`: unacknowledged data older than this kills the connection.
+    pub tcp_user_timeout: Option<Duration>,
+    pub tls: Option<Tls>,
+}
+
+/// Connects to `addr` and, when configured, runs the TLS handshake, all before `deadline`
+/// (`budget` is how long that was, for the timeout error).
+///
+/// # Errors
+///
+/// [`ClientError::Disconnected`] when the connection fails, [`ClientError::Timeout`] when the
+/// deadline passes, [`ClientError::Config`] for TLS settings that do not fit the address.
+pub(crate) async fn dial(addr: &Endpoint, cfg: &DialConfig, deadline: Instant, budget: Duration) -> Result<Stream> {
+    let timeout = |op: &str| ClientError::Timeout { op: format!("{op} {addr}"), after: budget };
+    let stream: Stream = match addr {
+        Endpoint::Tcp { addr: sa, .. } => {
+            let stream = tokio::time::timeout_at(deadline, TcpStream::connect(sa))
+                .await
+                .map_err(|_| timeout("connecting to"))?
+                .map_err(|e| ClientError::disconnected(format!("connecting to {addr}: {e}")))?;
+            // Connecting to a free port in the ephemeral range of this host can "succeed" by
+            // connecting the socket to itself (TCP simultaneous open); that would also keep
+            // the port from the server we are waiting for.
+            if stream.local_addr().ok() == Some(*sa) {
+                return Err(ClientError::disconnected(format!("connecting to {addr}: connected to itself")));
+            }
+            // Latency matters more than packet count for a request/reply protocol.
+            let _ = stream.set_nodelay(true);
+            // A server whose host vanished sends nothing, not even a reset: the kernel
+            // notices through keepalive probes (idle connection) or unacknowledged data
+            // (busy one) long before the default retransmission timeout of about 15 minutes.
+            set_liveness(&stream, cfg);
+            Box::new(stream)
+        }
+        Endpoint::Unix(path) => Box::new(
+            tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(path))
+                .await
+                .map_err(|_| timeout("connecting to"))?
+                .map_err(|e| ClientError::disconnected(format!("connecting to {addr}: {e}")))?,
+        ),
+    };
+    match &cfg.tls {
+        Some(tls) => {
+            tokio::time::timeout_at(deadline, tls.wrap(stream, addr)).await.map_err(|_| timeout("TLS with"))?
+        }
+        None => Ok(stream),
+    }
+}
+
+/// Applies the keepalive and user-timeout settings; failures only cost detection speed.
+fn set_liveness(stream: &TcpStream, cfg: &DialConfig) {
+    let sock = socket2::SockRef::from(stream);
+    if let Some(idle) = cfg.tcp_keepalive {
+        let ka = socket2::TcpKeepalive::new().with_time(idle).with_interval(Duration::from_secs(1)).with_retries(3);
+        if let Err(e) = sock.set_tcp_keepalive(&ka) {
+            tracing::debug!(error = %e, "cannot enable TCP keepalive");
+        }
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(t) = cfg.tcp_user_timeout
+        && let Err(e) = sock.set_tcp_user_timeout(Some(t))
+    {
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+    }
+}
 
 /// TLS settings of [`crate::ClientOptions::tls`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,5 +219,26 @@ mod tests {
         assert_eq!(unix_path("zeo:8100"), None);
         assert_eq!(host_of("zeo.example:8100"), "zeo.example");
         assert_eq!(host_of("[::1]:8100"), "::1");
+    }
+
+    fn cfg() -> DialConfig {
+        DialConfig {
+            tcp_keepalive: Some(Duration::from_secs(7)),
+            tcp_user_timeout: Some(Duration::from_secs(11)),
+            tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_host_detection_is_set_on_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        set_liveness(&stream, &cfg());
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(1));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(Duration::from_secs(11)));
     }
 }

@@ -41,6 +41,9 @@
 //! If no writable server can be reached within
 //! [`ClientOptions::commit_resolve_timeout`](crate::ClientOptions::commit_resolve_timeout), the
 //! error is [`ClientError::CommitOutcomeUnknown`], which [`Client::transact`] never retries.
+//!
+//! [`Client::begin`]: crate::Client::begin
+//! [`Client::transact`]: crate::Client::transact
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -50,11 +53,13 @@ use tokio::time::Instant;
 use zeo_proto::pickle::Value;
 use zeo_proto::{Oid, Tid, u64_of};
 
-use crate::client::{Client, Inner, Serving};
-use crate::connection::{Hook, lock};
+use crate::backoff::jitter;
+use crate::connection::Hook;
 use crate::error::{ClientError, Hex, Result, conflict_fields};
 use crate::metrics::Metrics;
-use crate::reconnect::jitter;
+use crate::mutex::lock;
+pub use crate::options::RetryPolicy;
+use crate::session::{Inner, Serving, Session};
 
 /// The transaction extension key holding each commit's random token (see the module docs).
 pub const COMMIT_TOKEN_KEY: &str = "zeo-rs.commit-token";
@@ -64,24 +69,6 @@ const BARRIER_DESCRIPTION: &[u8] = b"zeo-rs: commit outcome check";
 
 /// The most revisions of one oid looked through when settling a lost `tpc_finish`.
 const MAX_HISTORY: i64 = 1 << 16;
-
-/// How often [`Client::transact`] tries, and how long it waits between tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total attempts, the first included (at least 1).
-    pub attempts: u32,
-    /// Wait before the first retry; doubled for each further retry, jittered (50-100%).
-    pub backoff_min: Duration,
-    /// Longest wait between attempts.
-    pub backoff_max: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 3 attempts, 20 ms then 40 ms (jittered), like Zope's request retry.
-    fn default() -> Self {
-        RetryPolicy { attempts: 3, backoff_min: Duration::from_millis(20), backoff_max: Duration::from_secs(1) }
-    }
-}
 
 /// One buffered store.
 #[derive(Debug, Clone)]
@@ -103,22 +90,26 @@ struct TxnState {
 /// A transaction: a snapshot to read from and a buffer of writes (see the module docs).
 ///
 /// A cheap handle: clones share the same transaction, so it can be moved into the futures
-/// that [`Client::transact`] runs. Methods take `&self`.
+/// that [`Client::transact`](crate::Client::transact) runs. Methods take `&self`.
 #[derive(Debug, Clone)]
 pub struct Transaction {
-    client: Client,
+    /// Keeps the client's supervisor running while the transaction lives.
+    session: Session,
     /// Set at begin, or by the first load or commit when the client had no tid yet.
     snapshot: Arc<OnceLock<Tid>>,
     state: Arc<Mutex<TxnState>>,
 }
 
 impl Transaction {
-    pub(crate) fn new(client: Client, snapshot: Option<Tid>) -> Transaction {
+    /// A transaction reading the snapshot of everything `session` has seen committed so far
+    /// (see [`Client::begin`](crate::Client::begin)).
+    pub(crate) fn begin(session: Session) -> Transaction {
+        let snapshot = lock(&session.inner.state).cache.last_tid();
         let fixed = OnceLock::new();
         if let Some(tid) = snapshot {
             let _ = fixed.set(tid);
         }
-        Transaction { client, snapshot: Arc::new(fixed), state: Arc::new(Mutex::new(TxnState::default())) }
+        Transaction { session, snapshot: Arc::new(fixed), state: Arc::new(Mutex::new(TxnState::default())) }
     }
 
     /// The snapshot tid: this transaction sees exactly the commits with tid <= it. `None` only
@@ -140,7 +131,7 @@ impl Transaction {
     }
 
     fn inner(&self) -> &Arc<Inner> {
-        &self.client.inner
+        &self.session.inner
     }
 
     /// The revision of `oid` current at the snapshot, as `(data, serial)`. The serial is what
@@ -277,7 +268,7 @@ impl Transaction {
     ///
     /// # Errors
     ///
-    /// As [`Client::new_oid`].
+    /// As [`Client::new_oid`](crate::Client::new_oid).
     pub async fn new_oid(&self) -> Result<Oid> {
         self.inner().new_oid().await
     }
@@ -592,8 +583,9 @@ fn parse_load(v: &Value) -> Result<Option<(Bytes, Tid, Option<Tid>)>> {
     Ok(Some((data, start, end)))
 }
 
-/// [`Client::transact`]: run `f` and commit, retrying what [`ClientError::is_retryable`] says.
-pub(crate) async fn transact<T, F, Fut>(client: &Client, policy: RetryPolicy, mut f: F) -> Result<T>
+/// [`Client::transact`](crate::Client::transact): run `f` and commit, retrying what
+/// [`ClientError::is_retryable`] says.
+pub(crate) async fn transact<T, F, Fut>(session: &Session, policy: RetryPolicy, mut f: F) -> Result<T>
 where
     F: FnMut(Transaction) -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -602,7 +594,7 @@ where
     let mut wait = policy.backoff_min;
     let mut attempt = 1;
     loop {
-        let txn = client.begin();
+        let txn = Transaction::begin(session.clone());
         let outcome = match f(txn.clone()).await {
             Ok(value) if txn.is_finished() => Ok(value),
             Ok(value) => txn.commit().await.map(|_| value),
@@ -615,7 +607,7 @@ where
             Ok(value) => return Ok(value),
             Err(e) if e.is_retryable() && attempt < attempts => {
                 tracing::debug!(error = %e, attempt, "retrying transaction");
-                Metrics::inc(&client.inner.metrics.retries);
+                Metrics::inc(&session.inner.metrics.retries);
                 tokio::time::sleep(jitter(wait)).await;
                 wait = (wait * 2).min(policy.backoff_max);
                 attempt += 1;

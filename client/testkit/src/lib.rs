@@ -1,18 +1,22 @@
-//! Test harness shared by the zeo-app and zeo-load integration tests: the real `zeo-server`
-//! and `zeo-app` binaries as child processes on 127.0.0.1 (killed on drop), and a small HTTP
-//! client. Everything waits for events (ready files, answers) rather than sleeping blindly.
+//! Test harness shared by the integration tests of the client crates (zeo-client, zeo-app,
+//! zeo-load): the real `zeo-server` and `zeo-app` binaries as child processes on 127.0.0.1
+//! (killed on drop), client options for tests, and a small HTTP client. Everything waits for
+//! events (ready files, answers) rather than sleeping blindly.
 //!
 //! # Layout
 //!
 //! - [`procs`]: [`Server`] and [`App`] processes, finding the binaries.
+//! - [`options`]: [`client_options`], zeo-client options with test deadlines.
 //! - [`http`]: [`Http`], a minimal HTTP/1 client.
 
 pub mod http;
+pub mod options;
 pub mod procs;
 
 use std::time::{Duration, Instant};
 
 pub use http::Http;
+pub use options::client_options;
 pub use procs::{App, Server, bin};
 
 /// Every test body runs under this bound, so a hang fails instead of blocking CI.

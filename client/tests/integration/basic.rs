@@ -8,7 +8,7 @@ use bytes::Bytes;
 use zeo_client::{Client, ClientError, Z64};
 use zeo_proto::message::Encoding;
 
-use crate::common::{Server, bounded, data_dir, eventually, free_port, opts};
+use crate::common::{Server, bounded, client_options, data_dir, eventually, free_port};
 
 /// Register (both encodings), allocate an oid, commit, load back from the cache and from a
 /// second client; a missing object is a POSKeyError.
@@ -18,7 +18,7 @@ async fn connect_commit_and_load() {
         for (flags, encoding) in [(&[][..], Encoding::Pickle), (&["--msgpack"][..], Encoding::Msgpack)] {
             let (_dir, data) = data_dir();
             let server = Server::start(&data, 0, flags).await;
-            let client = Client::connect(opts(&server.addr)).await.expect("connect");
+            let client = Client::connect(client_options(&server.addr)).await.expect("connect");
             assert!(client.is_connected());
             assert!(!client.is_read_only());
             assert_eq!(client.encoding(), Some(encoding));
@@ -41,7 +41,7 @@ async fn connect_commit_and_load() {
             assert_eq!((m.commits, m.loads, m.cache_hits, m.cache_misses), (1, 1, 1, 0), "{m:?}");
 
             // Another client loads it from the server, then from its cache.
-            let other = Client::connect(opts(&server.addr)).await.expect("connect");
+            let other = Client::connect(client_options(&server.addr)).await.expect("connect");
             assert_eq!(other.last_tid(), Some(tid));
             assert_eq!(other.load(oid).await.expect("load"), (Bytes::from_static(b"hello"), tid));
             assert_eq!(other.load(oid).await.expect("load"), (Bytes::from_static(b"hello"), tid));
@@ -68,8 +68,8 @@ async fn invalidations_and_snapshots() {
     bounded(async {
         let (_dir, data) = data_dir();
         let server = Server::start(&data, 0, &[]).await;
-        let a = Client::connect(opts(&server.addr)).await.expect("connect a");
-        let b = Client::connect(opts(&server.addr)).await.expect("connect b");
+        let a = Client::connect(client_options(&server.addr)).await.expect("connect a");
+        let b = Client::connect(client_options(&server.addr)).await.expect("connect b");
 
         let (x, y) = (a.new_oid().await.expect("oid"), a.new_oid().await.expect("oid"));
         let t = a.begin();
@@ -124,8 +124,8 @@ async fn conflicts_and_transact() {
     bounded(async {
         let (_dir, data) = data_dir();
         let server = Server::start(&data, 0, &[]).await;
-        let a = Client::connect(opts(&server.addr)).await.expect("connect a");
-        let b = Client::connect(opts(&server.addr)).await.expect("connect b");
+        let a = Client::connect(client_options(&server.addr)).await.expect("connect a");
+        let b = Client::connect(client_options(&server.addr)).await.expect("connect b");
         let x = a.new_oid().await.expect("oid");
         let t = a.begin();
         t.store(x, Z64, b"0".to_vec()).expect("store");
@@ -222,14 +222,14 @@ async fn read_only_refusal_and_fallback() {
     bounded(async {
         let (dir, data) = data_dir();
         let mut writable = Server::start(&data, 0, &[]).await;
-        let w = Client::connect(opts(&writable.addr)).await.expect("connect");
+        let w = Client::connect(client_options(&writable.addr)).await.expect("connect");
         let x = w.new_oid().await.expect("oid");
         let t = w.begin();
         t.store(x, Z64, b"v1".to_vec()).expect("store");
         let t1 = t.commit().await.expect("commit").expect("tid");
 
         // A read-only client on a writable server.
-        let mut o = opts(&writable.addr);
+        let mut o = client_options(&writable.addr);
         o.read_only = true;
         let ro = Client::connect(o).await.expect("connect read-only");
         assert!(ro.is_read_only());
@@ -246,13 +246,13 @@ async fn read_only_refusal_and_fallback() {
         let ro_data = ro_dir.path().join("Data.fs");
         std::fs::copy(&data, &ro_data).expect("copy Data.fs");
         let ro_server = Server::start(&ro_data, 0, &["--read-only"]).await;
-        let mut o = opts(&ro_server.addr);
+        let mut o = client_options(&ro_server.addr);
         o.wait_timeout = Duration::from_secs(1);
         assert_eq!(Client::connect(o).await.err(), Some(ClientError::ReadOnly), "writable registration refused");
 
         // Fallback: read-only now, writable later. The writable server will listen on `port`.
         let port = free_port().await;
-        let mut o = opts(&ro_server.addr);
+        let mut o = client_options(&ro_server.addr);
         o.addrs.push(format!("127.0.0.1:{port}"));
         o.read_only_fallback = true;
         let fb = Client::connect(o).await.expect("connect with fallback");

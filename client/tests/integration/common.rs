@@ -1,5 +1,6 @@
-//! Test harness: the real `zeo-server` binary on 127.0.0.1, client options with short
-//! deadlines, and a frame-aware TCP proxy that can cut a connection at `tpc_finish`.
+//! Test harness: the real `zeo-server` binary on 127.0.0.1 (found by `zeo_testkit::bin`),
+//! client options with short deadlines (`zeo_testkit::client_options`), and a frame-aware TCP
+//! proxy that can cut a connection at `tpc_finish`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use zeo_client::{ClientOptions, RetryPolicy};
 use zeo_proto::message::{self, Encoding, Message};
+pub use zeo_testkit::client_options;
 
 /// Every test body runs under this bound, so a hang fails instead of blocking CI.
 pub const TEST_BOUND: Duration = Duration::from_secs(90);
@@ -19,25 +20,6 @@ pub const TEST_BOUND: Duration = Duration::from_secs(90);
 /// Runs a test body with [`TEST_BOUND`].
 pub async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
     tokio::time::timeout(TEST_BOUND, body).await.expect("test exceeded its time bound");
-}
-
-/// The server binary: `$ZEORS_SERVER_BIN`, else `debug/zeo-server` under `$CARGO_TARGET_DIR`
-/// or the workspace's `target/`.
-pub fn server_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("ZEORS_SERVER_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/zeo-server");
-    assert!(
-        bin.exists(),
-        "zeo-server binary not found at {}: run `cargo build -p zeo-server --bin zeo-server` first \
-         (scripts/test builds the workspace), or point ZEORS_SERVER_BIN at it",
-        bin.display()
-    );
-    bin
 }
 
 /// The Python interpreter with ZODB and ZEO: `$ZEORS_PYTHON` (set by `scripts/test`), else
@@ -69,7 +51,7 @@ impl Server {
             let dir = data.parent().expect("data file has a directory");
             let ready = dir.join(format!("ready-{n}.json"));
             let log = dir.join(format!("server-{n}.log"));
-            let child = Command::new(server_bin())
+            let child = Command::new(zeo_testkit::bin("zeo-server"))
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--path")
@@ -133,23 +115,6 @@ pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("Data.fs");
     (dir, data)
-}
-
-/// Client options with deadlines short enough for tests but far above loopback latencies.
-pub fn opts(addr: &str) -> ClientOptions {
-    let mut o = ClientOptions::new([addr]);
-    o.call_timeout = Duration::from_secs(10);
-    o.connect_timeout = Duration::from_secs(2);
-    o.wait_timeout = Duration::from_secs(10);
-    o.reconnect_min = Duration::from_millis(50);
-    o.reconnect_max = Duration::from_millis(400);
-    o.heartbeat_interval = Duration::from_secs(1);
-    o.heartbeat_timeout = Duration::from_secs(3);
-    o.upgrade_interval = Duration::from_millis(300);
-    o.commit_resolve_timeout = Duration::from_secs(20);
-    o.retry =
-        RetryPolicy { attempts: 3, backoff_min: Duration::from_millis(5), backoff_max: Duration::from_millis(50) };
-    o
 }
 
 /// Waits until `cond` holds, polling; panics with `what` after `limit`.

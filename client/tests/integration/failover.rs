@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use zeo_client::{Client, ClientError, Z64};
 
-use crate::common::{Cut, Proxy, Server, bounded, data_dir, eventually, opts};
+use crate::common::{Cut, Proxy, Server, bounded, client_options, data_dir, eventually};
 
 /// Commits one new object and returns `(oid, tid)`.
 async fn create(client: &Client, data: &[u8]) -> (zeo_client::Oid, zeo_client::Tid) {
@@ -38,7 +38,7 @@ async fn restart_reconnects_and_verifies_the_cache() {
         let (_dir, data) = data_dir();
         let mut server = Server::start(&data, 0, &[]).await;
         let port = server.port;
-        let client = Client::connect(opts(&server.addr)).await.expect("connect");
+        let client = Client::connect(client_options(&server.addr)).await.expect("connect");
         let (x, t1) = create(&client, b"x1").await;
         let (y, _) = create(&client, b"y1").await;
         assert_eq!(client.load(x).await.expect("load").0, Bytes::from_static(b"x1"));
@@ -50,7 +50,7 @@ async fn restart_reconnects_and_verifies_the_cache() {
         // Another server process changes x while our client cannot see it.
         {
             let other = Server::start(&data, 0, &[]).await;
-            let c = Client::connect(opts(&other.addr)).await.expect("connect other");
+            let c = Client::connect(client_options(&other.addr)).await.expect("connect other");
             update(&c, x, b"x2").await;
         }
 
@@ -82,8 +82,8 @@ async fn server_behind_client_is_refused() {
         let (_dir, data) = data_dir();
         let mut server = Server::start(&data, 0, &[]).await;
         let port = server.port;
-        let client = Client::connect(opts(&server.addr)).await.expect("connect");
-        let mut o = opts(&server.addr);
+        let client = Client::connect(client_options(&server.addr)).await.expect("connect");
+        let mut o = client_options(&server.addr);
         o.drop_cache_if_server_behind = true;
         let lenient = Client::connect(o).await.expect("connect");
         let (x, t1) = create(&client, b"x1").await;
@@ -130,7 +130,7 @@ async fn heartbeat_notices_a_stopped_server() {
     bounded(async {
         let (_dir, data) = data_dir();
         let server = Server::start(&data, 0, &[]).await;
-        let mut o = opts(&server.addr);
+        let mut o = client_options(&server.addr);
         o.heartbeat_interval = Duration::from_millis(200);
         o.heartbeat_timeout = Duration::from_millis(600);
         o.call_timeout = Duration::from_secs(2);
@@ -138,7 +138,7 @@ async fn heartbeat_notices_a_stopped_server() {
         let client = Client::connect(o).await.expect("connect");
         let (x, _) = create(&client, b"x").await;
         let (y, _) = create(&client, b"y").await;
-        let fresh = Client::connect(opts(&server.addr)).await.expect("connect");
+        let fresh = Client::connect(client_options(&server.addr)).await.expect("connect");
 
         server.signal("STOP");
         let stopped = Instant::now();
@@ -176,9 +176,9 @@ async fn lost_tpc_finish_is_resolved_not_guessed() {
         let (_dir, data) = data_dir();
         let server = Server::start(&data, 0, &[]).await;
         let proxy = Proxy::start(server.addr.clone()).await;
-        let client = Client::connect(opts(&proxy.addr)).await.expect("connect");
+        let client = Client::connect(client_options(&proxy.addr)).await.expect("connect");
         let (x, t1) = create(&client, b"x1").await;
-        let check = Client::connect(opts(&server.addr)).await.expect("connect");
+        let check = Client::connect(client_options(&server.addr)).await.expect("connect");
 
         // tpc_finish delivered, reply lost.
         proxy.arm(Cut::AfterFinish);
@@ -231,7 +231,7 @@ async fn persistent_cache_file_survives_restarts_and_is_verified() {
         let server = Server::start(&data, 0, &[]).await;
         let file = dir.path().join("client.zec");
         let with_file = || {
-            let mut o = opts(&server.addr);
+            let mut o = client_options(&server.addr);
             o.cache_file = Some(file.clone());
             o
         };
@@ -243,7 +243,7 @@ async fn persistent_cache_file_survives_restarts_and_is_verified() {
         assert!(file.exists(), "close saves the cache file");
 
         // Another client changes one object while the first is gone.
-        let other = Client::connect(opts(&server.addr)).await.expect("connect");
+        let other = Client::connect(client_options(&server.addr)).await.expect("connect");
         update(&other, changed, b"after").await;
 
         let c = Client::connect(with_file()).await.expect("reconnect");
@@ -258,7 +258,7 @@ async fn persistent_cache_file_survives_restarts_and_is_verified() {
         // The same address, an older copy of the data: the saved cache is ahead of it.
         let (_old_dir, old_data) = data_dir();
         let old = Server::start(&old_data, 0, &[]).await;
-        let mut o = opts(&old.addr);
+        let mut o = client_options(&old.addr);
         o.cache_file = Some(file.clone());
         o.wait_timeout = Duration::from_secs(2);
         match Client::connect(o).await {

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use zeo_client::{Client, ClientError, Oid, Tid, Z64};
 
-use crate::common::{Server, bounded, data_dir, opts};
+use crate::common::{Server, bounded, client_options, data_dir};
 
 const KEYS: usize = 6;
 const WRITERS: u64 = 2;
@@ -99,7 +99,7 @@ async fn snapshot_reads_match_the_model_under_concurrent_writers() {
     bounded(async {
         let (_dir, data) = data_dir();
         let server = Server::start(&data, 0, &[]).await;
-        let setup = Client::connect(opts(&server.addr)).await.expect("connect");
+        let setup = Client::connect(client_options(&server.addr)).await.expect("connect");
         let mut oids = Vec::new();
         let txn = setup.begin();
         let mut initial = Vec::new();
@@ -118,13 +118,13 @@ async fn snapshot_reads_match_the_model_under_concurrent_writers() {
         let writers: Vec<Client> = {
             let mut v = Vec::new();
             for _ in 0..WRITERS {
-                v.push(Client::connect(opts(&server.addr)).await.expect("connect writer"));
+                v.push(Client::connect(client_options(&server.addr)).await.expect("connect writer"));
             }
             v
         };
         // Readers share a client with a small cache (evictions, old revisions), plus one reader
         // on a writer's client (its own commits enter its cache without invalidations).
-        let mut o = opts(&server.addr);
+        let mut o = client_options(&server.addr);
         o.cache_bytes = 16 << 10;
         let shared = Client::connect(o).await.expect("connect reader");
         let (stop_tx, stop_rx) = watch::channel(false);

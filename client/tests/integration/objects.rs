@@ -8,7 +8,7 @@ use std::time::Duration;
 use zeo_client::objects::{ObjRef, ObjValue, Object, ROOT_OID};
 use zeo_client::{Client, Oid, Z64};
 
-use crate::common::{Server, bounded, data_dir, opts, python};
+use crate::common::{Server, bounded, client_options, data_dir, python};
 
 /// Runs the interop script in `mode` against `addr`; panics with its output if it fails.
 async fn run_python(mode: &str, addr: &str) {
@@ -48,7 +48,7 @@ async fn rust_writes_python_reads_and_modifies() {
     bounded(async {
         let (_dir, data) = data_dir();
         let server = Server::start(&data, 0, &[]).await;
-        let client = Client::connect(opts(&server.addr)).await.expect("connect");
+        let client = Client::connect(client_options(&server.addr)).await.expect("connect");
         client.ensure_root().await.expect("root");
         let created = client.last_tid();
         client.ensure_root().await.expect("root again");
@@ -112,7 +112,7 @@ async fn python_writes_rust_reads() {
         let server = Server::start(&data, 0, &[]).await;
         run_python("write-fresh", &server.addr).await;
 
-        let client = Client::connect(opts(&server.addr)).await.expect("connect");
+        let client = Client::connect(client_options(&server.addr)).await.expect("connect");
         let before = client.last_tid();
         client.ensure_root().await.expect("root exists");
         assert_eq!(client.last_tid(), before);

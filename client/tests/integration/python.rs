@@ -11,7 +11,7 @@ use bytes::Bytes;
 use zeo_client::{Client, ClientError, Z64};
 use zeo_proto::message::Encoding;
 
-use crate::common::{Cut, Proxy, bounded, eventually, free_port, opts, python};
+use crate::common::{Cut, Proxy, bounded, client_options, eventually, free_port, python};
 
 pub fn runzeo() -> PathBuf {
     let runzeo = python().with_file_name("runzeo");
@@ -59,8 +59,8 @@ async fn against_the_python_server() {
             let addr = format!("127.0.0.1:{port}");
             let server = PyServer::start(&data, port, msgpack).await;
             let proxy = Proxy::start(addr.clone()).await;
-            let a = Client::connect(opts(&proxy.addr)).await.expect("connect a");
-            let b = Client::connect(opts(&addr)).await.expect("connect b");
+            let a = Client::connect(client_options(&proxy.addr)).await.expect("connect a");
+            let b = Client::connect(client_options(&addr)).await.expect("connect b");
             assert_eq!(a.encoding(), Some(encoding));
 
             let x = a.new_oid().await.expect("oid");

@@ -10,7 +10,7 @@ use rcgen::{
 };
 use zeo_client::{Client, ClientError, ClientOptions, Endpoint, TlsOptions, Z64};
 
-use crate::common::{Server, bounded, opts};
+use crate::common::{Server, bounded, client_options};
 
 fn ca(cn: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -77,20 +77,20 @@ async fn tls_with_a_client_certificate() {
             server_name: None,
         };
         // By name, verified against the certificate's DNS name.
-        let mut o = opts(&format!("localhost:{}", server.port));
+        let mut o = client_options(&format!("localhost:{}", server.port));
         o.tls = Some(tls.clone());
         let c = Client::connect(o).await.unwrap();
         roundtrip(&c).await;
         drop(c);
 
         // Without a client certificate the server refuses the handshake.
-        let mut o = opts(&server.addr);
+        let mut o = client_options(&server.addr);
         o.tls =
             Some(TlsOptions { cert_file: None, key_file: None, server_name: Some("localhost".into()), ..tls.clone() });
         o.wait_timeout = Duration::from_secs(2);
         assert!(Client::connect(o).await.is_err());
         // A server certificate from an unknown CA is refused by the client.
-        let mut o = opts(&server.addr);
+        let mut o = client_options(&server.addr);
         o.tls = Some(TlsOptions { ca_file: d.join("client-ca.pem"), ..tls.clone() });
         o.wait_timeout = Duration::from_secs(2);
         assert!(Client::connect(o).await.is_err());
@@ -129,7 +129,7 @@ async fn unix_socket_against_runzeo() {
             assert!(start.elapsed() < Duration::from_secs(30), "runzeo did not create its socket");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let c = Client::connect(opts(&format!("unix:{}", sock.display()))).await.unwrap();
+        let c = Client::connect(client_options(&format!("unix:{}", sock.display()))).await.unwrap();
         assert_eq!(c.server_endpoint(), Some(Endpoint::Unix(sock.clone())));
         assert_eq!(c.server_addr(), None);
         roundtrip(&c).await;
