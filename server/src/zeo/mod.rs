@@ -3,21 +3,28 @@
 //! # Layout
 //! - `mod.rs`: `Server` (shared state) and `run`, the accept loop (connection limit, access policy,
 //!   TLS, graceful shutdown).
-//! - `conn`: one connection: handshake, read loop, every method of the protocol.
-//! - `txn`: a connection's transaction; the vote task (commit lock) and finish task (durability,
-//!   group commit, invalidations).
+//! - `conn`: one connection: handshake, read loop, and the dispatch table (method name → handler,
+//!   and whether its reply is immediate, deferred or async).
+//! - `methods/`: the method handlers, one file per group (session, load, history, txn, iter, pack).
+//! - `blobs`: the blob directory (ZODB's bushy layout) and the blob methods (upload, download).
+//! - `commit`: a connection's transaction state; the vote task (commit lock) and finish task
+//!   (durability, group commit, invalidations).
 //! - `host`: one served storage: commit lock, invalidation fan-out in commit order, invalidation
 //!   queue.
 //! - `outbox`: a connection's bounded outgoing queue.
-//! - `convert`: wire values ↔ storage types; storage errors → ZODB exception replies.
-//! - `blobs`: the blob directory (ZODB's bushy layout).
+//! - `args`: reading method arguments off the wire.
+//! - `errors`: storage errors → ZODB exception replies.
+//! - `convert`: the wire dicts of storage records (history, undo log, extension).
 
+mod args;
 mod blobs;
+mod commit;
 mod conn;
 mod convert;
+mod errors;
 mod host;
+mod methods;
 mod outbox;
-mod txn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
