@@ -1,5 +1,6 @@
 //! Access control, checked before a connection's ZEO handshake reaches `register`: the client address
-//! against the allow-list, then (with TLS) the verified client certificate against the identity map.
+//! against the allow-list, then (with TLS) the verified client certificate against the identity map,
+//! which gives the connection its access mode (read-write or read-only).
 //!
 //! ZEO itself has neither (its only authentication is the TLS client certificate, and every accepted
 //! certificate may write); both are opt-in here and the defaults behave like ZEO.
@@ -45,32 +46,32 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a connection may do. A read-only connection is served as if it had registered read-only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
-pub enum Role {
+pub enum AccessMode {
     #[serde(rename = "rw", alias = "read-write")]
     ReadWrite,
     #[serde(rename = "ro", alias = "read-only")]
     ReadOnly,
 }
 
-impl Role {
+impl AccessMode {
     pub fn is_read_only(self) -> bool {
-        self == Role::ReadOnly
+        self == AccessMode::ReadOnly
     }
 }
 
-impl FromStr for Role {
+impl FromStr for AccessMode {
     type Err = String;
 
-    fn from_str(s: &str) -> Result<Role, String> {
+    fn from_str(s: &str) -> Result<AccessMode, String> {
         match s.trim() {
-            "rw" | "read-write" => Ok(Role::ReadWrite),
-            "ro" | "read-only" => Ok(Role::ReadOnly),
+            "rw" | "read-write" => Ok(AccessMode::ReadWrite),
+            "ro" | "read-only" => Ok(AccessMode::ReadOnly),
             other => Err(format!("role {other:?} is not rw or ro")),
         }
     }
 }
 
-impl fmt::Display for Role {
+impl fmt::Display for AccessMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.is_read_only() { "ro" } else { "rw" })
     }
@@ -155,11 +156,11 @@ impl Refusal {
 #[derive(Clone, Debug, Default)]
 pub struct AccessPolicy {
     allow: Vec<IpNet>,
-    identities: BTreeMap<String, Role>,
+    identities: BTreeMap<String, AccessMode>,
 }
 
 impl AccessPolicy {
-    pub fn new(allow: Vec<IpNet>, identities: BTreeMap<String, Role>) -> AccessPolicy {
+    pub fn new(allow: Vec<IpNet>, identities: BTreeMap<String, AccessMode>) -> AccessPolicy {
         AccessPolicy { allow, identities }
     }
 
@@ -185,23 +186,23 @@ impl AccessPolicy {
         }
     }
 
-    /// The connection's role. `identity` is `None` for a plain (non-TLS) connection. Without an
-    /// identity map every client may write (ZEO's behaviour); with one, the certificate must match an
-    /// entry, and when its names match several entries the most restrictive role wins. The config
+    /// The connection's access mode. `identity` is `None` for a plain (non-TLS) connection. Without
+    /// an identity map every client may write (ZEO's behaviour); with one, the certificate must match
+    /// an entry, and when its names match several entries the most restrictive mode wins. The config
     /// only allows an identity map together with TLS, so `None` with a map is refused.
     ///
     /// # Errors
     /// `Refusal::NoIdentity` or `Refusal::UnknownIdentity` when an identity map is configured and
     /// the client is not in it.
-    pub fn role_for(&self, identity: Option<&ClientIdentity>) -> Result<Role, Refusal> {
+    pub fn mode_for(&self, identity: Option<&ClientIdentity>) -> Result<AccessMode, Refusal> {
         if self.identities.is_empty() {
-            return Ok(Role::ReadWrite);
+            return Ok(AccessMode::ReadWrite);
         }
         let identity = identity.ok_or(Refusal::NoIdentity)?;
         self.identities
             .iter()
             .filter(|(name, _)| identity.matches(name))
-            .map(|(_, role)| *role)
+            .map(|(_, mode)| *mode)
             .max() // ReadOnly > ReadWrite: the most restrictive.
             .ok_or_else(|| Refusal::UnknownIdentity(identity.clone()))
     }

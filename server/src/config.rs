@@ -37,7 +37,7 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 
-use crate::access::Role;
+use crate::access::AccessMode;
 use layers::{Cli, Layer};
 pub use values::HostPort;
 use values::{ByteSize, Setting};
@@ -202,8 +202,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Client networks allowed to connect; empty = everyone.
     pub allow: Vec<IpNet>,
-    /// Client-certificate identity → role; when non-empty, unlisted certificates are refused.
-    pub identities: BTreeMap<String, Role>,
+    /// Client-certificate identity → access mode; when non-empty, unlisted certificates are refused.
+    pub identities: BTreeMap<String, AccessMode>,
     pub log_format: LogFormat,
     /// How long SIGTERM waits for in-flight commits before exiting.
     pub shutdown_grace: Duration,

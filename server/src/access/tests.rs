@@ -22,12 +22,12 @@ fn identity(cn: Option<&str>, dns: &[&str]) -> ClientIdentity {
 }
 
 #[test]
-fn roles_parse_and_display() {
-    assert_eq!("rw".parse::<Role>().unwrap(), Role::ReadWrite);
-    assert_eq!("read-only".parse::<Role>().unwrap(), Role::ReadOnly);
-    assert!("admin".parse::<Role>().is_err());
-    assert_eq!((Role::ReadWrite.to_string(), Role::ReadOnly.to_string()), ("rw".into(), "ro".into()));
-    assert!(Role::ReadOnly.is_read_only() && !Role::ReadWrite.is_read_only());
+fn access_modes_parse_and_display() {
+    assert_eq!("rw".parse::<AccessMode>().unwrap(), AccessMode::ReadWrite);
+    assert_eq!("read-only".parse::<AccessMode>().unwrap(), AccessMode::ReadOnly);
+    assert!("admin".parse::<AccessMode>().is_err());
+    assert_eq!((AccessMode::ReadWrite.to_string(), AccessMode::ReadOnly.to_string()), ("rw".into(), "ro".into()));
+    assert!(AccessMode::ReadOnly.is_read_only() && !AccessMode::ReadWrite.is_read_only());
 }
 
 #[test]
@@ -53,29 +53,30 @@ fn address_allow_list() {
 }
 
 #[test]
-fn roles_from_identities() {
+fn access_modes_from_identities() {
     let open = AccessPolicy::default();
-    assert_eq!(open.role_for(None), Ok(Role::ReadWrite), "plain connection, no map: like ZEO");
-    assert_eq!(open.role_for(Some(&identity(Some("x"), &[]))), Ok(Role::ReadWrite));
+    assert_eq!(open.mode_for(None), Ok(AccessMode::ReadWrite), "plain connection, no map: like ZEO");
+    assert_eq!(open.mode_for(Some(&identity(Some("x"), &[]))), Ok(AccessMode::ReadWrite));
 
-    let map = [("app1", Role::ReadWrite), ("reports.example", Role::ReadOnly), ("both", Role::ReadWrite)]
-        .into_iter()
-        .map(|(n, r)| (n.to_owned(), r))
-        .collect();
+    let map =
+        [("app1", AccessMode::ReadWrite), ("reports.example", AccessMode::ReadOnly), ("both", AccessMode::ReadWrite)]
+            .into_iter()
+            .map(|(n, r)| (n.to_owned(), r))
+            .collect();
     let p = AccessPolicy::new(Vec::new(), map);
-    assert_eq!(p.role_for(Some(&identity(Some("app1"), &[]))), Ok(Role::ReadWrite));
-    assert_eq!(p.role_for(Some(&identity(None, &["Reports.Example"]))), Ok(Role::ReadOnly), "DNS ignores case");
-    assert!(p.role_for(Some(&identity(Some("APP1"), &[]))).is_err(), "CN is exact");
+    assert_eq!(p.mode_for(Some(&identity(Some("app1"), &[]))), Ok(AccessMode::ReadWrite));
+    assert_eq!(p.mode_for(Some(&identity(None, &["Reports.Example"]))), Ok(AccessMode::ReadOnly), "DNS ignores case");
+    assert!(p.mode_for(Some(&identity(Some("APP1"), &[]))).is_err(), "CN is exact");
     assert_eq!(
-        p.role_for(Some(&identity(Some("both"), &["reports.example"]))),
-        Ok(Role::ReadOnly),
+        p.mode_for(Some(&identity(Some("both"), &["reports.example"]))),
+        Ok(AccessMode::ReadOnly),
         "the most restrictive match wins"
     );
     let stranger = identity(Some("mallory"), &["m.example"]);
-    let r = p.role_for(Some(&stranger)).unwrap_err();
+    let r = p.mode_for(Some(&stranger)).unwrap_err();
     assert_eq!(r.to_string(), "client certificate CN=mallory DNS=m.example matches no configured identity");
     assert_eq!(r.metric_label(), "identity");
-    assert_eq!(p.role_for(None), Err(Refusal::NoIdentity));
+    assert_eq!(p.mode_for(None), Err(Refusal::NoIdentity));
 }
 
 // ---- certificates -----------------------------------------------------------------------------
@@ -251,8 +252,8 @@ async fn client_certificate_from_the_ca_is_accepted() {
     assert_eq!(answer, "CN=app1 DNS=app1.clients.example,alt.example");
     let id = server.await.unwrap().unwrap().unwrap();
     assert_eq!(id, identity(Some("app1"), &["app1.clients.example", "alt.example"]));
-    let policy = AccessPolicy::new(Vec::new(), [("alt.example".to_owned(), Role::ReadOnly)].into());
-    assert_eq!(policy.role_for(Some(&id)), Ok(Role::ReadOnly));
+    let policy = AccessPolicy::new(Vec::new(), [("alt.example".to_owned(), AccessMode::ReadOnly)].into());
+    assert_eq!(policy.mode_for(Some(&id)), Ok(AccessMode::ReadOnly));
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::de::{self, Deserialize, Deserializer};
 
-use crate::access::Role;
+use crate::access::AccessMode;
 
 /// A value that can be written as text (a flag, an environment variable or a YAML scalar).
 pub(super) trait Setting: Sized {
@@ -202,12 +202,12 @@ pub(super) fn parse_named_path(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 /// `NAME=rw|ro`, as in `--identity`.
-pub(super) fn parse_identity(s: &str) -> Result<(String, Role), String> {
-    let (name, role) = s.rsplit_once('=').ok_or_else(|| format!("{s:?} is not NAME=rw or NAME=ro"))?;
+pub(super) fn parse_identity(s: &str) -> Result<(String, AccessMode), String> {
+    let (name, mode) = s.rsplit_once('=').ok_or_else(|| format!("{s:?} is not NAME=rw or NAME=ro"))?;
     if name.trim().is_empty() {
         return Err(format!("{s:?} has an empty identity name"));
     }
-    Ok((name.trim().to_owned(), role.parse()?))
+    Ok((name.trim().to_owned(), mode.parse()?))
 }
 
 /// Splits a comma-separated environment value, ignoring blanks around and between items.
@@ -272,7 +272,7 @@ mod tests {
         assert!(parse_bool("yes").unwrap() && !parse_bool("0").unwrap() && parse_bool("maybe").is_err());
         assert_eq!(parse_named_path("a=/x=y").unwrap(), ("a".to_owned(), PathBuf::from("/x=y")));
         assert!(parse_named_path("a").is_err() && parse_named_path("a=").is_err());
-        assert_eq!(parse_identity("CN=x=ro").unwrap(), ("CN=x".to_owned(), Role::ReadOnly));
+        assert_eq!(parse_identity("CN=x=ro").unwrap(), ("CN=x".to_owned(), AccessMode::ReadOnly));
         assert!(parse_identity("alice=admin").is_err() && parse_identity("=rw").is_err());
         assert_eq!(split_list(" a, ,b ,").collect::<Vec<_>>(), ["a", "b"]);
     }

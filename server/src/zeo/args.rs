@@ -4,7 +4,7 @@
 
 use zeo_proto::pickle::Value;
 
-use super::errors::{WireError, type_error};
+use super::errors::{ErrorReply, type_error};
 
 /// Argument `i`, with None treated as missing (ZODB passes None for "use the default").
 pub fn arg(args: &[Value], i: usize) -> Option<&Value> {
@@ -18,7 +18,7 @@ pub fn int_arg(args: &[Value], i: usize, default: i64) -> i64 {
 
 /// An argument that must be 8 bytes (oid or tid). An 8-character str (Python 2 style, and some ZODB
 /// tests) is taken as its latin-1 bytes, as Python's server would compare it.
-pub fn id_arg(v: Option<&Value>, what: &str) -> Result<[u8; 8], WireError> {
+pub fn id_arg(v: Option<&Value>, what: &str) -> Result<[u8; 8], ErrorReply> {
     let err = || type_error(&format!("{what} must be 8 bytes"));
     match v {
         Some(Value::Str(s)) => {
@@ -31,7 +31,7 @@ pub fn id_arg(v: Option<&Value>, what: &str) -> Result<[u8; 8], WireError> {
 }
 
 /// A serial: 8 bytes, or None for "a new object" (ZODB passes None), which is z64.
-pub fn serial_arg(v: Option<&Value>) -> Result<[u8; 8], WireError> {
+pub fn serial_arg(v: Option<&Value>) -> Result<[u8; 8], ErrorReply> {
     match v {
         None | Some(Value::None) => Ok([0; 8]),
         Some(v) => id_arg(Some(v), "serial"),

@@ -16,7 +16,7 @@ use zeo_proto::pickle::Value;
 
 use super::args::{arg, bytes_arg, id_arg, serial_arg};
 use super::conn::Conn;
-use super::errors::{WireError, exception, storage_error, transaction_error};
+use super::errors::{ErrorReply, exception, storage_error, transaction_error};
 use crate::storage::{Op, StorageError};
 
 /// Blob data goes to clients in chunks of this size, as ZEO sends them.
@@ -203,7 +203,7 @@ impl Conn {
         });
     }
 
-    pub(super) fn store_blob_start(&mut self, _args: &[Value]) -> Result<(), WireError> {
+    pub(super) fn store_blob_start(&mut self, _args: &[Value]) -> Result<(), ErrorReply> {
         let dir =
             self.host().blobs.clone().ok_or_else(|| {
                 storage_error(&StorageError::Transaction("this storage has no blob directory".into()))
@@ -215,14 +215,14 @@ impl Conn {
         Ok(())
     }
 
-    pub(super) fn store_blob_chunk(&mut self, args: &[Value]) -> Result<(), WireError> {
+    pub(super) fn store_blob_chunk(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
         let chunk = bytes_arg(arg(args, 0));
         let (_, file) =
             self.upload.as_mut().ok_or_else(|| transaction_error("storeBlobChunk without storeBlobStart"))?;
         append(file, &chunk).map_err(|e| exception("builtins.OSError", vec![Value::Str(e.to_string())]))
     }
 
-    pub(super) fn store_blob_end(&mut self, args: &[Value]) -> Result<(), WireError> {
+    pub(super) fn store_blob_end(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
         let oid = id_arg(arg(args, 0), "oid")?;
         let serial = serial_arg(args.get(1))?;
         let data = bytes_arg(arg(args, 2));
@@ -244,7 +244,7 @@ impl Conn {
         })
     }
 
-    pub(super) fn store_blob_shared(&mut self, _args: &[Value]) -> Result<(), WireError> {
+    pub(super) fn store_blob_shared(&mut self, _args: &[Value]) -> Result<(), ErrorReply> {
         Err(storage_error(&StorageError::Transaction(
             "shared blob directories are not supported; use a client blob cache".into(),
         )))

@@ -18,7 +18,7 @@ use zeo_proto::pickle::Value;
 
 use super::Server;
 use super::commit::TxnSlot;
-use super::errors::{WireError, exception};
+use super::errors::{ErrorReply, exception};
 use super::host::{ConnId, StorageHost};
 use super::methods::iter::Iterators;
 use super::outbox::{Outbox, OutboxReceiver};
@@ -41,7 +41,7 @@ pub(super) struct Conn {
     pub(super) server: Arc<Server>,
     pub(super) outbox: Outbox,
     /// The access policy made this client read-only (certificate identity).
-    pub(super) role_read_only: bool,
+    pub(super) access_read_only: bool,
     /// The storage this connection registered with; `None` until `register`.
     pub(super) host: Option<Arc<StorageHost>>,
     pub(super) read_only: bool,
@@ -57,13 +57,13 @@ pub(super) struct Conn {
 #[derive(Clone, Copy)]
 enum Reply {
     /// The handler's result is the reply, sent at once.
-    Immediate(fn(&mut Conn, &[Value]) -> Result<Value, WireError>),
+    Immediate(fn(&mut Conn, &[Value]) -> Result<Value, ErrorReply>),
     /// The handler answers `msgid` itself: from a task it starts (commit lock, fsync, blob
     /// streaming, pack), or under a lock it takes (`loadBefore`, ordered with invalidations).
     Deferred(fn(&mut Conn, Value, &[Value])),
     /// No reply: clients send these async. A failure closes the connection, since it cannot be
     /// reported.
-    Async(fn(&mut Conn, &[Value]) -> Result<(), WireError>),
+    Async(fn(&mut Conn, &[Value]) -> Result<(), ErrorReply>),
 }
 
 /// The method is also accepted the other way round (ZEO dispatches both ways, and clients do call
@@ -128,7 +128,7 @@ fn dispatch(method: &str) -> Option<(Reply, bool)> {
 pub async fn serve<S>(
     stream: S,
     peer: Arc<str>,
-    role_read_only: bool,
+    access_read_only: bool,
     server: Arc<Server>,
     shutdown: CancellationToken,
     force: CancellationToken,
@@ -146,7 +146,7 @@ pub async fn serve<S>(
         id,
         server: server.clone(),
         outbox,
-        role_read_only,
+        access_read_only,
         host: None,
         read_only: false,
         slot: Arc::new(std::sync::Mutex::new(None)),
@@ -280,7 +280,7 @@ impl Conn {
         }
     }
 
-    pub(super) fn reply(&self, msgid: Value, result: Result<Value, WireError>) {
+    pub(super) fn reply(&self, msgid: Value, result: Result<Value, ErrorReply>) {
         self.outbox.reply(msgid, result);
     }
 
@@ -328,7 +328,7 @@ fn unknown(method: &str, is_async: bool) -> Close {
 }
 
 /// The close for a failed async call: there is no reply to carry the error.
-fn async_failed(method: &str, (class, payload): WireError) -> Close {
+fn async_failed(method: &str, (class, payload): ErrorReply) -> Close {
     Close(format!("async {method}() failed: {class} {payload:?}"))
 }
 

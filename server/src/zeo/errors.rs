@@ -8,15 +8,15 @@ use crate::storage::StorageError;
 
 /// An error reply: dotted class name and payload (as `zeo_proto::errors` builds them, byte for
 /// byte what the reference server sends).
-pub type WireError = errors::ErrorReply;
+pub use zeo_proto::errors::ErrorReply;
 
 /// An exception whose payload is its args tuple.
-pub fn exception(class: &str, args: Vec<Value>) -> WireError {
+pub fn exception(class: &str, args: Vec<Value>) -> ErrorReply {
     errors::other(class, args)
 }
 
 /// The wire form of a storage error.
-pub fn storage_error(e: &StorageError) -> WireError {
+pub fn storage_error(e: &StorageError) -> ErrorReply {
     match e {
         StorageError::PosKey { oid } => errors::pos_key(*oid),
         StorageError::Conflict { oid, committed, expected } => errors::conflict(*oid, *committed, *expected, None),
@@ -35,22 +35,22 @@ pub fn storage_error(e: &StorageError) -> WireError {
     }
 }
 
-pub fn read_only() -> WireError {
+pub fn read_only() -> ErrorReply {
     errors::read_only()
 }
 
-pub fn transaction_error(msg: &str) -> WireError {
+pub fn transaction_error(msg: &str) -> ErrorReply {
     errors::storage_transaction(msg)
 }
 
-pub fn value_error(msg: &str) -> WireError {
+pub fn value_error(msg: &str) -> ErrorReply {
     errors::value_error(msg)
 }
 
-pub fn key_error(key: Value) -> WireError {
+pub fn key_error(key: Value) -> ErrorReply {
     errors::key_error(key)
 }
 
-pub fn type_error(msg: &str) -> WireError {
+pub fn type_error(msg: &str) -> ErrorReply {
     errors::type_error(msg)
 }

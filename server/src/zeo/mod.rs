@@ -41,7 +41,7 @@ use zeo_proto::pickle::Value;
 pub use blobs::BlobDir;
 pub use host::StorageHost;
 
-use crate::access::{AccessPolicy, Role};
+use crate::access::{AccessMode, AccessPolicy};
 use crate::metrics::Metrics;
 
 /// Server-wide settings the protocol layer needs.
@@ -242,8 +242,8 @@ async fn accept_one(
     let peer: Arc<str> = Arc::from(addr.to_string());
     match &server.tls {
         None => {
-            let read_only = match server.access.role_for(None) {
-                Ok(role) => role == Role::ReadOnly,
+            let read_only = match server.access.mode_for(None) {
+                Ok(mode) => mode == AccessMode::ReadOnly,
                 Err(why) => {
                     tracing::warn!(%peer, reason = %why, "refusing connection");
                     server.metrics.connection_refused(why.metric_label());
@@ -261,8 +261,8 @@ async fn accept_one(
                     return;
                 }
             };
-            let read_only = match server.access.role_for(identity.as_ref()) {
-                Ok(role) => role == Role::ReadOnly,
+            let read_only = match server.access.mode_for(identity.as_ref()) {
+                Ok(mode) => mode == AccessMode::ReadOnly,
                 Err(why) => {
                     tracing::warn!(%peer, reason = %why, "refusing connection");
                     server.metrics.connection_refused(why.metric_label());

@@ -11,7 +11,7 @@ use crate::storage::{DataRecord, StorageError, TransactionIterator, TransactionR
 use crate::zeo::args::{arg, id_arg, int_arg};
 use crate::zeo::conn::Conn;
 use crate::zeo::convert::extension_dict;
-use crate::zeo::errors::{WireError, exception, key_error, storage_error};
+use crate::zeo::errors::{ErrorReply, exception, key_error, storage_error};
 
 struct IterState {
     inner: TransactionIterator,
@@ -43,7 +43,7 @@ impl Iterators {
 }
 
 impl Conn {
-    pub(in crate::zeo) fn iterator_start(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn iterator_start(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         let start = arg(args, 0).and_then(Value::as_id);
         let stop = arg(args, 1).and_then(Value::as_id);
         let it = self.host().fs.iterator(start.as_ref(), stop.as_ref()).map_err(|e| storage_error(&e))?;
@@ -51,7 +51,7 @@ impl Conn {
         Ok(Value::Int(id))
     }
 
-    pub(in crate::zeo) fn iterator_next(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn iterator_next(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         let id = int_arg(args, 0, -1);
         let Some(Iter::Txns(state)) = self.iterators.open.get_mut(&id) else { return Err(key_error(Value::Int(id))) };
         match state.inner.next() {
@@ -77,7 +77,7 @@ impl Conn {
         }
     }
 
-    pub(in crate::zeo) fn iterator_record_start(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn iterator_record_start(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         let txn_id = int_arg(args, 0, -1);
         let tid = id_arg(arg(args, 1), "tid")?;
         let records = match self.iterators.open.get(&txn_id) {
@@ -96,7 +96,7 @@ impl Conn {
         Ok(Value::Int(id))
     }
 
-    pub(in crate::zeo) fn iterator_record_next(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn iterator_record_next(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         let id = int_arg(args, 0, -1);
         let Some(Iter::Records(records)) = self.iterators.open.get_mut(&id) else {
             return Err(key_error(Value::Int(id)));
@@ -115,7 +115,7 @@ impl Conn {
         }
     }
 
-    pub(in crate::zeo) fn iterator_gc(&mut self, args: &[Value]) -> Result<(), WireError> {
+    pub(in crate::zeo) fn iterator_gc(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
         if let Some(ids) = arg(args, 0).and_then(Value::as_seq) {
             for id in ids.iter().filter_map(Value::as_int) {
                 self.iterators.open.remove(&id);
@@ -124,7 +124,7 @@ impl Conn {
         Ok(())
     }
 
-    pub(in crate::zeo) fn record_iternext(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn record_iternext(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         let next = arg(args, 0).and_then(Value::as_id);
         match self.host().fs.record_iternext(next.as_ref()).map_err(|e| storage_error(&e))? {
             None => Err(storage_error(&StorageError::PosKey { oid: next.unwrap_or_default() })),

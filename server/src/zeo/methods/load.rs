@@ -7,7 +7,7 @@ use zeo_proto::pickle::Value;
 
 use crate::zeo::args::{arg, id_arg};
 use crate::zeo::conn::Conn;
-use crate::zeo::errors::{WireError, storage_error};
+use crate::zeo::errors::{ErrorReply, storage_error};
 
 impl Conn {
     /// `loadBefore(oid, tid)`: the revision current before `tid`, with the tids that start and end
@@ -35,13 +35,13 @@ impl Conn {
         self.reply(msgid, result);
     }
 
-    pub(in crate::zeo) fn load_serial(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn load_serial(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         let oid = id_arg(arg(args, 0), "oid")?;
         let tid = id_arg(arg(args, 1), "tid")?;
         self.host().fs.load_serial(&oid, &tid).map(Value::Bytes).map_err(|e| storage_error(&e))
     }
 
-    pub(in crate::zeo) fn get_tid(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn get_tid(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         id_arg(arg(args, 0), "oid").and_then(|oid| {
             self.host().fs.get_tid(&oid).map(|t| Value::Bytes(t.to_vec())).map_err(|e| storage_error(&e))
         })

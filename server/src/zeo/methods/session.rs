@@ -5,10 +5,10 @@ use zeo_proto::pickle::Value;
 
 use crate::zeo::args::{arg, bytes_list, id_arg};
 use crate::zeo::conn::Conn;
-use crate::zeo::errors::{WireError, read_only, value_error};
+use crate::zeo::errors::{ErrorReply, read_only, value_error};
 
 impl Conn {
-    pub(in crate::zeo) fn register(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn register(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         if self.host.is_some() {
             return Err(value_error("duplicate register() call"));
         }
@@ -22,17 +22,17 @@ impl Conn {
             return Err(value_error(&format!("unknown storage: {name}")));
         };
         let wants_read_only = arg(args, 1).is_some_and(Value::is_truthy);
-        if !wants_read_only && (self.server.opts.read_only || host.is_read_only() || self.role_read_only) {
+        if !wants_read_only && (self.server.opts.read_only || host.is_read_only() || self.access_read_only) {
             return Err(read_only());
         }
-        self.read_only = wants_read_only || self.server.opts.read_only || host.is_read_only() || self.role_read_only;
+        self.read_only = wants_read_only || self.server.opts.read_only || host.is_read_only() || self.access_read_only;
         let last = host.register(self.id, self.outbox.clone());
         tracing::debug!(peer = %self.outbox.peer, storage = %name, read_only = self.read_only, "registered");
         self.host = Some(host);
         Ok(Value::Bytes(last.to_vec()))
     }
 
-    pub(in crate::zeo) fn get_info(&mut self, _args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn get_info(&mut self, _args: &[Value]) -> Result<Value, ErrorReply> {
         let h = self.host();
         let mut interfaces = Vec::new();
         let iface = |name: &str| Value::Tuple(vec![Value::Str("ZODB.interfaces".into()), Value::Str(name.into())]);
@@ -62,26 +62,26 @@ impl Conn {
         ]))
     }
 
-    pub(in crate::zeo) fn last_transaction(&mut self, _args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn last_transaction(&mut self, _args: &[Value]) -> Result<Value, ErrorReply> {
         Ok(Value::Bytes(self.host().last_tid().to_vec()))
     }
 
-    pub(in crate::zeo) fn get_invalidations(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn get_invalidations(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         id_arg(arg(args, 0), "tid").map(|tid| match self.host().get_invalidations(&tid) {
             Some((t, oids)) => Value::Tuple(vec![Value::Bytes(t.to_vec()), bytes_list(oids)]),
             None => Value::None,
         })
     }
 
-    pub(in crate::zeo) fn server_status(&mut self, _args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn server_status(&mut self, _args: &[Value]) -> Result<Value, ErrorReply> {
         Ok(self.server.status_value(self.host()))
     }
 
-    pub(in crate::zeo) fn ping(&mut self, _args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn ping(&mut self, _args: &[Value]) -> Result<Value, ErrorReply> {
         Ok(Value::None)
     }
 
-    pub(in crate::zeo) fn set_client_label(&mut self, args: &[Value]) -> Result<(), WireError> {
+    pub(in crate::zeo) fn set_client_label(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
         tracing::debug!(peer = %self.outbox.peer, label = ?arg(args, 0), "client label");
         Ok(())
     }

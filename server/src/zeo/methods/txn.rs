@@ -11,21 +11,21 @@ use crate::storage::{StorageError, Transaction, TxnMeta, parse_undo_id};
 use crate::zeo::args::{arg, as_plain_dict, bytes_arg, bytes_list, id_arg, int_arg, serial_arg};
 use crate::zeo::commit::{self, Phase, ServerTxn, TaskCtx};
 use crate::zeo::conn::Conn;
-use crate::zeo::errors::{WireError, read_only, storage_error, transaction_error};
+use crate::zeo::errors::{ErrorReply, read_only, storage_error, transaction_error};
 
 impl Conn {
-    pub(in crate::zeo) fn new_oids(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn new_oids(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         self.allocate_oids(int_arg(args, 0, 100).clamp(1, 100))
     }
 
-    pub(in crate::zeo) fn new_oid(&mut self, _args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn new_oid(&mut self, _args: &[Value]) -> Result<Value, ErrorReply> {
         self.allocate_oids(1).map(|v| match v {
             Value::List(mut l) => l.pop().unwrap_or(Value::None),
             other => other,
         })
     }
 
-    fn allocate_oids(&self, n: i64) -> Result<Value, WireError> {
+    fn allocate_oids(&self, n: i64) -> Result<Value, ErrorReply> {
         if self.read_only {
             return Err(read_only());
         }
@@ -33,7 +33,7 @@ impl Conn {
         self.host().fs.new_oids(n).map(bytes_list).map_err(|e| storage_error(&e))
     }
 
-    pub(in crate::zeo) fn tpc_begin(&mut self, args: &[Value]) -> Result<(), WireError> {
+    pub(in crate::zeo) fn tpc_begin(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
         if self.read_only {
             return Err(read_only());
         }
@@ -63,7 +63,7 @@ impl Conn {
         Ok(())
     }
 
-    pub(in crate::zeo) fn storea(&mut self, args: &[Value]) -> Result<(), WireError> {
+    pub(in crate::zeo) fn storea(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
         let oid = id_arg(arg(args, 0), "oid")?;
         let serial = serial_arg(args.get(1))?;
         let data = bytes_arg(arg(args, 2));
@@ -75,13 +75,13 @@ impl Conn {
         })
     }
 
-    pub(in crate::zeo) fn check_current_serial(&mut self, args: &[Value]) -> Result<(), WireError> {
+    pub(in crate::zeo) fn check_current_serial(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
         let oid = id_arg(arg(args, 0), "oid")?;
         let serial = serial_arg(args.get(1))?;
         self.with_txn(arg(args, 2), |t| t.engine.as_mut().map_or(Ok(()), |e| e.check_current_serial(oid, serial)))
     }
 
-    pub(in crate::zeo) fn delete_object(&mut self, args: &[Value]) -> Result<(), WireError> {
+    pub(in crate::zeo) fn delete_object(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
         let oid = id_arg(arg(args, 0), "oid")?;
         let serial = serial_arg(args.get(1))?;
         self.with_txn(arg(args, 2), |t| {
@@ -92,7 +92,7 @@ impl Conn {
         })
     }
 
-    pub(in crate::zeo) fn restorea(&mut self, args: &[Value]) -> Result<(), WireError> {
+    pub(in crate::zeo) fn restorea(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
         let oid = id_arg(arg(args, 0), "oid")?;
         let serial = serial_arg(args.get(1))?;
         let data = match args.get(2) {
@@ -107,7 +107,7 @@ impl Conn {
         })
     }
 
-    pub(in crate::zeo) fn undoa(&mut self, args: &[Value]) -> Result<(), WireError> {
+    pub(in crate::zeo) fn undoa(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
         let id = bytes_arg(arg(args, 0));
         self.with_txn(arg(args, 1), |t| match parse_undo_id(&id) {
             Ok(tid) => t.engine.as_mut().map_or(Ok(()), |e| e.undo(tid)),
@@ -124,7 +124,7 @@ impl Conn {
         &mut self,
         id: Option<&Value>,
         f: impl FnOnce(&mut ServerTxn) -> Result<(), StorageError>,
-    ) -> Result<(), WireError> {
+    ) -> Result<(), ErrorReply> {
         let mut slot = self.slot.lock().expect("transaction slot poisoned");
         let t = match slot.as_mut() {
             Some(t) if Some(&t.id) == id && t.phase == Phase::Open => t,
@@ -183,7 +183,7 @@ impl Conn {
         }
     }
 
-    pub(in crate::zeo) fn tpc_abort(&mut self, args: &[Value]) -> Result<Value, WireError> {
+    pub(in crate::zeo) fn tpc_abort(&mut self, args: &[Value]) -> Result<Value, ErrorReply> {
         let id = args.first();
         let mut slot = self.slot.lock().expect("transaction slot poisoned");
         if slot.as_ref().is_some_and(|t| Some(&t.id) == id) {
