@@ -24,7 +24,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,43 +38,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+/// Defined with the settings that name it (`--identity NAME=rw|ro`), so the configuration needs
+/// nothing from this module.
+pub use crate::config::AccessMode;
 use crate::config::{Config, TlsFiles};
 
 /// A slow or silent client must not hold a connection slot in the TLS handshake for long.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a connection may do. A read-only connection is served as if it had registered read-only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
-pub enum AccessMode {
-    #[serde(rename = "rw", alias = "read-write")]
-    ReadWrite,
-    #[serde(rename = "ro", alias = "read-only")]
-    ReadOnly,
-}
-
-impl AccessMode {
-    pub fn is_read_only(self) -> bool {
-        self == AccessMode::ReadOnly
-    }
-}
-
-impl FromStr for AccessMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<AccessMode, String> {
-        match s.trim() {
-            "rw" | "read-write" => Ok(AccessMode::ReadWrite),
-            "ro" | "read-only" => Ok(AccessMode::ReadOnly),
-            other => Err(format!("role {other:?} is not rw or ro")),
-        }
-    }
-}
-
-impl fmt::Display for AccessMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.is_read_only() { "ro" } else { "rw" })
-    }
-}
 
 /// The names a verified client certificate vouches for: the subject CN and the SAN DNS names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -37,9 +37,8 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 
-use crate::access::AccessMode;
 use layers::{Cli, Layer};
-pub use values::HostPort;
+pub use values::{AccessMode, HostPort};
 use values::{ByteSize, Setting};
 
 /// Environment variable naming the YAML config file.

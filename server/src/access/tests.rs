@@ -22,15 +22,6 @@ fn identity(cn: Option<&str>, dns: &[&str]) -> ClientIdentity {
 }
 
 #[test]
-fn access_modes_parse_and_display() {
-    assert_eq!("rw".parse::<AccessMode>().unwrap(), AccessMode::ReadWrite);
-    assert_eq!("read-only".parse::<AccessMode>().unwrap(), AccessMode::ReadOnly);
-    assert!("admin".parse::<AccessMode>().is_err());
-    assert_eq!((AccessMode::ReadWrite.to_string(), AccessMode::ReadOnly.to_string()), ("rw".into(), "ro".into()));
-    assert!(AccessMode::ReadOnly.is_read_only() && !AccessMode::ReadWrite.is_read_only());
-}
-
-#[test]
 fn address_allow_list() {
     assert_eq!(AccessPolicy::default().check_addr(ip("203.0.113.9")), Ok(()), "empty list = everyone");
     let nets = ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"].iter().map(|n| n.parse().unwrap()).collect();
