@@ -253,7 +253,7 @@ async fn accept_one(
             conn::serve(stream, peer, read_only, server, shutdown, force).await;
         }
         Some(acceptor) => {
-            let (tls, identity) = match crate::access::accept_tls(acceptor, stream).await {
+            let (tls, identity) = match crate::tls::accept_tls(acceptor, stream).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "refusing connection: TLS handshake failed");
