@@ -1,7 +1,18 @@
-//! TLS for the server's listeners: a rustls `ServerConfig` from PEM files (certificate chain, key,
-//! and the CA certificates every client certificate must chain to: clients are always
-//! authenticated), the handshake with a deadline, and the identity a verified peer certificate
-//! vouches for (CN and DNS SANs), which `access` maps to an access mode.
+//! Mutually authenticated TLS, for both ends of a link: rustls configurations from PEM files (this
+//! end's certificate chain and key, and the CA certificates the other end's certificate must chain
+//! to), the handshakes with a deadline, and the identity a verified peer certificate vouches for
+//! (CN and DNS SANs).
+//!
+//! - A listener (the ZEO port; the replication port) uses `server_config` and `accept_tls`: every
+//!   client must present a certificate (ZEO's `<ssl>` always uses `CERT_REQUIRED`). `access` maps the
+//!   client's identity to an access mode.
+//! - A dialer (a standby connecting to its primary) uses `client_config` and `connect_tls`: it
+//!   presents its own certificate and verifies that the server's chains to the CA and is valid for
+//!   the name it dialed.
+//!
+//! An `Endpoint` names the PEM files and the settings they came from, so every error names the
+//! setting to fix. The files are read at every call: building the configuration again picks up
+//! rotated certificates.
 //!
 //! # Self-signed client certificates (ZEO's test style)
 //! Python ZEO (OpenSSL) accepts a self-signed client certificate listed in `authenticate` as its own
@@ -25,18 +36,50 @@ use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 use crate::config::TlsFiles;
 
-/// A slow or silent client must not hold a connection slot in the TLS handshake for long.
+/// A slow or silent client must not hold a connection slot in the TLS handshake for long (nor a
+/// silent server a dialer).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The settings (flags) that name an endpoint's three PEM files, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub cert: &'static str,
+    pub key: &'static str,
+    pub ca: &'static str,
+}
+
+/// The ZEO listener's flags.
+pub const ZEO_SETTINGS: Settings = Settings { cert: "--tls-cert", key: "--tls-key", ca: "--tls-client-ca" };
+
+/// One end of a mutually authenticated link, as PEM files.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint<'a> {
+    /// This end's certificate chain, leaf first.
+    pub cert: &'a Path,
+    /// Its private key (unencrypted PKCS#8, PKCS#1 or SEC1).
+    pub key: &'a Path,
+    /// The CA certificates the other end's certificate must chain to: one PEM file (several
+    /// certificates allowed) or a directory of PEM files.
+    pub peer_ca: &'a Path,
+    /// Where the three paths came from.
+    pub settings: Settings,
+}
+
+impl<'a> Endpoint<'a> {
+    /// The ZEO listener: `--tls-cert`, `--tls-key`, `--tls-client-ca`.
+    pub fn zeo_listener(files: &'a TlsFiles) -> Endpoint<'a> {
+        Endpoint { cert: &files.cert, key: &files.key, peer_ca: &files.client_ca, settings: ZEO_SETTINGS }
+    }
+}
 
 /// The names a verified peer certificate vouches for: the subject CN and the SAN DNS names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -82,9 +125,9 @@ impl fmt::Display for PeerIdentity {
     }
 }
 
-/// The identity in the peer's (already verified) leaf certificate; `None` without a client
-/// certificate (rustls only exposes certificates that passed verification).
-pub fn identity_from(conn: &rustls::ServerConnection) -> Option<PeerIdentity> {
+/// The identity in the peer's (already verified) leaf certificate, on either end of a connection;
+/// `None` without a peer certificate (rustls only exposes certificates that passed verification).
+pub fn peer_identity(conn: &rustls::CommonState) -> Option<PeerIdentity> {
     conn.peer_certificates()?.first().and_then(|leaf| PeerIdentity::from_der(leaf))
 }
 
@@ -108,22 +151,34 @@ pub enum TlsError {
         source: rustls::pki_types::pem::Error,
     },
     /// The private key is encrypted; ZEO's `password-function` has no equivalent here.
-    #[error("--tls-key {}: the private key is encrypted; decrypt it (openssl pkey -in KEY -out PLAIN)", path.display())]
-    EncryptedKey { path: PathBuf },
-    /// A certificate in `--tls-client-ca` cannot serve as a trust anchor.
-    #[error("--tls-client-ca {}: {source}", path.display())]
-    ClientCa {
+    #[error("{what} {}: the private key is encrypted; decrypt it (openssl pkey -in KEY -out PLAIN)", path.display())]
+    EncryptedKey { what: &'static str, path: PathBuf },
+    /// A CA certificate cannot serve as a trust anchor.
+    #[error("{what} {}: {source}", path.display())]
+    TrustAnchor {
+        what: &'static str,
         path: PathBuf,
         #[source]
         source: rustls::Error,
     },
-    /// The client-certificate verifier could not be built (e.g. no CA certificates).
-    #[error("--tls-client-ca: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The peer-certificate verifier could not be built (e.g. no CA certificates).
+    #[error("{what}: {source}")]
+    Verifier {
+        what: &'static str,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
     /// rustls refused the server configuration (e.g. the key does not match the certificate).
     #[error("TLS server configuration: {0}")]
     Config(#[from] rustls::Error),
-    /// The client did not finish the TLS handshake in time.
+    /// rustls refused the client configuration (e.g. the key does not match the certificate).
+    #[error("TLS client configuration: {0}")]
+    ClientConfig(#[source] rustls::Error),
+    /// The name a dialer is to verify the server's certificate against is not a DNS name or an IP
+    /// address.
+    #[error("{0:?} is not a DNS name or IP address to verify a server certificate against")]
+    ServerName(String),
+    /// The peer did not finish the TLS handshake in time.
     #[error("TLS handshake timed out after {0:?}")]
     HandshakeTimeout(Duration),
     /// The client presented a CA certificate (`CA:TRUE`) as its own, as ZEO's test certificates do;
@@ -134,7 +189,7 @@ pub enum TlsError {
          client certificates from a CA listed in --tls-client-ca, or self-sign them with CA:FALSE"
     )]
     CaAsClientCertificate,
-    /// The TLS handshake failed (bad or missing client certificate, protocol mismatch, ...).
+    /// The TLS handshake failed (bad or missing peer certificate, protocol mismatch, ...).
     #[error("TLS handshake failed: {0}")]
     Handshake(#[source] std::io::Error),
 }
@@ -156,59 +211,80 @@ fn certs_in(what: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<Certifica
     Ok(certs)
 }
 
-/// The client CA certificates: one PEM file, or every PEM file in a directory (as ZEO's
-/// `authenticate` allows). Files in a directory without certificates are skipped.
-fn client_ca_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    const WHAT: &str = "--tls-client-ca";
+/// CA certificates: one PEM file, or every PEM file in a directory (as ZEO's `authenticate`
+/// allows). Files in a directory without certificates are skipped.
+fn ca_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     if !path.is_dir() {
-        return certs_in(WHAT, path, &read(WHAT, path)?);
+        return certs_in(what, path, &read(what, path)?);
     }
-    let entries =
-        std::fs::read_dir(path).map_err(|source| TlsError::Read { what: WHAT, path: path.to_owned(), source })?;
+    let entries = std::fs::read_dir(path).map_err(|source| TlsError::Read { what, path: path.to_owned(), source })?;
     let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()).collect();
     files.sort();
     let mut certs = Vec::new();
     for file in files {
-        match certs_in(WHAT, &file, &read(WHAT, &file)?) {
+        match certs_in(what, &file, &read(what, &file)?) {
             Ok(found) => certs.extend(found),
             Err(e) => tracing::debug!(file = %file.display(), error = %e, "skipping file without certificates"),
         }
     }
     if certs.is_empty() {
         let source = rustls::pki_types::pem::Error::NoItemsFound;
-        return Err(TlsError::Pem { what: WHAT, path: path.to_owned(), source });
+        return Err(TlsError::Pem { what, path: path.to_owned(), source });
     }
     Ok(certs)
 }
 
-/// Builds the TLS acceptor: the server certificate chain and key from PEM, and a verifier that
-/// requires every client to present a certificate chaining to a CA in `client_ca` (ZEO's `<ssl>`
-/// always uses `CERT_REQUIRED`). TLS 1.2 and 1.3, ring crypto.
-///
-/// # Errors
-/// `TlsError` naming the file and what is wrong with it.
-pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certs_in("--tls-cert", &files.cert, &read("--tls-cert", &files.cert)?)?;
-    let key_pem = read("--tls-key", &files.key)?;
+/// The trust anchors the peer's certificate must chain to.
+fn peer_roots(end: &Endpoint<'_>) -> Result<Arc<RootCertStore>, TlsError> {
+    let what = end.settings.ca;
+    let mut roots = RootCertStore::empty();
+    for cert in ca_certs(what, end.peer_ca)? {
+        roots.add(cert).map_err(|source| TlsError::TrustAnchor { what, path: end.peer_ca.to_owned(), source })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// This end's certificate chain and private key.
+fn own_identity(end: &Endpoint<'_>) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let Settings { cert: cert_flag, key: key_flag, .. } = end.settings;
+    let chain = certs_in(cert_flag, end.cert, &read(cert_flag, end.cert)?)?;
+    let key_pem = read(key_flag, end.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| {
         if String::from_utf8_lossy(&key_pem).contains("ENCRYPTED") {
-            TlsError::EncryptedKey { path: files.key.clone() }
+            TlsError::EncryptedKey { what: key_flag, path: end.key.to_owned() }
         } else {
-            TlsError::Pem { what: "--tls-key", path: files.key.clone(), source }
+            TlsError::Pem { what: key_flag, path: end.key.to_owned(), source }
         }
     })?;
-    let mut roots = RootCertStore::empty();
-    for cert in client_ca_certs(&files.client_ca)? {
-        roots.add(cert).map_err(|source| TlsError::ClientCa { path: files.client_ca.clone(), source })?;
-    }
-    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    Ok((chain, key))
+}
+
+/// A listener's configuration: this end's certificate chain and key, and a verifier that requires
+/// every client to present a certificate chaining to a CA in `peer_ca`. TLS 1.2 and 1.3, ring
+/// crypto.
+///
+/// # Errors
+/// `TlsError` naming the setting, the file and what is wrong with it.
+pub fn server_config(end: &Endpoint<'_>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (chain, key) = own_identity(end)?;
+    let webpki = WebPkiClientVerifier::builder_with_provider(peer_roots(end)?, provider.clone())
+        .build()
+        .map_err(|source| TlsError::Verifier { what: end.settings.ca, source })?;
     let verifier = Arc::new(ExplainCaClientCertificate(webpki));
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
+}
+
+/// The ZEO listener's TLS acceptor (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+///
+/// # Errors
+/// `TlsError` naming the flag, the file and what is wrong with it.
+pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+    server_config(&Endpoint::zeo_listener(files)).map(TlsAcceptor::from)
 }
 
 /// Runs the server side of the TLS handshake with a deadline and returns the stream with the client's
@@ -216,7 +292,10 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
 ///
 /// # Errors
 /// `TlsError::HandshakeTimeout` or `TlsError::Handshake`.
-pub async fn accept_tls<S>(acceptor: &TlsAcceptor, stream: S) -> Result<(TlsStream<S>, Option<PeerIdentity>), TlsError>
+pub async fn accept_tls<S>(
+    acceptor: &TlsAcceptor,
+    stream: S,
+) -> Result<(server::TlsStream<S>, Option<PeerIdentity>), TlsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -224,7 +303,49 @@ where
         .await
         .map_err(|_| TlsError::HandshakeTimeout(TLS_HANDSHAKE_TIMEOUT))?
         .map_err(handshake_error)?;
-    let identity = identity_from(tls.get_ref().1);
+    let identity = peer_identity(tls.get_ref().1);
+    Ok((tls, identity))
+}
+
+/// A dialer's configuration: this end's certificate chain and key (presented to the server), and
+/// the CA certificates the server's certificate must chain to. TLS 1.2 and 1.3, ring crypto.
+///
+/// # Errors
+/// `TlsError` naming the setting, the file and what is wrong with it.
+pub fn client_config(end: &Endpoint<'_>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (chain, key) = own_identity(end)?;
+    let roots = peer_roots(end)?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::ClientConfig)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(TlsError::ClientConfig)?;
+    Ok(Arc::new(config))
+}
+
+/// Runs the client side of the TLS handshake with a deadline: the server's certificate must chain
+/// to the configured CA and be valid for `server_name` (the host dialed: a DNS name or an IP
+/// address). Returns the stream with the server's identity.
+///
+/// # Errors
+/// `TlsError::ServerName`, `TlsError::HandshakeTimeout` or `TlsError::Handshake`.
+pub async fn connect_tls<S>(
+    connector: &TlsConnector,
+    server_name: &str,
+    stream: S,
+) -> Result<(client::TlsStream<S>, Option<PeerIdentity>), TlsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let name =
+        ServerName::try_from(server_name.to_owned()).map_err(|_| TlsError::ServerName(server_name.to_owned()))?;
+    let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connector.connect(name, stream))
+        .await
+        .map_err(|_| TlsError::HandshakeTimeout(TLS_HANDSHAKE_TIMEOUT))?
+        .map_err(TlsError::Handshake)?;
+    let identity = peer_identity(tls.get_ref().1);
     Ok((tls, identity))
 }
 
@@ -244,7 +365,7 @@ impl fmt::Debug for CaAsClientCertificate {
     }
 }
 
-/// Turns a failed handshake into an `TlsError`, recognising our `CaAsClientCertificate` marker.
+/// Turns a failed handshake into a `TlsError`, recognising our `CaAsClientCertificate` marker.
 fn handshake_error(e: std::io::Error) -> TlsError {
     let ca_as_client = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).is_some_and(|r| {
         matches!(r, rustls::Error::InvalidCertificate(CertificateError::Other(o)) if o.0.is::<CaAsClientCertificate>())

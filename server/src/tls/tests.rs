@@ -1,5 +1,6 @@
 //! The TLS path end to end: rcgen certificates, a tokio-rustls server on 127.0.0.1:0 behind
-//! `tls_acceptor`/`accept_tls`, and tokio-rustls and Python `ssl` clients.
+//! `tls_acceptor`/`accept_tls`, and tokio-rustls clients, `client_config`/`connect_tls` dialers and
+//! Python `ssl` clients.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,6 +11,7 @@ use rcgen::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
 
 use super::*;
 use crate::access::{AccessMode, AccessPolicy};
@@ -321,6 +323,139 @@ async fn zeo_test_certificates_are_refused_clearly() {
     assert!(out.starts_with("FAIL"), "{out}");
     let e = server.await.unwrap().unwrap_err();
     assert!(matches!(e, TlsError::CaAsClientCertificate), "{e}");
+}
+
+// ---- the dialing end: client_config, connect_tls ---------------------------------------------
+
+/// Settings of a dialer's files (any flags: errors must name the ones given).
+const DIALER: Settings = Settings { cert: "--dial-cert", key: "--dial-key", ca: "--dial-ca" };
+
+/// A dialer presenting `cert`/`key` and trusting the CA of `pki`.
+fn dialer_with(pki: &Pki, cert: &Path, key: &Path) -> TlsConnector {
+    let end = Endpoint { cert, key, peer_ca: &pki.files.client_ca, settings: DIALER };
+    TlsConnector::from(client_config(&end).unwrap())
+}
+
+/// A dialer presenting the client certificate of `pki` ("app1").
+fn dialer(pki: &Pki) -> TlsConnector {
+    dialer_with(pki, &pki.path("client.pem"), &pki.path("client-key.pem"))
+}
+
+/// Dials `addr` through `connect_tls`, verifying the server against `name`; on success sends "ping"
+/// and returns the server's identity and answer (the identity it saw for us).
+async fn dial(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+    name: &str,
+) -> Result<(Option<PeerIdentity>, String), TlsError> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tls, server) = connect_tls(connector, name, tcp).await?;
+    tls.write_all(b"ping").await.map_err(TlsError::Handshake)?;
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.map_err(TlsError::Handshake)?;
+    Ok((server, answer))
+}
+
+#[tokio::test]
+async fn dialer_and_listener_authenticate_each_other() {
+    let pki = Pki::new();
+    for name in ["localhost", "127.0.0.1"] {
+        let (addr, server) = serve_once(tls_acceptor(&pki.files).unwrap()).await;
+        let (server_id, answer) = dial(&dialer(&pki), addr, name).await.unwrap();
+        assert_eq!(server_id, Some(identity(Some("zeo server"), &["localhost"])), "{name}");
+        assert_eq!(answer, "CN=app1 DNS=app1.clients.example,alt.example");
+        assert_eq!(
+            server.await.unwrap().unwrap(),
+            Some(identity(Some("app1"), &["app1.clients.example", "alt.example"]))
+        );
+    }
+}
+
+/// A rogue server (a hijacked name or address) with a certificate from its own CA is refused, even
+/// though it would accept the dialer.
+#[tokio::test]
+async fn dialer_refuses_a_server_from_another_ca() {
+    let pki = Pki::new();
+    let (cert, key) = pki.put_client(
+        "rogue",
+        &signed(&ca("rogue CA"), "zeo server", &["localhost"], ExtendedKeyUsagePurpose::ServerAuth),
+    );
+    let rogue = TlsFiles { cert, key, ..pki.files.clone() };
+    let (addr, server) = serve_once(tls_acceptor(&rogue).unwrap()).await;
+    let e = dial(&dialer(&pki), addr, "localhost").await.unwrap_err();
+    assert!(matches!(e, TlsError::Handshake(_)) && e.to_string().contains("UnknownIssuer"), "{e}");
+    assert!(server.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn dialer_refuses_a_server_certificate_for_another_name() {
+    let pki = Pki::new();
+    let (addr, server) = serve_once(tls_acceptor(&pki.files).unwrap()).await;
+    let e = dial(&dialer(&pki), addr, "primary.example").await.unwrap_err();
+    assert!(matches!(e, TlsError::Handshake(_)) && e.to_string().contains("not valid for name"), "{e}");
+    assert!(server.await.unwrap().is_err());
+}
+
+/// The other way round: a dialer whose certificate comes from another CA is refused by the listener.
+#[tokio::test]
+async fn listener_refuses_a_dialer_from_another_ca() {
+    let pki = Pki::new();
+    let (cert, key) =
+        pki.put_client("foreign", &signed(&ca("someone else"), "app1", &[], ExtendedKeyUsagePurpose::ClientAuth));
+    let (addr, server) = serve_once(tls_acceptor(&pki.files).unwrap()).await;
+    assert!(dial(&dialer_with(&pki, &cert, &key), addr, "localhost").await.is_err());
+    let e = server.await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+}
+
+#[tokio::test]
+async fn dialer_needs_a_dns_name_or_ip_address() {
+    let pki = Pki::new();
+    let (stream, _peer) = tokio::io::duplex(1024);
+    let e = connect_tls(&dialer(&pki), "not a name", stream).await.unwrap_err();
+    assert!(matches!(e, TlsError::ServerName(ref n) if n == "not a name"), "{e}");
+}
+
+#[test]
+fn client_config_reports_bad_files_by_setting() {
+    let pki = Pki::new();
+    let (client, client_key) = (pki.path("client.pem"), pki.path("client-key.pem"));
+    let end = Endpoint { cert: &client, key: &client_key, peer_ca: &pki.files.client_ca, settings: DIALER };
+    let config = |end: &Endpoint<'_>| client_config(end).map(drop);
+    assert!(config(&end).is_ok());
+
+    let missing = pki.path("missing.pem");
+    let e = config(&Endpoint { key: &missing, ..end }).unwrap_err().to_string();
+    assert!(e.starts_with("cannot read --dial-key") && e.contains("missing.pem"), "{e}");
+    let e = config(&Endpoint { cert: &client_key, ..end }).unwrap_err().to_string();
+    assert!(e.starts_with("--dial-cert"), "{e}");
+
+    let encrypted = pki.path("enc.pem");
+    std::fs::write(&encrypted, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n")
+        .unwrap();
+    let e = config(&Endpoint { key: &encrypted, ..end }).unwrap_err();
+    assert!(matches!(e, TlsError::EncryptedKey { .. }) && e.to_string().starts_with("--dial-key"), "{e}");
+
+    let e = config(&Endpoint { key: &pki.files.key, ..end }).unwrap_err();
+    assert!(matches!(e, TlsError::ClientConfig(_)), "key of another certificate: {e}");
+
+    let empty_dir = pki.path("empty");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let e = config(&Endpoint { peer_ca: &empty_dir, ..end }).unwrap_err().to_string();
+    assert!(e.starts_with("--dial-ca"), "{e}");
+}
+
+/// The same checks name a listener's own settings too (not the ZEO flags).
+#[test]
+fn server_config_reports_bad_files_by_setting() {
+    let pki = Pki::new();
+    let listener = Endpoint { settings: DIALER, ..Endpoint::zeo_listener(&pki.files) };
+    assert!(server_config(&listener).is_ok());
+    let missing = pki.path("missing.pem");
+    let e = server_config(&Endpoint { peer_ca: &missing, ..listener }).unwrap_err().to_string();
+    assert!(e.starts_with("cannot read --dial-ca"), "{e}");
+    let e = server_config(&Endpoint { key: &missing, ..listener }).unwrap_err().to_string();
+    assert!(e.starts_with("cannot read --dial-key"), "{e}");
 }
 
 // ---- Python ssl client -----------------------------------------------------------------------
