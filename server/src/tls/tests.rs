@@ -371,29 +371,25 @@ async fn dialer_and_listener_authenticate_each_other() {
     }
 }
 
-/// A rogue server (a hijacked name or address) with a certificate from its own CA is refused, even
-/// though it would accept the dialer.
+/// A server the dialer cannot verify is refused: a rogue one (a hijacked name or address) with a
+/// certificate from its own CA, though it would accept the dialer; and a real one dialed by a name
+/// its certificate is not for.
 #[tokio::test]
-async fn dialer_refuses_a_server_from_another_ca() {
+async fn dialer_refuses_a_server_it_cannot_verify() {
     let pki = Pki::new();
     let (cert, key) = pki.put_client(
         "rogue",
         &signed(&ca("rogue CA"), "zeo server", &["localhost"], ExtendedKeyUsagePurpose::ServerAuth),
     );
     let rogue = TlsFiles { cert, key, ..pki.files.clone() };
-    let (addr, server) = serve_once(tls_acceptor(&rogue).unwrap()).await;
-    let e = dial(&dialer(&pki), addr, "localhost").await.unwrap_err();
-    assert!(matches!(e, TlsError::Handshake(_)) && e.to_string().contains("UnknownIssuer"), "{e}");
-    assert!(server.await.unwrap().is_err());
-}
-
-#[tokio::test]
-async fn dialer_refuses_a_server_certificate_for_another_name() {
-    let pki = Pki::new();
-    let (addr, server) = serve_once(tls_acceptor(&pki.files).unwrap()).await;
-    let e = dial(&dialer(&pki), addr, "primary.example").await.unwrap_err();
-    assert!(matches!(e, TlsError::Handshake(_)) && e.to_string().contains("not valid for name"), "{e}");
-    assert!(server.await.unwrap().is_err());
+    for (files, name, why) in
+        [(&rogue, "localhost", "UnknownIssuer"), (&pki.files, "primary.example", "not valid for name")]
+    {
+        let (addr, server) = serve_once(tls_acceptor(files).unwrap()).await;
+        let e = dial(&dialer(&pki), addr, name).await.unwrap_err();
+        assert!(matches!(e, TlsError::Handshake(_)) && e.to_string().contains(why), "{name}: {e}");
+        assert!(server.await.unwrap().is_err());
+    }
 }
 
 /// The other way round: a dialer whose certificate comes from another CA is refused by the listener.

@@ -77,7 +77,8 @@ pub fn as_plain_dict(v: &Value) -> Option<Vec<(Value, Value)>> {
     }
 }
 
-/// Oids as the list of byte strings ZEO sends them in.
+/// Oids as the list of byte strings ZEO sends them in (`new_oids`, `getInvalidations`, `vote`'s
+/// undone oids, `invalidateTransaction`).
 pub fn bytes_list(oids: impl IntoIterator<Item = [u8; 8]>) -> Value {
     Value::List(oids.into_iter().map(|o| Value::Bytes(o.to_vec())).collect())
 }

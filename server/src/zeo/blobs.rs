@@ -149,7 +149,7 @@ fn walk(dir: &Path, oid: &mut Vec<u8>, out: &mut Vec<BlobFile>) -> std::io::Resu
 /// Inverse of `id_repr`.
 fn parse_repr(s: &str) -> Option<[u8; 8]> {
     let n = u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()?;
-    Some(n.to_be_bytes())
+    Some(zeo_proto::p64(n))
 }
 
 /// Appends to a staging file.

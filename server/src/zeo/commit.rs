@@ -11,6 +11,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 use zeo_proto::pickle::Value;
 
+use super::args::bytes_list;
 use super::errors::{read_only, storage_error, transaction_error};
 use super::host::{ConnId, StorageHost};
 use super::outbox::Outbox;
@@ -199,7 +200,7 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
             t.lock = Some(guard);
             t.invalidate.extend(undone.iter().copied());
             drop(st);
-            ctx.outbox.reply(msgid, Ok(Value::List(undone.iter().map(|o| Value::Bytes(o.to_vec())).collect())));
+            ctx.outbox.reply(msgid, Ok(bytes_list(undone.iter().copied())));
             if let Some(timeout) = ctx.transaction_timeout {
                 tokio::spawn(transaction_timer(ctx.clone(), round, timeout));
             }

@@ -43,6 +43,7 @@ pub use host::StorageHost;
 
 use crate::access::{AccessMode, AccessPolicy};
 use crate::metrics::Metrics;
+use crate::tls::PeerIdentity;
 
 /// Server-wide settings the protocol layer needs.
 #[derive(Debug, Clone)]
@@ -242,14 +243,7 @@ async fn accept_one(
     let peer: Arc<str> = Arc::from(addr.to_string());
     match &server.tls {
         None => {
-            let read_only = match server.access.mode_for(None) {
-                Ok(mode) => mode == AccessMode::ReadOnly,
-                Err(why) => {
-                    tracing::warn!(%peer, reason = %why, "refusing connection");
-                    server.metrics.connection_refused(why.metric_label());
-                    return;
-                }
-            };
+            let Some(read_only) = read_only_for(&server, &peer, None) else { return };
             conn::serve(stream, peer, read_only, server, shutdown, force).await;
         }
         Some(acceptor) => {
@@ -261,15 +255,21 @@ async fn accept_one(
                     return;
                 }
             };
-            let read_only = match server.access.mode_for(identity.as_ref()) {
-                Ok(mode) => mode == AccessMode::ReadOnly,
-                Err(why) => {
-                    tracing::warn!(%peer, reason = %why, "refusing connection");
-                    server.metrics.connection_refused(why.metric_label());
-                    return;
-                }
-            };
+            let Some(read_only) = read_only_for(&server, &peer, identity.as_ref()) else { return };
             conn::serve(tls, peer, read_only, server, shutdown, force).await;
+        }
+    }
+}
+
+/// Whether the access policy makes this client read-only; `None` (logged and counted) when it
+/// refuses the client. `identity` is `None` on a plain connection.
+fn read_only_for(server: &Server, peer: &str, identity: Option<&PeerIdentity>) -> Option<bool> {
+    match server.access.mode_for(identity) {
+        Ok(mode) => Some(mode == AccessMode::ReadOnly),
+        Err(why) => {
+            tracing::warn!(%peer, reason = %why, "refusing connection");
+            server.metrics.connection_refused(why.metric_label());
+            None
         }
     }
 }
