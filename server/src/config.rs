@@ -37,9 +37,8 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 
-use crate::access::Role;
 use layers::{Cli, Layer};
-pub use values::HostPort;
+pub use values::{AccessMode, HostPort};
 use values::{ByteSize, Setting};
 
 /// Environment variable naming the YAML config file.
@@ -202,8 +201,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Client networks allowed to connect; empty = everyone.
     pub allow: Vec<IpNet>,
-    /// Client-certificate identity → role; when non-empty, unlisted certificates are refused.
-    pub identities: BTreeMap<String, Role>,
+    /// Client-certificate identity → access mode; when non-empty, unlisted certificates are refused.
+    pub identities: BTreeMap<String, AccessMode>,
     pub log_format: LogFormat,
     /// How long SIGTERM waits for in-flight commits before exiting.
     pub shutdown_grace: Duration,
@@ -302,21 +301,15 @@ impl Config {
         let tls = match (l.tls_cert, l.tls_key, l.tls_client_ca) {
             (None, None, None) => None,
             (Some(cert), Some(key), Some(client_ca)) => Some(TlsFiles { cert, key, client_ca }),
-            (cert, key, _) => {
-                let given = if cert.is_some() {
-                    "--tls-cert"
-                } else if key.is_some() {
-                    "--tls-key"
-                } else {
-                    "--tls-client-ca"
-                };
-                let missing = if cert.is_none() {
-                    "--tls-cert"
-                } else if key.is_none() {
-                    "--tls-key"
-                } else {
-                    "--tls-client-ca"
-                };
+            (cert, key, client_ca) => {
+                let set = [
+                    ("--tls-cert", cert.is_some()),
+                    ("--tls-key", key.is_some()),
+                    ("--tls-client-ca", client_ca.is_some()),
+                ];
+                // Some are set and some are not, so both searches find one.
+                let given = set.iter().find(|(_, is_set)| *is_set).map_or("", |(flag, _)| flag);
+                let missing = set.iter().find(|(_, is_set)| !*is_set).map_or("", |(flag, _)| flag);
                 let why = if missing == "--tls-client-ca" {
                     " (a ZEO TLS server always requires client certificates)"
                 } else {

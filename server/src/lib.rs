@@ -5,7 +5,9 @@
 //! - `describe`: renderings of records for tools and tests (class names, JSON).
 //! - `telemetry`: logging setup for the binaries.
 //! - `config`: the server's configuration (flags > environment > YAML file > defaults) and its checks.
-//! - `access`: who may connect (address allow-list), TLS with client certificates, and identity roles.
+//! - `access`: who may connect (address allow-list) and what a client identity may do (access mode).
+//! - `tls`: TLS with client certificates for the listeners: rustls configuration from PEM files, the
+//!   handshake, the peer's certificate identity.
 //! - `metrics`: the Prometheus metrics (`zeo_*`).
 //! - `admin`: the admin HTTP listener (`/livez`, `/readyz`, `/metrics`, `/status`).
 //! - `zeo`: the ZEO 5 protocol server.
@@ -19,4 +21,5 @@ pub mod metrics;
 pub mod replication;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod zeo;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use zeo_proto::message::Encoding;
-use zeo_server::access::{self, AccessPolicy};
+use zeo_server::access::AccessPolicy;
 use zeo_server::admin::{self, AdminSource};
 use zeo_server::config::Config;
 use zeo_server::metrics::Metrics;
@@ -149,7 +149,7 @@ async fn run(config: Config) -> Result<()> {
         hosts.insert(sc.name.clone(), Arc::new(host));
     }
     let tls = match &config.tls {
-        Some(files) => Some(access::tls_acceptor(files).context("setting up TLS")?),
+        Some(files) => Some(zeo_server::tls::tls_acceptor(files).context("setting up TLS")?),
         None => None,
     };
     let opts = ServerOptions {

@@ -81,7 +81,7 @@ pub(super) struct Cli {
     allow: Vec<Cidr>,
     /// Client-certificate identity (CN or DNS name) and its role (repeatable); others are refused.
     #[arg(long = "identity", value_name = "NAME=rw|ro", value_parser = values::parse_identity)]
-    identities: Vec<(String, Role)>,
+    identities: Vec<(String, AccessMode)>,
     /// Log format [default: plain].
     #[arg(long, value_name = "json|plain", value_parser = LogFormat::parse)]
     log_format: Option<LogFormat>,
@@ -151,7 +151,7 @@ pub(super) struct Layer {
     pub(super) tls_key: Option<PathBuf>,
     pub(super) tls_client_ca: Option<PathBuf>,
     pub(super) allow: Option<Vec<Cidr>>,
-    pub(super) identities: Option<BTreeMap<String, Role>>,
+    pub(super) identities: Option<BTreeMap<String, AccessMode>>,
     pub(super) log_format: Option<LogFormat>,
     pub(super) shutdown_grace: Option<Seconds>,
     pub(super) ready_file: Option<PathBuf>,

@@ -87,8 +87,8 @@ fn full_yaml() {
     assert_eq!(c.admin.as_ref().map(ToString::to_string).as_deref(), Some("127.0.0.1:0"));
     assert_eq!(c.tls.as_ref().map(|t| t.client_ca.clone()), Some(PathBuf::from(ca)));
     assert_eq!(c.allow.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.0/8", "192.168.1.7/32"]);
-    assert_eq!(c.identities.get("reporting"), Some(&Role::ReadOnly));
-    assert_eq!(c.identities.get("app1"), Some(&Role::ReadWrite));
+    assert_eq!(c.identities.get("reporting"), Some(&AccessMode::ReadOnly));
+    assert_eq!(c.identities.get("app1"), Some(&AccessMode::ReadWrite));
     assert_eq!(c.shutdown_grace, Duration::from_millis(2500));
     assert_eq!(c.ready_file, Some(PathBuf::from("/run/zeo.json")));
 }
@@ -208,7 +208,7 @@ fn tls_all_or_none_and_readable() {
     let dir_path = dir.path().to_str().unwrap();
     let c = with(&["--tls-cert", f, "--tls-key", f, "--tls-client-ca", dir_path, "--identity", "alice=ro"]).unwrap();
     assert_eq!(c.tls.unwrap().client_ca, PathBuf::from(dir_path), "a CA directory is accepted");
-    assert_eq!(c.identities.get("alice"), Some(&Role::ReadOnly));
+    assert_eq!(c.identities.get("alice"), Some(&AccessMode::ReadOnly));
     let env = [(ENV_TLS_CERT, f), (ENV_TLS_KEY, f), (ENV_TLS_CLIENT_CA, f), (ENV_IDENTITIES, "a=rw,b=ro")];
     assert_eq!(load(&p, &env).unwrap().identities.len(), 2);
 }

@@ -4,12 +4,11 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::de::{self, Deserialize, Deserializer};
-
-use crate::access::Role;
 
 /// A value that can be written as text (a flag, an environment variable or a YAML scalar).
 pub(super) trait Setting: Sized {
@@ -201,13 +200,46 @@ pub(super) fn parse_named_path(s: &str) -> Result<(String, PathBuf), String> {
     Ok((name.trim().to_owned(), PathBuf::from(path)))
 }
 
+/// What a client identity may do (`--identity NAME=rw|ro`). A read-only connection is served as if it had registered read-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+pub enum AccessMode {
+    #[serde(rename = "rw", alias = "read-write")]
+    ReadWrite,
+    #[serde(rename = "ro", alias = "read-only")]
+    ReadOnly,
+}
+
+impl AccessMode {
+    pub fn is_read_only(self) -> bool {
+        self == AccessMode::ReadOnly
+    }
+}
+
+impl FromStr for AccessMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AccessMode, String> {
+        match s.trim() {
+            "rw" | "read-write" => Ok(AccessMode::ReadWrite),
+            "ro" | "read-only" => Ok(AccessMode::ReadOnly),
+            other => Err(format!("role {other:?} is not rw or ro")),
+        }
+    }
+}
+
+impl fmt::Display for AccessMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_read_only() { "ro" } else { "rw" })
+    }
+}
+
 /// `NAME=rw|ro`, as in `--identity`.
-pub(super) fn parse_identity(s: &str) -> Result<(String, Role), String> {
-    let (name, role) = s.rsplit_once('=').ok_or_else(|| format!("{s:?} is not NAME=rw or NAME=ro"))?;
+pub(super) fn parse_identity(s: &str) -> Result<(String, AccessMode), String> {
+    let (name, mode) = s.rsplit_once('=').ok_or_else(|| format!("{s:?} is not NAME=rw or NAME=ro"))?;
     if name.trim().is_empty() {
         return Err(format!("{s:?} has an empty identity name"));
     }
-    Ok((name.trim().to_owned(), role.parse()?))
+    Ok((name.trim().to_owned(), mode.parse()?))
 }
 
 /// Splits a comma-separated environment value, ignoring blanks around and between items.
@@ -228,6 +260,15 @@ pub fn parse_peer(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_modes_parse_and_display() {
+        assert_eq!("rw".parse::<AccessMode>().unwrap(), AccessMode::ReadWrite);
+        assert_eq!("read-only".parse::<AccessMode>().unwrap(), AccessMode::ReadOnly);
+        assert!("admin".parse::<AccessMode>().is_err());
+        assert_eq!((AccessMode::ReadWrite.to_string(), AccessMode::ReadOnly.to_string()), ("rw".into(), "ro".into()));
+        assert!(AccessMode::ReadOnly.is_read_only() && !AccessMode::ReadWrite.is_read_only());
+    }
 
     #[test]
     fn host_port_forms() {
@@ -272,7 +313,7 @@ mod tests {
         assert!(parse_bool("yes").unwrap() && !parse_bool("0").unwrap() && parse_bool("maybe").is_err());
         assert_eq!(parse_named_path("a=/x=y").unwrap(), ("a".to_owned(), PathBuf::from("/x=y")));
         assert!(parse_named_path("a").is_err() && parse_named_path("a=").is_err());
-        assert_eq!(parse_identity("CN=x=ro").unwrap(), ("CN=x".to_owned(), Role::ReadOnly));
+        assert_eq!(parse_identity("CN=x=ro").unwrap(), ("CN=x".to_owned(), AccessMode::ReadOnly));
         assert!(parse_identity("alice=admin").is_err() && parse_identity("=rw").is_err());
         assert_eq!(split_list(" a, ,b ,").collect::<Vec<_>>(), ["a", "b"]);
     }

@@ -2,10 +2,25 @@
 //! interchangeable with Python ZEO's: `<dir>/.layout` holds `bushy`, committed blobs live at
 //! `<dir>/0x00/0x00/0x00/0x00/0x00/0x00/0x00/0x03/0x03f58e0008888888.blob` (one level per oid byte,
 //! the file named by the tid as ZODB's `tid_repr` writes it), uploads are staged in `<dir>/tmp`.
+//!
+//! And the blob methods clients call: `sendBlob` (the server streams a committed blob back in
+//! `receiveBlob*` calls), `storeBlobStart`/`storeBlobChunk`/`storeBlobEnd` (an upload staged here
+//! and committed with its transaction), `storeBlobShared` (refused).
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use zeo_proto::message::Message;
+use zeo_proto::pickle::Value;
+
+use super::args::{arg, bytes_arg, id_arg, serial_arg};
+use super::conn::Conn;
+use super::errors::{ErrorReply, exception, storage_error, transaction_error};
+use crate::storage::{Op, StorageError};
+
+/// Blob data goes to clients in chunks of this size, as ZEO sends them.
+const BLOB_CHUNK: usize = 59_000;
 
 /// A blob directory.
 #[derive(Debug, Clone)]
@@ -134,7 +149,7 @@ fn walk(dir: &Path, oid: &mut Vec<u8>, out: &mut Vec<BlobFile>) -> std::io::Resu
 /// Inverse of `id_repr`.
 fn parse_repr(s: &str) -> Option<[u8; 8]> {
     let n = u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()?;
-    Some(n.to_be_bytes())
+    Some(zeo_proto::p64(n))
 }
 
 /// Appends to a staging file.
@@ -147,6 +162,93 @@ fn rand_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     h.finish()
+}
+
+// ---- the blob methods ----------------------------------------------------------------------
+
+impl Conn {
+    /// Streams a blob (`receiveBlobStart`, chunks, `receiveBlobStop`), then answers None.
+    pub(super) fn send_blob(&mut self, msgid: Value, args: &[Value]) {
+        let h = self.host().clone();
+        let (oid, serial) = match (id_arg(arg(args, 0), "oid"), id_arg(arg(args, 1), "serial")) {
+            (Ok(o), Ok(s)) => (o, s),
+            (Err(e), _) | (_, Err(e)) => return self.reply(msgid, Err(e)),
+        };
+        let Some(dir) = h.blobs.clone() else {
+            return self.reply(msgid, Err(storage_error(&StorageError::PosKey { oid })));
+        };
+        let outbox = self.outbox.clone();
+        tokio::spawn(async move {
+            let path = dir.blob_path(&oid, &serial);
+            let data = match tokio::fs::read(&path).await {
+                Ok(d) => d,
+                Err(_) => {
+                    outbox.reply(msgid, Err(storage_error(&StorageError::PosKey { oid })));
+                    return;
+                }
+            };
+            let call = |method: &str, mut args: Vec<Value>| {
+                let mut a = vec![Value::Bytes(oid.to_vec()), Value::Bytes(serial.to_vec())];
+                a.append(&mut args);
+                Message::Call { msgid: Value::Int(0), is_async: true, method: method.into(), args: a }
+            };
+            outbox.send(&call("receiveBlobStart", vec![]));
+            for chunk in data.chunks(BLOB_CHUNK) {
+                if !outbox.send(&call("receiveBlobChunk", vec![Value::Bytes(chunk.to_vec())])) {
+                    return;
+                }
+            }
+            outbox.send(&call("receiveBlobStop", vec![]));
+            outbox.reply(msgid, Ok(Value::None));
+        });
+    }
+
+    pub(super) fn store_blob_start(&mut self, _args: &[Value]) -> Result<(), ErrorReply> {
+        let dir =
+            self.host().blobs.clone().ok_or_else(|| {
+                storage_error(&StorageError::Transaction("this storage has no blob directory".into()))
+            })?;
+        let staged = dir.temp_file().map_err(|e| exception("builtins.OSError", vec![Value::Str(e.to_string())]))?;
+        if let Some((old, _)) = self.upload.replace(staged) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(())
+    }
+
+    pub(super) fn store_blob_chunk(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
+        let chunk = bytes_arg(arg(args, 0));
+        let (_, file) =
+            self.upload.as_mut().ok_or_else(|| transaction_error("storeBlobChunk without storeBlobStart"))?;
+        append(file, &chunk).map_err(|e| exception("builtins.OSError", vec![Value::Str(e.to_string())]))
+    }
+
+    pub(super) fn store_blob_end(&mut self, args: &[Value]) -> Result<(), ErrorReply> {
+        let oid = id_arg(arg(args, 0), "oid")?;
+        let serial = serial_arg(args.get(1))?;
+        let data = bytes_arg(arg(args, 2));
+        let (path, file) =
+            self.upload.take().ok_or_else(|| transaction_error("storeBlobEnd without storeBlobStart"))?;
+        drop(file);
+        self.with_txn(arg(args, 3), |t| {
+            t.blobs.push((oid, path));
+            // Clients send a plain storea of the same record first; storing it twice would
+            // write two records (and make the transaction impossible to undo).
+            let already = t.engine.as_ref().is_some_and(|e| {
+                e.ops().iter().any(|op| matches!(op, Op::Store { oid: o, data: d, .. } if *o == oid && *d == data))
+            });
+            if already {
+                return Ok(());
+            }
+            t.invalidate.push(oid);
+            t.engine.as_mut().map_or(Ok(()), |e| e.store(oid, serial, data))
+        })
+    }
+
+    pub(super) fn store_blob_shared(&mut self, _args: &[Value]) -> Result<(), ErrorReply> {
+        Err(storage_error(&StorageError::Transaction(
+            "shared blob directories are not supported; use a client blob cache".into(),
+        )))
+    }
 }
 
 #[cfg(test)]

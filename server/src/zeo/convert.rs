@@ -1,59 +1,10 @@
-//! Conversions between wire values and storage types, and the mapping of storage errors onto the
-//! exact ZODB exception classes and payloads ZEO clients decode (protocol spec section 2.4).
+//! The wire forms of storage records: the dicts `history`, `undoLog`/`undoInfo` and the iterators
+//! answer with (extension keys merged as FileStorage merges them), and `undoInfo`'s specification
+//! matching.
 
-use zeo_proto::errors;
 use zeo_proto::pickle::{self, Value};
 
-use crate::storage::{HistoryEntry, StorageError, UndoEntry};
-
-/// An error reply: dotted class name and payload (as `zeo_proto::errors` builds them, byte for
-/// byte what the reference server sends).
-pub type WireError = errors::ErrorReply;
-
-/// An exception whose payload is its args tuple.
-pub fn exception(class: &str, args: Vec<Value>) -> WireError {
-    errors::other(class, args)
-}
-
-/// The wire form of a storage error.
-pub fn storage_error(e: &StorageError) -> WireError {
-    match e {
-        StorageError::PosKey { oid } => errors::pos_key(*oid),
-        StorageError::Conflict { oid, committed, expected } => errors::conflict(*oid, *committed, *expected, None),
-        StorageError::ReadConflict { oid, committed, expected } => {
-            errors::read_conflict(*oid, *committed, *expected, None)
-        }
-        StorageError::ReadOnly => errors::read_only(),
-        StorageError::Transaction(msg) => errors::storage_transaction(msg),
-        StorageError::MultipleUndo(errs) => {
-            let errs: Vec<([u8; 8], &str)> = errs.iter().map(|(o, r)| (*o, r.as_str())).collect();
-            errors::multiple_undo(&errs)
-        }
-        StorageError::Undo(msg) => errors::undo_error(msg, None),
-        StorageError::PackMissingObject { oid } => errors::key_error(Value::Bytes(oid.to_vec())),
-        other => errors::other(other.zodb_name(), vec![Value::Str(other.to_string())]),
-    }
-}
-
-pub fn read_only() -> WireError {
-    errors::read_only()
-}
-
-pub fn transaction_error(msg: &str) -> WireError {
-    errors::storage_transaction(msg)
-}
-
-pub fn value_error(msg: &str) -> WireError {
-    errors::value_error(msg)
-}
-
-pub fn key_error(key: Value) -> WireError {
-    errors::key_error(key)
-}
-
-pub fn type_error(msg: &str) -> WireError {
-    errors::type_error(msg)
-}
+use crate::storage::{HistoryEntry, UndoEntry};
 
 fn s(v: &str) -> Value {
     Value::Str(v.to_string())
@@ -61,59 +12,6 @@ fn s(v: &str) -> Value {
 
 fn b(v: &[u8]) -> Value {
     Value::Bytes(v.to_vec())
-}
-
-/// An argument that must be 8 bytes (oid or tid). An 8-character str (Python 2 style, and some ZODB
-/// tests) is taken as its latin-1 bytes, as Python's server would compare it.
-pub fn id_arg(v: Option<&Value>, what: &str) -> Result<[u8; 8], WireError> {
-    let err = || type_error(&format!("{what} must be 8 bytes"));
-    match v {
-        Some(Value::Str(s)) => {
-            let bytes: Vec<u8> =
-                s.chars().map(|c| u8::try_from(u32::from(c))).collect::<Result<_, _>>().map_err(|_| err())?;
-            bytes.try_into().map_err(|_| err())
-        }
-        other => other.and_then(Value::as_id).ok_or_else(err),
-    }
-}
-
-/// Bytes or str (ZEO 5.0 clients sent str for user/description) as bytes.
-pub fn bytes_arg(v: Option<&Value>) -> Vec<u8> {
-    match v {
-        Some(Value::Bytes(b)) => b.clone(),
-        Some(Value::Str(s)) => s.as_bytes().to_vec(),
-        _ => Vec::new(),
-    }
-}
-
-/// A dict as Python's server would rebuild it from the wire: a plain dict, or a dict subclass
-/// pickled as `builtins.dict` + REDUCE with its items (ZODB stores `dumps(loads(x))`).
-pub fn as_plain_dict(v: &Value) -> Option<Vec<(Value, Value)>> {
-    match v {
-        Value::Dict(items) => Some(items.clone()),
-        Value::Object { class, args, dict_items, .. } => {
-            let is_dict = matches!(&**class, Value::Global { module, name }
-                if (module == "builtins" || module == "__builtin__") && name == "dict");
-            if !is_dict {
-                return None;
-            }
-            let mut items: Vec<(Value, Value)> = match args.as_seq().and_then(|a| a.first()) {
-                Some(Value::Dict(d)) => d.clone(),
-                Some(seq) => seq
-                    .as_seq()?
-                    .iter()
-                    .map(|pair| match pair.as_seq() {
-                        Some([k, v]) => Some((k.clone(), v.clone())),
-                        _ => None,
-                    })
-                    .collect::<Option<_>>()?,
-                None => Vec::new(),
-            };
-            items.extend(dict_items.iter().cloned());
-            Some(items)
-        }
-        _ => None,
-    }
 }
 
 /// The decoded extension dict of a transaction (empty dict when none or undecodable).

@@ -19,6 +19,7 @@ use crate::storage::{FileStorage, Oid, Tid};
 use zeo_proto::message::Message;
 use zeo_proto::pickle::Value;
 
+use super::args::bytes_list;
 use super::blobs::BlobDir;
 use super::outbox::Outbox;
 
@@ -320,10 +321,7 @@ impl StorageHost {
                 msgid: Value::Int(0),
                 is_async: true,
                 method: "invalidateTransaction".into(),
-                args: vec![
-                    Value::Bytes(p.tid.to_vec()),
-                    Value::List(p.oids.iter().map(|o| Value::Bytes(o.to_vec())).collect()),
-                ],
+                args: vec![Value::Bytes(p.tid.to_vec()), bytes_list(p.oids.iter().copied())],
             };
             let committer = p.committer.as_ref().map(|c| c.0);
             for (id, out) in &st.clients {

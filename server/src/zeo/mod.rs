@@ -3,21 +3,28 @@
 //! # Layout
 //! - `mod.rs`: `Server` (shared state) and `run`, the accept loop (connection limit, access policy,
 //!   TLS, graceful shutdown).
-//! - `conn`: one connection: handshake, read loop, every method of the protocol.
-//! - `txn`: a connection's transaction; the vote task (commit lock) and finish task (durability,
-//!   group commit, invalidations).
+//! - `conn`: one connection: handshake, read loop, and the dispatch table (method name → handler,
+//!   and whether its reply is immediate, deferred or async).
+//! - `methods/`: the method handlers, one file per group (session, load, history, txn, iter, pack).
+//! - `blobs`: the blob directory (ZODB's bushy layout) and the blob methods (upload, download).
+//! - `commit`: a connection's transaction state; the vote task (commit lock) and finish task
+//!   (durability, group commit, invalidations).
 //! - `host`: one served storage: commit lock, invalidation fan-out in commit order, invalidation
 //!   queue.
 //! - `outbox`: a connection's bounded outgoing queue.
-//! - `convert`: wire values ↔ storage types; storage errors → ZODB exception replies.
-//! - `blobs`: the blob directory (ZODB's bushy layout).
+//! - `args`: reading method arguments off the wire.
+//! - `errors`: storage errors → ZODB exception replies.
+//! - `convert`: the wire dicts of storage records (history, undo log, extension).
 
+mod args;
 mod blobs;
+mod commit;
 mod conn;
 mod convert;
+mod errors;
 mod host;
+mod methods;
 mod outbox;
-mod txn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,8 +41,9 @@ use zeo_proto::pickle::Value;
 pub use blobs::BlobDir;
 pub use host::StorageHost;
 
-use crate::access::{AccessPolicy, Role};
+use crate::access::{AccessMode, AccessPolicy};
 use crate::metrics::Metrics;
+use crate::tls::PeerIdentity;
 
 /// Server-wide settings the protocol layer needs.
 #[derive(Debug, Clone)]
@@ -235,18 +243,11 @@ async fn accept_one(
     let peer: Arc<str> = Arc::from(addr.to_string());
     match &server.tls {
         None => {
-            let read_only = match server.access.role_for(None) {
-                Ok(role) => role == Role::ReadOnly,
-                Err(why) => {
-                    tracing::warn!(%peer, reason = %why, "refusing connection");
-                    server.metrics.connection_refused(why.metric_label());
-                    return;
-                }
-            };
+            let Some(read_only) = read_only_for(&server, &peer, None) else { return };
             conn::serve(stream, peer, read_only, server, shutdown, force).await;
         }
         Some(acceptor) => {
-            let (tls, identity) = match crate::access::accept_tls(acceptor, stream).await {
+            let (tls, identity) = match crate::tls::accept_tls(acceptor, stream).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "refusing connection: TLS handshake failed");
@@ -254,15 +255,21 @@ async fn accept_one(
                     return;
                 }
             };
-            let read_only = match server.access.role_for(identity.as_ref()) {
-                Ok(role) => role == Role::ReadOnly,
-                Err(why) => {
-                    tracing::warn!(%peer, reason = %why, "refusing connection");
-                    server.metrics.connection_refused(why.metric_label());
-                    return;
-                }
-            };
+            let Some(read_only) = read_only_for(&server, &peer, identity.as_ref()) else { return };
             conn::serve(tls, peer, read_only, server, shutdown, force).await;
+        }
+    }
+}
+
+/// Whether the access policy makes this client read-only; `None` (logged and counted) when it
+/// refuses the client. `identity` is `None` on a plain connection.
+fn read_only_for(server: &Server, peer: &str, identity: Option<&PeerIdentity>) -> Option<bool> {
+    match server.access.mode_for(identity) {
+        Ok(mode) => Some(mode == AccessMode::ReadOnly),
+        Err(why) => {
+            tracing::warn!(%peer, reason = %why, "refusing connection");
+            server.metrics.connection_refused(why.metric_label());
+            None
         }
     }
 }

@@ -61,7 +61,7 @@ impl Outbox {
     }
 
     /// Queues the reply to call `msgid`: its value, or an error reply (ZODB exception class, payload).
-    pub fn reply(&self, msgid: Value, result: Result<Value, crate::zeo::convert::WireError>) -> bool {
+    pub fn reply(&self, msgid: Value, result: Result<Value, crate::zeo::errors::ErrorReply>) -> bool {
         let msg = match result {
             Ok(value) => Message::Reply { msgid, value },
             Err((class, payload)) => {

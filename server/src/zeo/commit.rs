@@ -1,6 +1,7 @@
 //! A connection's transaction on the server, from `tpc_begin` to `tpc_finish`/`tpc_abort`, and the
 //! two tasks that may wait: vote (for the commit lock) and finish (for durability). Both run beside
-//! the connection's read loop, so the connection keeps being served while they wait.
+//! the connection's read loop, so the connection keeps being served while they wait. The methods
+//! that drive it (`tpc_begin`, the stores, `vote`, `tpc_finish`, `tpc_abort`) are `methods/txn.rs`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,8 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 use zeo_proto::pickle::Value;
 
-use super::convert::{storage_error, transaction_error};
+use super::args::bytes_list;
+use super::errors::{read_only, storage_error, transaction_error};
 use super::host::{ConnId, StorageHost};
 use super::outbox::Outbox;
 use crate::storage::{Oid, StorageError, Transaction, VoteOutcome};
@@ -142,7 +144,7 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
         // Demoted while this transaction waited for the lock: nothing may be written any more.
         let _ = ctx.host.fs.abort(&mut engine);
         *lock_slot(&ctx.slot) = None;
-        ctx.outbox.reply(msgid, Err(super::convert::read_only()));
+        ctx.outbox.reply(msgid, Err(read_only()));
         return;
     }
     let fs = ctx.host.fs.clone();
@@ -198,7 +200,7 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
             t.lock = Some(guard);
             t.invalidate.extend(undone.iter().copied());
             drop(st);
-            ctx.outbox.reply(msgid, Ok(Value::List(undone.iter().map(|o| Value::Bytes(o.to_vec())).collect())));
+            ctx.outbox.reply(msgid, Ok(bytes_list(undone.iter().copied())));
             if let Some(timeout) = ctx.transaction_timeout {
                 tokio::spawn(transaction_timer(ctx.clone(), round, timeout));
             }
@@ -275,7 +277,7 @@ pub async fn finish(ctx: TaskCtx, msgid: Value, mut txn: ServerTxn) {
         // Demoted since the vote: the voted record is cut, nothing is committed.
         let _ = ctx.host.fs.abort(&mut engine);
         drop(txn);
-        ctx.outbox.reply(msgid, Err(super::convert::read_only()));
+        ctx.outbox.reply(msgid, Err(read_only()));
         return;
     }
     let fs = ctx.host.fs.clone();
