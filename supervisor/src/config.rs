@@ -25,7 +25,7 @@ mod settings;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::decide::{DecideConfig, LagBound};
+use crate::decide::{DecideConfig, DecideConfigError, LagBound};
 use crate::lease::LeaseSettings;
 use crate::mover::AddressSettings;
 pub use settings::Settings;
@@ -66,8 +66,8 @@ pub enum ConfigError {
     #[error("--kill-container: this build has no Docker support (cargo feature docker)")]
     NoDocker,
     /// The lease timings break a rule the safety argument rests on.
-    #[error("{0}")]
-    Timing(String),
+    #[error(transparent)]
+    Timing(#[from] DecideConfigError),
     #[error(transparent)]
     Lease(#[from] crate::lease::SetupError),
     #[error(transparent)]
@@ -174,7 +174,7 @@ impl Config {
     /// # Errors
     /// The first rule that does not hold.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.decide.validate().map_err(ConfigError::Timing)?;
+        self.decide.validate()?;
         if !TICK_RANGE.contains(&self.tick) {
             return Err(ConfigError::Tick(self.tick));
         }

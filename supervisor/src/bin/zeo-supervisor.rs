@@ -151,15 +151,7 @@ async fn build(config: Config) -> Result<Parts> {
     let store = lease::from_settings(&config.lease).await?;
     let mover = mover::from_settings(&config.address).await?;
     let process = config.exec.clone().map(ServerProcess::spawn).transpose()?;
-    let killer = match (&config.kill_command, &config.kill_container) {
-        (Some(argv), _) => Some(ServerKiller::Command(argv.clone())),
-        #[cfg(feature = "docker")]
-        (None, Some(name)) => Some(ServerKiller::Container {
-            docker: zeo_supervisor::mover::docker::connect().await.context("Docker engine")?,
-            name: name.clone(),
-        }),
-        _ => None,
-    };
+    let killer = ServerKiller::from_settings(config.kill_command.as_deref(), config.kill_container.as_deref()).await?;
     let metrics = Arc::new(Metrics::new());
     let (cfg, tick) = (config.decide, config.tick);
     let identity = cfg.identity.clone();

@@ -28,6 +28,6 @@ mod tests;
 pub(crate) use logic::tid_value;
 pub use logic::{decide, out_of_sync_marks};
 pub use types::{
-    Action, Command, DecideConfig, Decision, Fencing, Ineligible, LagBound, LeaseView, Observation, PeerView, Reason,
-    ServerHealth, State, Switchover,
+    Action, Command, DecideConfig, DecideConfigError, Decision, Fencing, Ineligible, LagBound, LeaseView, Observation,
+    PeerView, Reason, ServerHealth, State, Switchover,
 };

@@ -773,8 +773,12 @@ fn config_rules() {
     let mut c = cfg();
     assert!(c.validate().is_ok());
     c.demote_timeout = secs(2.0);
-    assert!(c.validate().unwrap_err().contains("lease_duration"));
+    let err = c.validate().unwrap_err();
+    assert!(matches!(err, DecideConfigError::FenceOutlastsLease { .. }) && err.to_string().contains("lease_duration"));
     let mut c = cfg();
     c.retry_period = secs(3.5);
-    assert!(c.validate().unwrap_err().contains("retry_period"));
+    let err = c.validate().unwrap_err();
+    assert!(
+        matches!(err, DecideConfigError::RenewDeadlineWithinRetry { .. }) && err.to_string().contains("retry_period")
+    );
 }

@@ -7,14 +7,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::AdminClient;
+use crate::admin::{AdminClient, AdminError};
 use crate::decide::tid_value;
 use crate::decide::{Action, Command, DecideConfig, Decision, Observation, PeerView, ServerHealth, State, decide};
-use crate::lease::LeaseElector;
+use crate::kill::KillError;
+use crate::lease::{LeaseElector, LeaseError};
 use crate::metrics::Metrics;
-use crate::mover::AddressMover;
+use crate::mover::{AddressMover, MoveError};
 use crate::probe::probe;
-use crate::process::ServerProcess;
+use crate::process::{ProcessError, ServerProcess};
 
 /// Re-decide at once after an action that changed the lease or a role, at most this often in a row.
 const MAX_IMMEDIATE_TICKS: usize = 4;
@@ -70,6 +71,24 @@ impl PeerSlot {
     fn latest(&self) -> Option<(crate::status::ServerStatus, Instant)> {
         self.latest.lock().expect("peer slot poisoned").clone()
     }
+}
+
+/// Why an action failed. The loop logs it and stops acting for this tick; the next decision
+/// repeats what is still needed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Server(#[from] AdminError),
+    #[error(transparent)]
+    Address(#[from] MoveError),
+    #[error(transparent)]
+    Kill(#[from] KillError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("no way to kill the server: run with --exec, --kill-command or --kill-container")]
+    NoKiller,
 }
 
 /// An operator command and where to send the decision it led to.
@@ -264,17 +283,17 @@ impl Supervisor {
     async fn act(&mut self, d: &Decision, state: &mut State, mem: &mut Memory) -> bool {
         let mut again = false;
         for action in &d.actions {
-            let outcome: Result<bool, String> = match action {
-                Action::AcquireLease => self.elector.try_acquire().await.map_err(|e| e.to_string()),
+            let outcome: Result<bool, ActionError> = match action {
+                Action::AcquireLease => self.elector.try_acquire().await.map_err(ActionError::from),
                 Action::RenewLease => {
                     let start = Instant::now();
-                    let r = self.elector.renew().await.map_err(|e| e.to_string());
+                    let r = self.elector.renew().await.map_err(ActionError::from);
                     self.metrics.renew_latency.observe(start.elapsed().as_secs_f64());
                     // A lost renewal is news: look again now.
                     r.map(|ok| !ok)
                 }
                 Action::ReleaseLease { to } => {
-                    let released = self.elector.release(to.clone()).await.map_err(|e| e.to_string());
+                    let released = self.elector.release(to.clone()).await.map_err(ActionError::from);
                     // Whoever gave the lease up stops attracting clients at once, so the next
                     // holder can take the address (a local listener cannot be taken over).
                     if let Err(e) = self.mover.release().await {
@@ -294,15 +313,15 @@ impl Supervisor {
                         }
                         Ok(true)
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e.into()),
                 },
-                Action::Demote => self.server.demote().await.map(|_| true).map_err(|e| e.to_string()),
+                Action::Demote => self.server.demote().await.map(|_| true).map_err(ActionError::from),
                 Action::KillServer => self.kill().await.map(|()| {
                     mem.killed = true;
                     true
                 }),
                 Action::Rejoin { primary } => {
-                    let r = self.server.rejoin(primary).await.map(|_| true).map_err(|e| e.to_string());
+                    let r = self.server.rejoin(primary).await.map(|_| true).map_err(ActionError::from);
                     if r.is_err() {
                         state.rejoin = None;
                     }
@@ -314,7 +333,7 @@ impl Supervisor {
                     if r.is_err() {
                         state.address = None;
                     }
-                    r.map(|()| false).map_err(|e| e.to_string())
+                    r.map(|()| false).map_err(ActionError::from)
                 }
             };
             match outcome {
@@ -328,13 +347,13 @@ impl Supervisor {
         again
     }
 
-    async fn kill(&mut self) -> Result<(), String> {
+    async fn kill(&mut self) -> Result<(), ActionError> {
         if let Some(p) = &self.process {
-            return p.kill().map_err(|e| e.to_string());
+            return Ok(p.kill()?);
         }
         match &self.killer {
-            Some(killer) => killer.kill().await,
-            None => Err("no way to kill the server: run with --exec, --kill-command or --kill-container".into()),
+            Some(killer) => Ok(killer.kill().await?),
+            None => Err(ActionError::NoKiller),
         }
     }
 
