@@ -3,13 +3,15 @@
 use tokio::time::Instant;
 
 use super::types::{
-    Action, Command, DecideConfig, Decision, Fencing, Ineligible, Observation, PeerView, Reason, State, Switchover,
+    Action, Command, DecideConfig, Decision, Fencing, Ineligible, Observation, Outcome, PeerView, Reason, State,
+    Switchover,
 };
 use crate::status::{ServerRole, ServerStatus, SyncState};
 
 /// Decides this tick's actions. Pure: the same inputs give the same outputs.
 pub fn decide(obs: &Observation, state: &State, cfg: &DecideConfig, now: Instant) -> (Decision, State) {
     let mut s = state.clone();
+    learn(obs, &mut s);
     track(obs, &mut s, cfg, now);
     if obs.command == Some(Command::ForcePromote) {
         s.force = true;
@@ -22,6 +24,20 @@ pub fn decide(obs: &Observation, state: &State, cfg: &DecideConfig, now: Instant
         as_follower(obs, &mut s, cfg, now)
     };
     (decision, s)
+}
+
+/// Forgets what the previous decision's actions did not bring about, so the rules ask again: an
+/// address move or a rejoin that failed. Releasing the lease gave the address up too (the loop
+/// does both, whatever the store answered).
+fn learn(obs: &Observation, s: &mut State) {
+    for done in &obs.last_outcomes {
+        match (&done.action, done.outcome) {
+            (Action::ReleaseLease { .. }, Outcome::Succeeded | Outcome::Failed) => s.address = None,
+            (Action::MoveAddress { .. }, Outcome::Failed) => s.address = None,
+            (Action::Rejoin { .. }, Outcome::Failed) => s.rejoin = None,
+            _ => {}
+        }
+    }
 }
 
 /// Updates the health hysteresis and the transition history.

@@ -137,6 +137,24 @@ pub struct Observation {
     pub lease: LeaseView,
     /// An operator command received since the last tick.
     pub command: Option<Command>,
+    /// The actions of the previous decision and how each went (empty before the first).
+    pub last_outcomes: Vec<ActionOutcome>,
+}
+
+/// One action of the previous decision and how the loop's attempt at it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionOutcome {
+    pub action: Action,
+    pub outcome: Outcome,
+}
+
+/// How an action went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// An earlier action of the same decision failed, and the loop stopped there.
+    NotRun,
 }
 
 /// Liveness of our own server process.
@@ -306,8 +324,8 @@ impl fmt::Display for Reason {
     }
 }
 
-/// What the supervisor remembers between ticks. Only [`decide`](super::decide) changes it,
-/// except that the loop clears [`State::address`] and [`State::rejoin`] when those actions fail.
+/// What the supervisor remembers between ticks. Only [`decide`](super::decide) changes it; the
+/// loop reports how the actions went in the next [`Observation::last_outcomes`].
 #[derive(Debug, Clone, Default)]
 pub struct State {
     /// Our server has passed every probe since then (hysteresis before candidacy).

@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminClient, AdminError};
 use crate::decide::tid_value;
-use crate::decide::{Action, Command, DecideConfig, Decision, Observation, PeerView, ServerHealth, State, decide};
+use crate::decide::{
+    Action, ActionOutcome, Command, DecideConfig, Decision, Observation, Outcome, PeerView, ServerHealth, State, decide,
+};
 use crate::kill::KillError;
 use crate::lease::{LeaseElector, LeaseError};
 use crate::metrics::Metrics;
@@ -128,6 +130,8 @@ struct Memory {
     fast_until: Option<Instant>,
     /// One per configured peer, in order.
     peer_slots: Vec<PeerSlot>,
+    /// How the last decision's actions went, for the next observation.
+    outcomes: Vec<ActionOutcome>,
 }
 
 impl Supervisor {
@@ -168,7 +172,7 @@ impl Supervisor {
                 if decision.actions.iter().any(|a| *a != Action::RenewLease) {
                     mem.fast_until = Some(Instant::now() + FAST_WINDOW);
                 }
-                let again = self.act(&decision, &mut state, &mut mem).await;
+                let again = self.act(&decision, &mut mem).await;
                 if !again {
                     break;
                 }
@@ -254,6 +258,7 @@ impl Supervisor {
             peers: mem.peers.clone(),
             lease,
             command,
+            last_outcomes: std::mem::take(&mut mem.outcomes),
         }
     }
 
@@ -278,73 +283,87 @@ impl Supervisor {
         mem.last_logged = Some(key);
     }
 
-    /// Carries out the actions in order; stops at the first that fails. Returns whether the
-    /// outcome should be looked at again at once.
-    async fn act(&mut self, d: &Decision, state: &mut State, mem: &mut Memory) -> bool {
+    /// Carries out the actions in order; stops at the first that fails. Records how each went
+    /// for the next observation, and returns whether the outcome should be looked at again at once.
+    async fn act(&mut self, d: &Decision, mem: &mut Memory) -> bool {
         let mut again = false;
+        let mut failed = false;
+        let mut outcomes = Vec::with_capacity(d.actions.len());
         for action in &d.actions {
-            let outcome: Result<bool, ActionError> = match action {
-                Action::AcquireLease => self.elector.try_acquire().await.map_err(ActionError::from),
-                Action::RenewLease => {
-                    let start = Instant::now();
-                    let r = self.elector.renew().await.map_err(ActionError::from);
-                    self.metrics.renew_latency.observe(start.elapsed().as_secs_f64());
-                    // A lost renewal is news: look again now.
-                    r.map(|ok| !ok)
-                }
-                Action::ReleaseLease { to } => {
-                    let released = self.elector.release(to.clone()).await.map_err(ActionError::from);
-                    // Whoever gave the lease up stops attracting clients at once, so the next
-                    // holder can take the address (a local listener cannot be taken over).
-                    if let Err(e) = self.mover.release().await {
-                        tracing::warn!(error = %e, "releasing the service address failed");
+            let outcome = if failed {
+                Outcome::NotRun
+            } else {
+                match self.carry_out(action, mem).await {
+                    Ok(changed) => {
+                        again |= changed;
+                        Outcome::Succeeded
                     }
-                    state.address = None;
-                    released
-                }
-                Action::Promote { epoch, force } => match self.server.promote(*epoch, *force).await {
-                    Ok(change) => {
-                        if change.changed {
-                            self.metrics.failovers.inc();
-                            if let Some(t) = mem.free_since {
-                                self.metrics.last_failover_seconds.set(t.elapsed().as_secs_f64());
-                            }
-                            tracing::info!(epoch, force, "server promoted");
-                        }
-                        Ok(true)
+                    Err(error) => {
+                        tracing::warn!(?action, %error, "action failed");
+                        failed = true;
+                        Outcome::Failed
                     }
-                    Err(e) => Err(e.into()),
-                },
-                Action::Demote => self.server.demote().await.map(|_| true).map_err(ActionError::from),
-                Action::KillServer => self.kill().await.map(|()| {
-                    mem.killed = true;
-                    true
-                }),
-                Action::Rejoin { primary } => {
-                    let r = self.server.rejoin(primary).await.map(|_| true).map_err(ActionError::from);
-                    if r.is_err() {
-                        state.rejoin = None;
-                    }
-                    r
-                }
-                Action::MoveAddress { to } => {
-                    let r =
-                        if *to == self.cfg.identity { self.mover.claim().await } else { self.mover.release().await };
-                    if r.is_err() {
-                        state.address = None;
-                    }
-                    r.map(|()| false).map_err(ActionError::from)
                 }
             };
-            match outcome {
-                Ok(changed) => again |= changed,
-                Err(error) => {
-                    tracing::warn!(?action, %error, "action failed");
-                    return false;
+            outcomes.push(ActionOutcome { action: action.clone(), outcome });
+        }
+        mem.outcomes = outcomes;
+        again && !failed
+    }
+
+    /// One action; `Ok(true)` when what it changed should be looked at again at once.
+    async fn carry_out(&mut self, action: &Action, mem: &mut Memory) -> Result<bool, ActionError> {
+        match action {
+            Action::AcquireLease => Ok(self.elector.try_acquire().await?),
+            Action::RenewLease => {
+                let start = Instant::now();
+                let renewed = self.elector.renew().await;
+                self.metrics.renew_latency.observe(start.elapsed().as_secs_f64());
+                // A lost renewal is news: look again now.
+                Ok(!renewed?)
+            }
+            Action::ReleaseLease { to } => {
+                let released = self.elector.release(to.clone()).await;
+                // Whoever gave the lease up stops attracting clients at once, so the next
+                // holder can take the address (a local listener cannot be taken over).
+                if let Err(e) = self.mover.release().await {
+                    tracing::warn!(error = %e, "releasing the service address failed");
                 }
+                Ok(released?)
+            }
+            Action::Promote { epoch, force } => {
+                let change = self.server.promote(*epoch, *force).await?;
+                if change.changed {
+                    self.metrics.failovers.inc();
+                    if let Some(t) = mem.free_since {
+                        self.metrics.last_failover_seconds.set(t.elapsed().as_secs_f64());
+                    }
+                    tracing::info!(epoch, force, "server promoted");
+                }
+                Ok(true)
+            }
+            Action::Demote => {
+                self.server.demote().await?;
+                Ok(true)
+            }
+            Action::KillServer => {
+                self.kill().await?;
+                mem.killed = true;
+                Ok(true)
+            }
+            Action::Rejoin { primary } => {
+                self.server.rejoin(primary).await?;
+                Ok(true)
+            }
+            Action::MoveAddress { to } => {
+                if *to == self.cfg.identity {
+                    self.mover.claim().await?;
+                } else {
+                    self.mover.release().await?;
+                }
+                Ok(false)
             }
         }
-        again
     }
 
     async fn kill(&mut self) -> Result<(), ActionError> {
