@@ -312,7 +312,7 @@ fn continue_switchover(
     }
     let target = obs.peers.iter().find(|p| p.identity == sw.to);
     let standby = target.and_then(|p| fresh(p, cfg, now)).and_then(|st| st.standby().map(|r| (st, r)));
-    let caught_up = standby.is_some_and(|(st, _)| tid_value(st.position()) >= tid_value(&status.last_tid));
+    let caught_up = standby.is_some_and(|(st, _)| st.position() >= status.last_tid);
     let in_sync = standby.is_some_and(|(_, r)| r.in_sync && !r.out_of_sync);
     // In sync, the target holds every acknowledged commit; what it lacks of our last tid was never
     // acknowledged (held at the sync gate) and cannot reach it any more (the demotion ended the
@@ -508,7 +508,7 @@ fn standby_promotable(obs: &Observation, status: &ServerStatus, cfg: &DecideConf
 
 /// No fresh promotable peer standby is further ahead (ties go to the smaller identity).
 fn ranked_first(obs: &Observation, status: &ServerStatus, cfg: &DecideConfig, now: Instant) -> Result<(), Ineligible> {
-    let mine = tid_value(status.position());
+    let mine = status.position();
     for p in &obs.peers {
         let Some(st) = fresh(p, cfg, now).filter(|st| st.role == ServerRole::Standby) else {
             continue;
@@ -516,15 +516,10 @@ fn ranked_first(obs: &Observation, status: &ServerStatus, cfg: &DecideConfig, no
         if standby_promotable(obs, st, cfg).is_err() || obs.lease.out_of_sync.contains(&p.identity) {
             continue;
         }
-        let theirs = tid_value(st.position());
+        let theirs = st.position();
         if theirs > mine || (theirs == mine && p.identity < cfg.identity) {
             return Err(Ineligible::PeerMoreEligible { peer: p.identity.clone() });
         }
     }
     Ok(())
-}
-
-/// A tid in hex as a number; an unreadable one ranks lowest.
-pub(crate) fn tid_value(hex: &str) -> u64 {
-    u64::from_str_radix(hex, 16).unwrap_or(0)
 }

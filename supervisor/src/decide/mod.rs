@@ -27,7 +27,6 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use logic::tid_value;
 pub use logic::{decide, out_of_sync_marks};
 pub use types::{
     Action, ActionOutcome, Command, DecideConfig, DecideConfigError, Decision, Fencing, Ineligible, LagBound,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use zeo_proto::Tid;
 
 use super::types::LagBound;
 use super::*;
@@ -16,8 +17,8 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-fn tid(n: u64) -> String {
-    format!("{n:016x}")
+fn tid(n: u64) -> Tid {
+    zeo_proto::p64(n)
 }
 
 fn primary(epoch: u64, sync_state: SyncState, standbys: Vec<StandbyLink>) -> ServerStatus {

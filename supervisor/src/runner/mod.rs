@@ -6,9 +6,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use zeo_proto::Tid;
 
 use crate::admin::{AdminClient, AdminError};
-use crate::decide::tid_value;
 use crate::decide::{
     Action, ActionOutcome, Command, DecideConfig, Decision, Observation, Outcome, PeerView, ServerHealth, State, decide,
 };
@@ -405,7 +405,7 @@ impl Supervisor {
             if let Err(e) = self.mover.release().await {
                 tracing::warn!(error = %e, "address release at shutdown failed");
             }
-            let successor = self.successor(last_tid.as_deref()).await;
+            let successor = self.successor(last_tid).await;
             match self.elector.release(successor.clone()).await {
                 Ok(_) => tracing::info!(?successor, "lease released"),
                 Err(e) => tracing::warn!(error = %e, "lease release at shutdown failed"),
@@ -422,7 +422,7 @@ impl Supervisor {
 
     /// The connected in-sync standby of our server that is furthest ahead, once it holds
     /// `last_tid` (waited for up to [`HANDOFF_CATCH_UP`]; sync standbys already do).
-    async fn successor(&self, last_tid: Option<&str>) -> Option<String> {
+    async fn successor(&self, last_tid: Option<Tid>) -> Option<String> {
         let deadline = Instant::now() + HANDOFF_CATCH_UP;
         loop {
             let statuses = futures::future::join_all(self.peers.iter().map(|p| p.admin.status())).await;
@@ -434,11 +434,11 @@ impl Supervisor {
                     let st = st.ok()?;
                     let r = st.standby()?;
                     let ours = r.connected && r.primary == self.cfg.replication_addr;
-                    (ours && r.in_sync && !r.out_of_sync).then(|| (tid_value(&r.applied_tid), p.identity.clone()))
+                    (ours && r.in_sync && !r.out_of_sync).then(|| (r.applied_tid, p.identity.clone()))
                 })
                 .max();
             match best {
-                Some((applied, name)) if last_tid.is_none_or(|t| applied >= tid_value(t)) => return Some(name),
+                Some((applied, name)) if last_tid.is_none_or(|t| applied >= t) => return Some(name),
                 _ if Instant::now() >= deadline => return None,
                 _ => tokio::time::sleep(FAST_TICK).await,
             }
