@@ -13,7 +13,7 @@
 //! - [`lease`]: the lease record, the [`lease::LeaseStore`] CAS trait and its backends (chosen by
 //!   [`lease::LeaseBackend`], built by [`lease::from_settings`]), and [`lease::LeaseElector`]
 //!   (acquire, renew, release; expiry on the local monotonic clock).
-//! - [`admin`]: the client of the server's admin HTTP API.
+//! - [`server_admin`]: the client of the server's admin HTTP API.
 //! - [`probe`]: the ZEO round-trip health probe.
 //! - [`mover`]: the [`mover::AddressMover`] trait and its backends (pod label, Docker alias, VIP,
 //!   local listener; chosen by [`mover::AddressBackend`], built by [`mover::from_settings`]).
@@ -22,7 +22,6 @@
 //! - [`runner`]: the observe → decide → act loop and the shutdown order.
 //! - [`http`]: the supervisor's admin port (`/livez`, `/readyz`, `/metrics`, `/switchover`).
 //! - [`metrics`]: the Prometheus metrics.
-pub mod admin;
 pub mod config;
 pub mod decide;
 pub mod http;
@@ -33,6 +32,7 @@ pub mod mover;
 pub mod probe;
 pub mod process;
 pub mod runner;
+pub mod server_admin;
 pub mod status;
 
 #[cfg(test)]

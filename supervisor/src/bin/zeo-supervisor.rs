@@ -11,7 +11,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use zeo_supervisor::admin::AdminClient;
 use zeo_supervisor::config::{Config, Settings, read_token};
 use zeo_supervisor::kill::ServerKiller;
 use zeo_supervisor::lease::{self, LeaseElector};
@@ -19,6 +18,7 @@ use zeo_supervisor::metrics::Metrics;
 use zeo_supervisor::mover;
 use zeo_supervisor::process::ServerProcess;
 use zeo_supervisor::runner::{Peer, Supervisor};
+use zeo_supervisor::server_admin::ServerAdmin;
 
 /// Exit code for a bad configuration (sysexits EX_USAGE).
 const EX_USAGE: i32 = 64;
@@ -138,14 +138,14 @@ async fn configure(settings: Settings) -> Result<Parts> {
 async fn build(config: Config) -> Result<Parts> {
     let token = config.token_file.as_deref().map(read_token).transpose()?;
     let http_timeout = config.decide.retry_period;
-    let server = AdminClient::new(config.server_admin.clone(), token.clone(), http_timeout);
+    let server = ServerAdmin::new(config.server_admin.clone(), token.clone(), http_timeout);
     let peers = config
         .peers
         .iter()
         .map(|p| Peer {
             identity: p.identity.clone(),
             replication_addr: p.replication_addr.clone(),
-            admin: AdminClient::new(p.admin_url.clone(), token.clone(), http_timeout),
+            admin: ServerAdmin::new(p.admin_url.clone(), token.clone(), http_timeout),
         })
         .collect();
     let store = lease::from_settings(&config.lease).await?;

@@ -8,7 +8,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zeo_proto::Tid;
 
-use crate::admin::{AdminClient, AdminError};
 use crate::decide::{
     Action, ActionOutcome, Command, DecideConfig, Decision, Observation, Outcome, PeerView, ServerHealth, State, decide,
 };
@@ -18,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::mover::{AddressMover, MoveError};
 use crate::probe::probe;
 use crate::process::{ProcessError, ServerProcess};
+use crate::server_admin::{ServerAdmin, ServerAdminError};
 
 /// Re-decide at once after an action that changed the lease or a role, at most this often in a row.
 const MAX_IMMEDIATE_TICKS: usize = 4;
@@ -45,7 +45,7 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 pub struct Peer {
     pub identity: String,
     pub replication_addr: String,
-    pub admin: AdminClient,
+    pub admin: ServerAdmin,
 }
 
 /// The latest status a peer answered with, filled by requests that may outlive a tick.
@@ -57,7 +57,7 @@ struct PeerSlot {
 
 impl PeerSlot {
     /// Starts a status request unless one is still out; it stores what it gets.
-    fn poll(&self, admin: &AdminClient) -> Option<tokio::task::JoinHandle<()>> {
+    fn poll(&self, admin: &ServerAdmin) -> Option<tokio::task::JoinHandle<()>> {
         if self.in_flight.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return None;
         }
@@ -82,7 +82,7 @@ pub enum ActionError {
     #[error(transparent)]
     Lease(#[from] LeaseError),
     #[error(transparent)]
-    Server(#[from] AdminError),
+    Server(#[from] ServerAdminError),
     #[error(transparent)]
     Address(#[from] MoveError),
     #[error(transparent)]
@@ -100,7 +100,7 @@ pub type CommandRequest = (Command, oneshot::Sender<String>);
 pub struct Supervisor {
     pub cfg: DecideConfig,
     pub tick: Duration,
-    pub server: AdminClient,
+    pub server: ServerAdmin,
     pub zeo_addr: String,
     pub storage: String,
     pub probe_timeout: Duration,

@@ -28,7 +28,7 @@ fn cfg(identity: &str) -> DecideConfig {
 
 fn supervisor(identity: &str, own: &FakeServer, peer: (&str, &FakeServer), store: Arc<dyn LeaseStore>) -> Supervisor {
     let c = cfg(identity);
-    let client = |f: &FakeServer| AdminClient::new(f.admin_url.clone(), Some(TOKEN.into()), Duration::from_secs(1));
+    let client = |f: &FakeServer| ServerAdmin::new(f.admin_url.clone(), Some(TOKEN.into()), Duration::from_secs(1));
     Supervisor {
         elector: LeaseElector::new(store, identity, c.lease_duration),
         cfg: c,
