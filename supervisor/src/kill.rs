@@ -33,8 +33,9 @@ pub enum KillError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The Docker engine does not answer (setting up `--kill-container`).
     #[cfg(feature = "docker")]
-    #[error("Docker engine: {0}")]
+    #[error("Docker engine")]
     Engine(#[source] bollard::errors::Error),
 }
 

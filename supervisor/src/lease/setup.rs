@@ -63,6 +63,10 @@ pub enum SetupError {
     /// The store refused its settings, or its file could not be read.
     #[error(transparent)]
     Store(#[from] LeaseError),
+    /// No Kubernetes client configuration (in-cluster or kubeconfig).
+    #[cfg(feature = "kubernetes")]
+    #[error("Kubernetes client")]
+    KubeClient(#[source] kube::Error),
 }
 
 impl LeaseSettings {
@@ -113,7 +117,7 @@ pub async fn from_settings(s: &LeaseSettings) -> Result<Arc<dyn LeaseStore>, Set
         }
         #[cfg(feature = "kubernetes")]
         LeaseBackend::Kubernetes => {
-            let client = kube::Client::try_default().await.map_err(|e| LeaseError::backend("kubernetes", e))?;
+            let client = kube::Client::try_default().await.map_err(SetupError::KubeClient)?;
             Arc::new(super::kubernetes::KubeLeaseStore::new(client, &s.namespace, s.name.clone()))
         }
     };

@@ -69,11 +69,13 @@ pub enum SetupError {
     Missing { flag: &'static str, backend: AddressBackend },
     #[error("--service-address {0:?} must be IP:PORT")]
     ServiceAddress(String),
+    /// No Kubernetes client configuration (in-cluster or kubeconfig).
     #[cfg(feature = "kubernetes")]
-    #[error("Kubernetes client: {0}")]
+    #[error("Kubernetes client")]
     Kubernetes(#[from] kube::Error),
+    /// The Docker engine does not answer.
     #[cfg(feature = "docker")]
-    #[error("Docker engine: {0}")]
+    #[error("Docker engine")]
     Docker(#[from] bollard::errors::Error),
 }
 
