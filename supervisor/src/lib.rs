@@ -7,19 +7,22 @@
 //!
 //! # Layout
 //!
+//! - [`config`]: the settings, their layering (flags > env > YAML file > defaults) and rules.
 //! - [`status`]: the server's `/status` document.
 //! - [`decide`]: the pure decision function and its rules.
-//! - [`lease`]: the lease record, the [`lease::LeaseStore`] CAS trait and its backends, and
-//!   [`lease::LeaseElector`] (acquire, renew, release; expiry on the local monotonic clock).
-//! - [`admin`]: the client of the server's admin HTTP API.
+//! - [`lease`]: the lease record, the [`lease::LeaseStore`] CAS trait and its backends (chosen by
+//!   [`lease::LeaseBackend`], built by [`lease::from_settings`]), and [`lease::LeaseElector`]
+//!   (acquire, renew, release; expiry on the local monotonic clock).
+//! - [`server_admin`]: the client of the server's admin HTTP API.
 //! - [`probe`]: the ZEO round-trip health probe.
-//! - [`mover`]: the [`mover::AddressMover`] trait and its backends (pod label, Docker alias, VIP).
+//! - [`mover`]: the [`mover::AddressMover`] trait and its backends (pod label, Docker alias, VIP,
+//!   local listener; chosen by [`mover::AddressBackend`], built by [`mover::from_settings`]).
 //! - [`kill`]: the fence for a server that is not our child (a command, or SIGKILL of its container).
 //! - [`process`]: exec mode, the server as our child process (exit seen at once, SIGKILL fence).
 //! - [`runner`]: the observe → decide → act loop and the shutdown order.
 //! - [`http`]: the supervisor's admin port (`/livez`, `/readyz`, `/metrics`, `/switchover`).
 //! - [`metrics`]: the Prometheus metrics.
-pub mod admin;
+pub mod config;
 pub mod decide;
 pub mod http;
 pub mod kill;
@@ -29,6 +32,7 @@ pub mod mover;
 pub mod probe;
 pub mod process;
 pub mod runner;
+pub mod server_admin;
 pub mod status;
 
 #[cfg(test)]

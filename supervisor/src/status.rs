@@ -1,9 +1,11 @@
 //! The zeo-server's `GET /status` document, as far as the supervisor reads it.
 //!
 //! Unknown fields are ignored on purpose: the server may add fields without breaking a
-//! supervisor of an older release running beside it during a rolling upgrade.
+//! supervisor of an older release running beside it during a rolling upgrade. Tids are read into
+//! [`Tid`]s here, so the rules compare them as tids, never as text.
 
 use serde::{Deserialize, Serialize};
+use zeo_proto::Tid;
 
 /// The role a zeo-server reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,8 +25,9 @@ pub struct ServerStatus {
     pub role: ServerRole,
     pub epoch: u64,
     pub writable: bool,
-    /// 16 hex digits; fixed width, so string order is tid order.
-    pub last_tid: String,
+    /// The last committed (or applied) transaction.
+    #[serde(with = "hex_tid")]
+    pub last_tid: Tid,
     #[serde(default)]
     pub replication: Replication,
 }
@@ -69,7 +72,8 @@ pub enum SyncState {
 pub struct StandbyLink {
     pub name: String,
     pub connected: bool,
-    pub acked_tid: String,
+    #[serde(with = "hex_tid")]
+    pub acked_tid: Tid,
     pub lag_transactions: u64,
     /// `null` when the server did not compute it (a standby very far behind).
     #[serde(default)]
@@ -85,7 +89,8 @@ pub struct StandbyReplication {
     /// `host:port` of the replication listener it follows.
     pub primary: String,
     pub connected: bool,
-    pub applied_tid: String,
+    #[serde(with = "hex_tid")]
+    pub applied_tid: Tid,
     pub lag_transactions: u64,
     pub lag_seconds: f64,
     pub in_sync: bool,
@@ -111,8 +116,25 @@ impl ServerStatus {
     }
 
     /// The newest transaction this server has: applied on a standby, committed otherwise.
-    pub fn position(&self) -> &str {
-        self.standby().map(|s| s.applied_tid.as_str()).unwrap_or(&self.last_tid)
+    pub fn position(&self) -> Tid {
+        self.standby().map_or(self.last_tid, |s| s.applied_tid)
+    }
+}
+
+/// A tid as `/status` writes it: 16 hex digits, big-endian like the tid's bytes.
+mod hex_tid {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeo_proto::{Tid, p64, u64_of};
+
+    pub fn serialize<S: Serializer>(tid: &Tid, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:016x}", u64_of(*tid)))
+    }
+
+    /// A tid that does not read as hex is the zero tid: it ranks below every real one, so a
+    /// garbled status never makes its server look furthest ahead.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Tid, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(p64(u64::from_str_radix(&text, 16).unwrap_or(0)))
     }
 }
 
@@ -138,10 +160,23 @@ mod tests {
         )
         .unwrap();
         assert!(s.standby().unwrap().out_of_sync);
-        assert_eq!(s.position(), "03e0000000000002");
+        assert_eq!(s.position(), zeo_proto::p64(0x03e0_0000_0000_0002));
+        assert!(s.position() > s.last_tid, "tids compare as tids");
         let d: ServerStatus =
             serde_json::from_str(r#"{"role":"demoted","epoch":3,"writable":false,"last_tid":"00","replication":{}}"#)
                 .unwrap();
         assert!(matches!(d.replication, Replication::Other(_)));
+        assert_eq!(d.last_tid, [0; 8]);
+    }
+
+    #[test]
+    fn tids_are_written_back_as_sixteen_hex_digits_and_garbage_ranks_lowest() {
+        let st: ServerStatus =
+            serde_json::from_str(r#"{"role":"demoted","epoch":1,"writable":false,"last_tid":"03e00000000000ff"}"#)
+                .unwrap();
+        assert_eq!(serde_json::to_value(&st).unwrap()["last_tid"], "03e00000000000ff");
+        let garbled: ServerStatus =
+            serde_json::from_str(r#"{"role":"demoted","epoch":1,"writable":false,"last_tid":"not a tid"}"#).unwrap();
+        assert_eq!(garbled.last_tid, [0; 8]);
     }
 }

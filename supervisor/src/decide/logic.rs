@@ -3,13 +3,15 @@
 use tokio::time::Instant;
 
 use super::types::{
-    Action, Command, DecideConfig, Decision, Fencing, Ineligible, Observation, PeerView, Reason, State, Switchover,
+    Action, Command, DecideConfig, Decision, Fencing, Ineligible, Observation, Outcome, PeerView, Reason, State,
+    Switchover,
 };
 use crate::status::{ServerRole, ServerStatus, SyncState};
 
 /// Decides this tick's actions. Pure: the same inputs give the same outputs.
 pub fn decide(obs: &Observation, state: &State, cfg: &DecideConfig, now: Instant) -> (Decision, State) {
     let mut s = state.clone();
+    learn(obs, &mut s);
     track(obs, &mut s, cfg, now);
     if obs.command == Some(Command::ForcePromote) {
         s.force = true;
@@ -22,6 +24,20 @@ pub fn decide(obs: &Observation, state: &State, cfg: &DecideConfig, now: Instant
         as_follower(obs, &mut s, cfg, now)
     };
     (decision, s)
+}
+
+/// Forgets what the previous decision's actions did not bring about, so the rules ask again: an
+/// address move or a rejoin that failed. Releasing the lease gave the address up too (the loop
+/// does both, whatever the store answered).
+fn learn(obs: &Observation, s: &mut State) {
+    for done in &obs.last_outcomes {
+        match (&done.action, done.outcome) {
+            (Action::ReleaseLease { .. }, Outcome::Succeeded | Outcome::Failed) => s.address = None,
+            (Action::MoveAddress { .. }, Outcome::Failed) => s.address = None,
+            (Action::Rejoin { .. }, Outcome::Failed) => s.rejoin = None,
+            _ => {}
+        }
+    }
 }
 
 /// Updates the health hysteresis and the transition history.
@@ -296,7 +312,7 @@ fn continue_switchover(
     }
     let target = obs.peers.iter().find(|p| p.identity == sw.to);
     let standby = target.and_then(|p| fresh(p, cfg, now)).and_then(|st| st.standby().map(|r| (st, r)));
-    let caught_up = standby.is_some_and(|(st, _)| tid_value(st.position()) >= tid_value(&status.last_tid));
+    let caught_up = standby.is_some_and(|(st, _)| st.position() >= status.last_tid);
     let in_sync = standby.is_some_and(|(_, r)| r.in_sync && !r.out_of_sync);
     // In sync, the target holds every acknowledged commit; what it lacks of our last tid was never
     // acknowledged (held at the sync gate) and cannot reach it any more (the demotion ended the
@@ -492,7 +508,7 @@ fn standby_promotable(obs: &Observation, status: &ServerStatus, cfg: &DecideConf
 
 /// No fresh promotable peer standby is further ahead (ties go to the smaller identity).
 fn ranked_first(obs: &Observation, status: &ServerStatus, cfg: &DecideConfig, now: Instant) -> Result<(), Ineligible> {
-    let mine = tid_value(status.position());
+    let mine = status.position();
     for p in &obs.peers {
         let Some(st) = fresh(p, cfg, now).filter(|st| st.role == ServerRole::Standby) else {
             continue;
@@ -500,15 +516,10 @@ fn ranked_first(obs: &Observation, status: &ServerStatus, cfg: &DecideConfig, no
         if standby_promotable(obs, st, cfg).is_err() || obs.lease.out_of_sync.contains(&p.identity) {
             continue;
         }
-        let theirs = tid_value(st.position());
+        let theirs = st.position();
         if theirs > mine || (theirs == mine && p.identity < cfg.identity) {
             return Err(Ineligible::PeerMoreEligible { peer: p.identity.clone() });
         }
     }
     Ok(())
-}
-
-/// A tid in hex as a number; an unreadable one ranks lowest.
-pub(crate) fn tid_value(hex: &str) -> u64 {
-    u64::from_str_radix(hex, 16).unwrap_or(0)
 }

@@ -2,7 +2,9 @@
 //!
 //! [`decide`] does no I/O and reads no clock: the loop passes the monotonic `now`, so every rule
 //! can be table-tested (see `tests.rs`, one row per scenario of the HA test plan). The loop runs
-//! the returned [`Action`]s in order and logs the [`Reason`] as one structured line.
+//! the returned [`Action`]s in order, logs the [`Reason`] as one structured line, and reports how
+//! each action went in the next [`Observation`]: an address move or a rejoin that failed is asked
+//! for again.
 //!
 //! Safety rules, in the order [`decide`] applies them:
 //! - A lease holder that has not renewed within `renew_deadline` fences its server (demote, then
@@ -25,9 +27,8 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use logic::tid_value;
 pub use logic::{decide, out_of_sync_marks};
 pub use types::{
-    Action, Command, DecideConfig, Decision, Fencing, Ineligible, LagBound, LeaseView, Observation, PeerView, Reason,
-    ServerHealth, State, Switchover,
+    Action, ActionOutcome, Command, DecideConfig, DecideConfigError, Decision, Fencing, Ineligible, LagBound,
+    LeaseView, Observation, Outcome, PeerView, Reason, ServerHealth, State, Switchover,
 };

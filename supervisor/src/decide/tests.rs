@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use zeo_proto::Tid;
 
 use super::types::LagBound;
 use super::*;
@@ -16,8 +17,8 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-fn tid(n: u64) -> String {
-    format!("{n:016x}")
+fn tid(n: u64) -> Tid {
+    zeo_proto::p64(n)
 }
 
 fn primary(epoch: u64, sync_state: SyncState, standbys: Vec<StandbyLink>) -> ServerStatus {
@@ -95,7 +96,12 @@ fn lease(holder: Option<&str>, transitions: u64, expired: bool, renewed_at: Opti
 }
 
 fn obs(status: Option<ServerStatus>, peers: Vec<PeerView>, lease: LeaseView) -> Observation {
-    Observation { server: ServerHealth::default(), status, peers, lease, command: None }
+    Observation { server: ServerHealth::default(), status, peers, lease, command: None, last_outcomes: Vec::new() }
+}
+
+/// The loop's report of an action that failed.
+fn failed(action: Action) -> ActionOutcome {
+    ActionOutcome { action, outcome: Outcome::Failed }
 }
 
 /// Healthy for a minute, no recent transitions, address already pointed for `epoch`/`holder`.
@@ -322,6 +328,26 @@ fn rows(now: Instant) -> Vec<Row> {
         vec![Action::Rejoin { primary: "b:9000".into() }, Action::MoveAddress { to: "b".into() }],
         "rejoining",
     ));
+    let mut o = obs(Some(demoted(3)), vec![b_primary(4)], lease(Some("b"), 4, false, None));
+    let mut st = settled(now, 4, "b");
+    st.rejoin = Some((4, "b:9000".into(), now - secs(0.2)));
+    out.push(row(
+        2,
+        "rejoin asked for a moment ago: not repeated while it takes effect",
+        o.clone(),
+        st.clone(),
+        vec![],
+        "rejoining",
+    ));
+    o.last_outcomes = vec![failed(Action::Rejoin { primary: "b:9000".into() })];
+    out.push(row(
+        2,
+        "the rejoin failed: sent again at once",
+        o,
+        st,
+        vec![Action::Rejoin { primary: "b:9000".into() }],
+        "rejoining",
+    ));
 
     // 3. Sudden loss of the primary's node; the zombie returns.
     out.push(row(
@@ -515,6 +541,16 @@ fn rows(now: Instant) -> Vec<Row> {
         settled(now, 4, "c"),
         vec![],
         "following",
+    ));
+    let mut o = obs(Some(a_primary(3)), vec![b_standby_of_a(3, true)], lease(Some("a"), 3, false, just_renewed));
+    o.last_outcomes = vec![failed(Action::MoveAddress { to: "a".into() })];
+    out.push(row(
+        6,
+        "moving the service address failed (API refused): moved again next tick",
+        o,
+        settled(now, 3, "a"),
+        vec![Action::MoveAddress { to: "a".into() }],
+        "serving",
     ));
 
     // 7. Standby lag.
@@ -773,8 +809,12 @@ fn config_rules() {
     let mut c = cfg();
     assert!(c.validate().is_ok());
     c.demote_timeout = secs(2.0);
-    assert!(c.validate().unwrap_err().contains("lease_duration"));
+    let err = c.validate().unwrap_err();
+    assert!(matches!(err, DecideConfigError::FenceOutlastsLease { .. }) && err.to_string().contains("lease_duration"));
     let mut c = cfg();
     c.retry_period = secs(3.5);
-    assert!(c.validate().unwrap_err().contains("retry_period"));
+    let err = c.validate().unwrap_err();
+    assert!(
+        matches!(err, DecideConfigError::RenewDeadlineWithinRetry { .. }) && err.to_string().contains("retry_period")
+    );
 }

@@ -78,27 +78,52 @@ impl DecideConfig {
     /// Checks the timing invariants the safety argument rests on.
     ///
     /// # Errors
-    /// A sentence naming the rule that does not hold.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The first rule that does not hold.
+    pub fn validate(&self) -> Result<(), DecideConfigError> {
         if self.identity.is_empty() {
-            return Err("identity must not be empty".into());
+            return Err(DecideConfigError::EmptyIdentity);
         }
         // client-go's rule: a holder must be able to retry a renewal before it gives up.
         if self.renew_deadline <= self.retry_period.mul_f64(1.2) {
-            return Err("renew_deadline must be > 1.2 x retry_period".into());
+            return Err(DecideConfigError::RenewDeadlineWithinRetry {
+                renew_deadline: self.renew_deadline,
+                retry_period: self.retry_period,
+            });
         }
         // The fence (demote, then kill) must finish before anyone else may take the lease.
         if self.renew_deadline + self.demote_timeout >= self.lease_duration {
-            return Err("renew_deadline + demote_timeout must be < lease_duration".into());
+            return Err(DecideConfigError::FenceOutlastsLease {
+                renew_deadline: self.renew_deadline,
+                demote_timeout: self.demote_timeout,
+                lease_duration: self.lease_duration,
+            });
         }
         if self.failure_threshold == 0 {
-            return Err("failure_threshold must be at least 1".into());
+            return Err(DecideConfigError::NoFailureThreshold);
         }
         if self.max_transitions == 0 {
-            return Err("max_transitions must be at least 1".into());
+            return Err(DecideConfigError::NoTransitions);
         }
         Ok(())
     }
+}
+
+/// The rule of [`DecideConfig::validate`] that does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecideConfigError {
+    #[error("identity must not be empty")]
+    EmptyIdentity,
+    #[error("renew_deadline ({renew_deadline:?}) must be > 1.2 x retry_period ({retry_period:?})")]
+    RenewDeadlineWithinRetry { renew_deadline: Duration, retry_period: Duration },
+    #[error(
+        "renew_deadline + demote_timeout ({renew_deadline:?} + {demote_timeout:?}) must be < lease_duration \
+         ({lease_duration:?})"
+    )]
+    FenceOutlastsLease { renew_deadline: Duration, demote_timeout: Duration, lease_duration: Duration },
+    #[error("failure_threshold must be at least 1")]
+    NoFailureThreshold,
+    #[error("max_transitions must be at least 1")]
+    NoTransitions,
 }
 
 /// Everything observed in one tick.
@@ -112,6 +137,24 @@ pub struct Observation {
     pub lease: LeaseView,
     /// An operator command received since the last tick.
     pub command: Option<Command>,
+    /// The actions of the previous decision and how each went (empty before the first).
+    pub last_outcomes: Vec<ActionOutcome>,
+}
+
+/// One action of the previous decision and how the loop's attempt at it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionOutcome {
+    pub action: Action,
+    pub outcome: Outcome,
+}
+
+/// How an action went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// An earlier action of the same decision failed, and the loop stopped there.
+    NotRun,
 }
 
 /// Liveness of our own server process.
@@ -281,8 +324,8 @@ impl fmt::Display for Reason {
     }
 }
 
-/// What the supervisor remembers between ticks. Only [`decide`](super::decide) changes it,
-/// except that the loop clears [`State::address`] and [`State::rejoin`] when those actions fail.
+/// What the supervisor remembers between ticks. Only [`decide`](super::decide) changes it; the
+/// loop reports how the actions went in the next [`Observation::last_outcomes`].
 #[derive(Debug, Clone, Default)]
 pub struct State {
     /// Our server has passed every probe since then (hysteresis before candidacy).

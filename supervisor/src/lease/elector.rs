@@ -56,6 +56,15 @@ impl LeaseElector {
         self.out_of_sync.clone().unwrap_or_else(|| record.out_of_sync.clone())
     }
 
+    fn names_us(&self, holder: Option<&str>) -> bool {
+        holder == Some(self.identity.as_str())
+    }
+
+    /// The record as last seen, if it names us as the holder: only then may we renew or release.
+    fn held(&self) -> Option<&LeaseRecord> {
+        self.seen.as_ref().map(|(v, _)| &v.record).filter(|r| self.names_us(r.holder.as_deref()))
+    }
+
     /// Reads the record and returns the view for [`decide`](crate::decide::decide).
     pub async fn observe(&mut self) -> LeaseView {
         let now = Instant::now();
@@ -83,7 +92,7 @@ impl LeaseElector {
             self.observe().await;
         }
         let view = self.view(start);
-        let mine = view.holder.as_deref() == Some(self.identity.as_str());
+        let mine = self.names_us(view.holder.as_deref());
         if !mine && !view.expired {
             return Ok(false);
         }
@@ -108,17 +117,11 @@ impl LeaseElector {
     /// The store did not answer.
     pub async fn renew(&mut self) -> Result<bool, LeaseError> {
         let start = Instant::now();
-        let Some((current, _)) = &self.seen else {
+        let Some(current) = self.held() else {
             return Ok(false);
         };
-        if current.record.holder.as_deref() != Some(self.identity.as_str()) {
-            return Ok(false);
-        }
-        let record = LeaseRecord {
-            renew_time: Some(SystemTime::now()),
-            out_of_sync: self.marks(&current.record),
-            ..current.record.clone()
-        };
+        let record =
+            LeaseRecord { renew_time: Some(SystemTime::now()), out_of_sync: self.marks(current), ..current.clone() };
         self.write(record, start).await
     }
 
@@ -128,18 +131,15 @@ impl LeaseElector {
     /// The store did not answer.
     pub async fn release(&mut self, to: Option<String>) -> Result<bool, LeaseError> {
         let start = Instant::now();
-        let Some((current, _)) = &self.seen else {
+        let Some(current) = self.held() else {
             return Ok(false);
         };
-        if current.record.holder.as_deref() != Some(self.identity.as_str()) {
-            return Ok(false);
-        }
         let record = LeaseRecord {
             holder: None,
             preferred_holder: to,
             renew_time: Some(SystemTime::now()),
             lease_duration: RELEASED_DURATION,
-            ..current.record.clone()
+            ..current.clone()
         };
         let released = self.write(record, start).await?;
         self.renewed_at = None;
@@ -174,7 +174,7 @@ impl LeaseElector {
         if changed {
             // A record naming us that we did not just write (a restart): count the renew
             // deadline from now, so a renewal is attempted before any fencing.
-            let ours = current.record.holder.as_deref() == Some(self.identity.as_str());
+            let ours = self.names_us(current.record.holder.as_deref());
             if !ours {
                 self.renewed_at = None;
             } else if self.renewed_at.is_none() {
@@ -191,7 +191,7 @@ impl LeaseElector {
         };
         let r = &current.record;
         let expired = r.holder.is_none() || now.duration_since(*changed_at) >= r.lease_duration;
-        let mine = r.holder.as_deref() == Some(self.identity.as_str());
+        let mine = self.names_us(r.holder.as_deref());
         LeaseView {
             reachable: self.reachable,
             holder: r.holder.clone(),

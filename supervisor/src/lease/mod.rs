@@ -8,7 +8,8 @@
 //!
 //! Backends: [`static_store`] (in-process, optionally persisted to a file: one supervisor deciding
 //! alone), [`file`] (a file shared by supervisors on one host, flock + compare-and-swap), [`etcd`] (etcd v3 transaction on the key's mod revision) and [`kubernetes`]
-//! (`coordination.k8s.io/v1` Lease, replace with `resourceVersion`).
+//! (`coordination.k8s.io/v1` Lease, replace with `resourceVersion`). `--lease-backend` picks one
+//! ([`LeaseBackend`]); [`from_settings`] builds it.
 
 mod elector;
 #[cfg(feature = "etcd")]
@@ -16,6 +17,7 @@ pub mod etcd;
 pub mod file;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+mod setup;
 pub mod static_store;
 
 use std::time::{Duration, SystemTime};
@@ -24,6 +26,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use elector::LeaseElector;
+pub use setup::{LeaseBackend, LeaseSettings, SetupError, from_settings};
 
 /// The stored lease. Wall-clock times are informational (for operators); nothing compares them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

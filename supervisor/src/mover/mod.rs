@@ -6,15 +6,19 @@
 //! alias), [`vip`] (an IP on an interface plus gratuitous ARP), [`local`] (a forwarding listener on
 //! one host, for a pair of local processes), and [`NoAddress`] for clients
 //! that list every server and find the writable one themselves (ZEO `read_only_fallback`).
+//! `--address` picks one ([`AddressBackend`]); [`from_settings`] builds it.
 
 #[cfg(feature = "docker")]
 pub mod docker;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod local;
+mod setup;
 pub mod vip;
 
 use async_trait::async_trait;
+
+pub use setup::{AddressBackend, AddressSettings, SetupError, from_settings};
 
 /// Where the service address points.
 #[async_trait]

@@ -6,15 +6,18 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use zeo_proto::Tid;
 
-use crate::admin::AdminClient;
-use crate::decide::tid_value;
-use crate::decide::{Action, Command, DecideConfig, Decision, Observation, PeerView, ServerHealth, State, decide};
-use crate::lease::LeaseElector;
+use crate::decide::{
+    Action, ActionOutcome, Command, DecideConfig, Decision, Observation, Outcome, PeerView, ServerHealth, State, decide,
+};
+use crate::kill::KillError;
+use crate::lease::{LeaseElector, LeaseError};
 use crate::metrics::Metrics;
-use crate::mover::AddressMover;
+use crate::mover::{AddressMover, MoveError};
 use crate::probe::probe;
-use crate::process::ServerProcess;
+use crate::process::{ProcessError, ServerProcess};
+use crate::server_admin::{ServerAdmin, ServerAdminError};
 
 /// Re-decide at once after an action that changed the lease or a role, at most this often in a row.
 const MAX_IMMEDIATE_TICKS: usize = 4;
@@ -42,7 +45,7 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 pub struct Peer {
     pub identity: String,
     pub replication_addr: String,
-    pub admin: AdminClient,
+    pub admin: ServerAdmin,
 }
 
 /// The latest status a peer answered with, filled by requests that may outlive a tick.
@@ -54,7 +57,7 @@ struct PeerSlot {
 
 impl PeerSlot {
     /// Starts a status request unless one is still out; it stores what it gets.
-    fn poll(&self, admin: &AdminClient) -> Option<tokio::task::JoinHandle<()>> {
+    fn poll(&self, admin: &ServerAdmin) -> Option<tokio::task::JoinHandle<()>> {
         if self.in_flight.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return None;
         }
@@ -72,6 +75,24 @@ impl PeerSlot {
     }
 }
 
+/// Why an action failed. The loop logs it and stops acting for this tick; the next decision
+/// repeats what is still needed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Server(#[from] ServerAdminError),
+    #[error(transparent)]
+    Address(#[from] MoveError),
+    #[error(transparent)]
+    Kill(#[from] KillError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("no way to kill the server: run with --exec, --kill-command or --kill-container")]
+    NoKiller,
+}
+
 /// An operator command and where to send the decision it led to.
 pub type CommandRequest = (Command, oneshot::Sender<String>);
 
@@ -79,7 +100,7 @@ pub type CommandRequest = (Command, oneshot::Sender<String>);
 pub struct Supervisor {
     pub cfg: DecideConfig,
     pub tick: Duration,
-    pub server: AdminClient,
+    pub server: ServerAdmin,
     pub zeo_addr: String,
     pub storage: String,
     pub probe_timeout: Duration,
@@ -109,6 +130,8 @@ struct Memory {
     fast_until: Option<Instant>,
     /// One per configured peer, in order.
     peer_slots: Vec<PeerSlot>,
+    /// How the last decision's actions went, for the next observation.
+    outcomes: Vec<ActionOutcome>,
 }
 
 impl Supervisor {
@@ -149,7 +172,7 @@ impl Supervisor {
                 if decision.actions.iter().any(|a| *a != Action::RenewLease) {
                     mem.fast_until = Some(Instant::now() + FAST_WINDOW);
                 }
-                let again = self.act(&decision, &mut state, &mut mem).await;
+                let again = self.act(&decision, &mut mem).await;
                 if !again {
                     break;
                 }
@@ -235,6 +258,7 @@ impl Supervisor {
             peers: mem.peers.clone(),
             lease,
             command,
+            last_outcomes: std::mem::take(&mut mem.outcomes),
         }
     }
 
@@ -259,82 +283,96 @@ impl Supervisor {
         mem.last_logged = Some(key);
     }
 
-    /// Carries out the actions in order; stops at the first that fails. Returns whether the
-    /// outcome should be looked at again at once.
-    async fn act(&mut self, d: &Decision, state: &mut State, mem: &mut Memory) -> bool {
+    /// Carries out the actions in order; stops at the first that fails. Records how each went
+    /// for the next observation, and returns whether the outcome should be looked at again at once.
+    async fn act(&mut self, d: &Decision, mem: &mut Memory) -> bool {
         let mut again = false;
+        let mut failed = false;
+        let mut outcomes = Vec::with_capacity(d.actions.len());
         for action in &d.actions {
-            let outcome: Result<bool, String> = match action {
-                Action::AcquireLease => self.elector.try_acquire().await.map_err(|e| e.to_string()),
-                Action::RenewLease => {
-                    let start = Instant::now();
-                    let r = self.elector.renew().await.map_err(|e| e.to_string());
-                    self.metrics.renew_latency.observe(start.elapsed().as_secs_f64());
-                    // A lost renewal is news: look again now.
-                    r.map(|ok| !ok)
-                }
-                Action::ReleaseLease { to } => {
-                    let released = self.elector.release(to.clone()).await.map_err(|e| e.to_string());
-                    // Whoever gave the lease up stops attracting clients at once, so the next
-                    // holder can take the address (a local listener cannot be taken over).
-                    if let Err(e) = self.mover.release().await {
-                        tracing::warn!(error = %e, "releasing the service address failed");
+            let outcome = if failed {
+                Outcome::NotRun
+            } else {
+                match self.carry_out(action, mem).await {
+                    Ok(changed) => {
+                        again |= changed;
+                        Outcome::Succeeded
                     }
-                    state.address = None;
-                    released
-                }
-                Action::Promote { epoch, force } => match self.server.promote(*epoch, *force).await {
-                    Ok(change) => {
-                        if change.changed {
-                            self.metrics.failovers.inc();
-                            if let Some(t) = mem.free_since {
-                                self.metrics.last_failover_seconds.set(t.elapsed().as_secs_f64());
-                            }
-                            tracing::info!(epoch, force, "server promoted");
-                        }
-                        Ok(true)
+                    Err(error) => {
+                        tracing::warn!(?action, %error, "action failed");
+                        failed = true;
+                        Outcome::Failed
                     }
-                    Err(e) => Err(e.to_string()),
-                },
-                Action::Demote => self.server.demote().await.map(|_| true).map_err(|e| e.to_string()),
-                Action::KillServer => self.kill().await.map(|()| {
-                    mem.killed = true;
-                    true
-                }),
-                Action::Rejoin { primary } => {
-                    let r = self.server.rejoin(primary).await.map(|_| true).map_err(|e| e.to_string());
-                    if r.is_err() {
-                        state.rejoin = None;
-                    }
-                    r
-                }
-                Action::MoveAddress { to } => {
-                    let r =
-                        if *to == self.cfg.identity { self.mover.claim().await } else { self.mover.release().await };
-                    if r.is_err() {
-                        state.address = None;
-                    }
-                    r.map(|()| false).map_err(|e| e.to_string())
                 }
             };
-            match outcome {
-                Ok(changed) => again |= changed,
-                Err(error) => {
-                    tracing::warn!(?action, %error, "action failed");
-                    return false;
-                }
-            }
+            outcomes.push(ActionOutcome { action: action.clone(), outcome });
         }
-        again
+        mem.outcomes = outcomes;
+        again && !failed
     }
 
-    async fn kill(&mut self) -> Result<(), String> {
+    /// One action; `Ok(true)` when what it changed should be looked at again at once.
+    async fn carry_out(&mut self, action: &Action, mem: &mut Memory) -> Result<bool, ActionError> {
+        match action {
+            Action::AcquireLease => Ok(self.elector.try_acquire().await?),
+            Action::RenewLease => {
+                let start = Instant::now();
+                let renewed = self.elector.renew().await;
+                self.metrics.renew_latency.observe(start.elapsed().as_secs_f64());
+                // A lost renewal is news: look again now.
+                Ok(!renewed?)
+            }
+            Action::ReleaseLease { to } => {
+                let released = self.elector.release(to.clone()).await;
+                // Whoever gave the lease up stops attracting clients at once, so the next
+                // holder can take the address (a local listener cannot be taken over).
+                if let Err(e) = self.mover.release().await {
+                    tracing::warn!(error = %e, "releasing the service address failed");
+                }
+                Ok(released?)
+            }
+            Action::Promote { epoch, force } => {
+                let change = self.server.promote(*epoch, *force).await?;
+                if change.changed {
+                    self.metrics.failovers.inc();
+                    if let Some(t) = mem.free_since {
+                        self.metrics.last_failover_seconds.set(t.elapsed().as_secs_f64());
+                    }
+                    tracing::info!(epoch, force, "server promoted");
+                }
+                Ok(true)
+            }
+            Action::Demote => {
+                self.server.demote().await?;
+                Ok(true)
+            }
+            Action::KillServer => {
+                self.kill().await?;
+                mem.killed = true;
+                Ok(true)
+            }
+            Action::Rejoin { primary } => {
+                self.server.rejoin(primary).await?;
+                Ok(true)
+            }
+            Action::MoveAddress { to } => {
+                if *to == self.cfg.identity {
+                    self.mover.claim().await?;
+                } else {
+                    self.mover.release().await?;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    async fn kill(&mut self) -> Result<(), ActionError> {
         if let Some(p) = &self.process {
-            return p.kill().map_err(|e| e.to_string());
+            return Ok(p.kill()?);
         }
         match &self.killer {
-            Some(killer) => killer.kill().await,
-            None => Err("no way to kill the server: run with --exec, --kill-command or --kill-container".into()),
+            Some(killer) => Ok(killer.kill().await?),
+            None => Err(ActionError::NoKiller),
         }
     }
 
@@ -367,7 +405,7 @@ impl Supervisor {
             if let Err(e) = self.mover.release().await {
                 tracing::warn!(error = %e, "address release at shutdown failed");
             }
-            let successor = self.successor(last_tid.as_deref()).await;
+            let successor = self.successor(last_tid).await;
             match self.elector.release(successor.clone()).await {
                 Ok(_) => tracing::info!(?successor, "lease released"),
                 Err(e) => tracing::warn!(error = %e, "lease release at shutdown failed"),
@@ -384,7 +422,7 @@ impl Supervisor {
 
     /// The connected in-sync standby of our server that is furthest ahead, once it holds
     /// `last_tid` (waited for up to [`HANDOFF_CATCH_UP`]; sync standbys already do).
-    async fn successor(&self, last_tid: Option<&str>) -> Option<String> {
+    async fn successor(&self, last_tid: Option<Tid>) -> Option<String> {
         let deadline = Instant::now() + HANDOFF_CATCH_UP;
         loop {
             let statuses = futures::future::join_all(self.peers.iter().map(|p| p.admin.status())).await;
@@ -396,11 +434,11 @@ impl Supervisor {
                     let st = st.ok()?;
                     let r = st.standby()?;
                     let ours = r.connected && r.primary == self.cfg.replication_addr;
-                    (ours && r.in_sync && !r.out_of_sync).then(|| (tid_value(&r.applied_tid), p.identity.clone()))
+                    (ours && r.in_sync && !r.out_of_sync).then(|| (r.applied_tid, p.identity.clone()))
                 })
                 .max();
             match best {
-                Some((applied, name)) if last_tid.is_none_or(|t| applied >= tid_value(t)) => return Some(name),
+                Some((applied, name)) if last_tid.is_none_or(|t| applied >= t) => return Some(name),
                 _ if Instant::now() >= deadline => return None,
                 _ => tokio::time::sleep(FAST_TICK).await,
             }

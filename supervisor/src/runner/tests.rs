@@ -28,7 +28,7 @@ fn cfg(identity: &str) -> DecideConfig {
 
 fn supervisor(identity: &str, own: &FakeServer, peer: (&str, &FakeServer), store: Arc<dyn LeaseStore>) -> Supervisor {
     let c = cfg(identity);
-    let client = |f: &FakeServer| AdminClient::new(f.admin_url.clone(), Some(TOKEN.into()), Duration::from_secs(1));
+    let client = |f: &FakeServer| ServerAdmin::new(f.admin_url.clone(), Some(TOKEN.into()), Duration::from_secs(1));
     Supervisor {
         elector: LeaseElector::new(store, identity, c.lease_duration),
         cfg: c,
@@ -135,4 +135,42 @@ async fn shutdown_of_the_primary_hands_the_lease_to_its_in_sync_standby() {
     wait_role(&b, ServerRole::Primary, 2).await;
     stop_b.cancel();
     task_b.await.unwrap();
+}
+
+/// A service address that cannot be moved (the API refuses).
+struct RefusingMover;
+
+#[async_trait::async_trait]
+impl AddressMover for RefusingMover {
+    async fn claim(&self) -> Result<(), crate::mover::MoveError> {
+        Err(crate::mover::MoveError::Command { command: "claim".into(), stderr: "refused".into() })
+    }
+
+    async fn release(&self) -> Result<(), crate::mover::MoveError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_loop_reports_how_each_action_went() {
+    let a = FakeServer::start(primary_status(1)).await;
+    let b = FakeServer::start(standby_status(1, "a:9000", true, false)).await;
+    let mut sup = supervisor("a", &a, ("b", &b), Arc::new(StaticLeaseStore::in_memory()));
+    sup.mover = Box::new(RefusingMover);
+    let mut mem = Memory::default();
+    let claim_then_demote = Decision {
+        actions: vec![Action::MoveAddress { to: "a".into() }, Action::Demote],
+        reason: crate::decide::Reason::Serving { epoch: 1 },
+    };
+    assert!(!sup.act(&claim_then_demote, &mut mem).await, "a failed action is not looked at again at once");
+    let outcomes: Vec<Outcome> = mem.outcomes.iter().map(|o| o.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Failed, Outcome::NotRun]);
+    assert!(a.calls().is_empty(), "nothing after the failed action was sent: {:?}", a.calls());
+    sup.mover = Box::new(NoAddress);
+    assert!(sup.act(&claim_then_demote, &mut mem).await, "a demotion is looked at again at once");
+    let outcomes: Vec<Outcome> = mem.outcomes.iter().map(|o| o.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Succeeded, Outcome::Succeeded]);
+    let obs = sup.observe(&mut mem, None).await;
+    assert_eq!(obs.last_outcomes.len(), 2, "the next observation carries them");
+    assert!(mem.outcomes.is_empty(), "and only that one");
 }

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use zeo_proto::frame::{FrameDecoder, encode_frame};
 use zeo_proto::message::{self, Encoding, Message};
+use zeo_proto::p64;
 use zeo_proto::pickle::Value as PValue;
 
 use crate::status::{PrimaryReplication, Replication, ServerRole, ServerStatus, StandbyReplication, SyncState};
@@ -43,7 +44,7 @@ pub fn primary_status(epoch: u64) -> ServerStatus {
         role: ServerRole::Primary,
         epoch,
         writable: true,
-        last_tid: format!("{:016x}", 100),
+        last_tid: p64(100),
         replication: Replication::Primary(PrimaryReplication {
             sync_standbys: 1,
             sync_timeout_ms: None,
@@ -58,11 +59,11 @@ pub fn standby_status(epoch: u64, primary: &str, connected: bool, out_of_sync: b
         role: ServerRole::Standby,
         epoch,
         writable: false,
-        last_tid: format!("{:016x}", 100),
+        last_tid: p64(100),
         replication: Replication::Standby(StandbyReplication {
             primary: primary.into(),
             connected,
-            applied_tid: format!("{:016x}", 100),
+            applied_tid: p64(100),
             lag_transactions: 0,
             lag_seconds: 0.0,
             in_sync: !out_of_sync,
@@ -177,7 +178,7 @@ async fn promote(State(s): State<Arc<Inner>>, headers: HeaderMap, Json(body): Js
     if st.standby().is_some_and(|r| r.out_of_sync) && !force {
         return refuse(StatusCode::CONFLICT, "out of sync: promote with force");
     }
-    *st = ServerStatus { last_tid: st.last_tid.clone(), ..primary_status(epoch) };
+    *st = ServerStatus { last_tid: st.last_tid, ..primary_status(epoch) };
     Json(json!({"role": "primary", "epoch": epoch, "changed": true})).into_response()
 }
 
@@ -202,7 +203,7 @@ async fn rejoin(State(s): State<Arc<Inner>>, headers: HeaderMap, Json(body): Jso
     record(&s, format!("rejoin {primary}"));
     let mut st = s.status.lock().unwrap();
     let changed = st.standby().is_none_or(|r| r.primary != primary);
-    *st = ServerStatus { last_tid: st.last_tid.clone(), ..standby_status(st.epoch, &primary, true, false) };
+    *st = ServerStatus { last_tid: st.last_tid, ..standby_status(st.epoch, &primary, true, false) };
     Json(json!({"role": "standby", "changed": changed})).into_response()
 }
 
@@ -241,9 +242,9 @@ async fn serve_zeo(mut stream: tokio::net::TcpStream, s: Arc<Inner>) {
         let Ok(Message::Call { msgid, method, .. }) = message::decode(&frame, Encoding::Pickle) else {
             return;
         };
-        let tid = u64::from_str_radix(&s.status.lock().unwrap().last_tid, 16).unwrap_or(0);
+        let tid = s.status.lock().unwrap().last_tid;
         let value = match method.as_str() {
-            "register" | "lastTransaction" => PValue::Bytes(tid.to_be_bytes().to_vec()),
+            "register" | "lastTransaction" => PValue::Bytes(tid.to_vec()),
             _ => PValue::None,
         };
         let payload = message::encode(&Message::reply(msgid, value), Encoding::Pickle).unwrap();

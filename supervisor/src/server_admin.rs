@@ -1,5 +1,5 @@
-//! The zeo-server admin HTTP API, as the supervisor calls it: `/status`, `/promote`,
-//! `/demote`, `/rejoin`. POSTs carry the bearer token.
+//! A client of the zeo-server's admin HTTP API, as the supervisor calls it: `/status`,
+//! `/promote`, `/demote`, `/rejoin`. POSTs carry the bearer token.
 
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ pub struct RoleChange {
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum ServerAdminError {
     /// No answer (refused, timed out, reset).
     #[error("admin API {url}: {source}")]
     Unreachable {
@@ -41,68 +41,72 @@ pub enum AdminError {
 
 /// A client for one server's admin API.
 #[derive(Clone)]
-pub struct AdminClient {
+pub struct ServerAdmin {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
 }
 
-impl AdminClient {
+impl ServerAdmin {
     /// `base` like `http://127.0.0.1:8101`; every call is bounded by `timeout`.
-    pub fn new(base: impl Into<String>, token: Option<String>, timeout: Duration) -> AdminClient {
+    pub fn new(base: impl Into<String>, token: Option<String>, timeout: Duration) -> ServerAdmin {
         // Building fails only if the TLS backend cannot initialise; we use none.
         let http =
             reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build().expect("plain HTTP client");
-        AdminClient { base: base.into().trim_end_matches('/').to_string(), token, http }
+        ServerAdmin { base: base.into().trim_end_matches('/').to_string(), token, http }
     }
 
     /// `GET /status`.
     ///
     /// # Errors
-    /// See [`AdminError`].
-    pub async fn status(&self) -> Result<ServerStatus, AdminError> {
+    /// See [`ServerAdminError`].
+    pub async fn status(&self) -> Result<ServerStatus, ServerAdminError> {
         let url = format!("{}/status", self.base);
-        let resp =
-            self.http.get(&url).send().await.map_err(|source| AdminError::Unreachable { url: url.clone(), source })?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| ServerAdminError::Unreachable { url: url.clone(), source })?;
         decode(url, resp).await
     }
 
     /// `POST /promote {"epoch": N, "force": F}`.
     ///
     /// # Errors
-    /// See [`AdminError`]; 409 when `epoch` is not above the server's or it is out of sync.
-    pub async fn promote(&self, epoch: u64, force: bool) -> Result<RoleChange, AdminError> {
+    /// See [`ServerAdminError`]; 409 when `epoch` is not above the server's or it is out of sync.
+    pub async fn promote(&self, epoch: u64, force: bool) -> Result<RoleChange, ServerAdminError> {
         self.post("promote", json!({"epoch": epoch, "force": force})).await
     }
 
     /// `POST /demote {}`: stop commits, close every client connection.
     ///
     /// # Errors
-    /// See [`AdminError`].
-    pub async fn demote(&self) -> Result<RoleChange, AdminError> {
+    /// See [`ServerAdminError`].
+    pub async fn demote(&self) -> Result<RoleChange, ServerAdminError> {
         self.post("demote", json!({})).await
     }
 
     /// `POST /rejoin {"primary": addr, "reseed": false}`.
     ///
     /// # Errors
-    /// See [`AdminError`].
-    pub async fn rejoin(&self, primary: &str) -> Result<RoleChange, AdminError> {
+    /// See [`ServerAdminError`].
+    pub async fn rejoin(&self, primary: &str) -> Result<RoleChange, ServerAdminError> {
         self.post("rejoin", json!({"primary": primary, "reseed": false})).await
     }
 
-    async fn post(&self, what: &str, body: serde_json::Value) -> Result<RoleChange, AdminError> {
+    async fn post(&self, what: &str, body: serde_json::Value) -> Result<RoleChange, ServerAdminError> {
         let url = format!("{}/{what}", self.base);
         let mut req = self.http.post(&url).json(&body);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
-        let resp = req.send().await.map_err(|source| AdminError::Unreachable { url: url.clone(), source })?;
+        let resp = req.send().await.map_err(|source| ServerAdminError::Unreachable { url: url.clone(), source })?;
         decode(url, resp).await
     }
 }
 
-async fn decode<T: serde::de::DeserializeOwned>(url: String, resp: reqwest::Response) -> Result<T, AdminError> {
+async fn decode<T: serde::de::DeserializeOwned>(url: String, resp: reqwest::Response) -> Result<T, ServerAdminError> {
     let status = resp.status();
     if !status.is_success() {
         #[derive(Deserialize)]
@@ -111,9 +115,9 @@ async fn decode<T: serde::de::DeserializeOwned>(url: String, resp: reqwest::Resp
         }
         let text = resp.text().await.unwrap_or_default();
         let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
-        return Err(AdminError::Refused { url, status: status.as_u16(), message });
+        return Err(ServerAdminError::Refused { url, status: status.as_u16(), message });
     }
-    resp.json().await.map_err(|source| AdminError::Decode { url, source })
+    resp.json().await.map_err(|source| ServerAdminError::Decode { url, source })
 }
 
 #[cfg(test)]
@@ -121,8 +125,8 @@ mod tests {
     use super::*;
     use crate::testkit::admin_fake::{FakeServer, TOKEN, standby_status};
 
-    fn client(fake: &FakeServer, token: Option<&str>) -> AdminClient {
-        AdminClient::new(fake.admin_url.clone(), token.map(String::from), Duration::from_secs(5))
+    fn client(fake: &FakeServer, token: Option<&str>) -> ServerAdmin {
+        ServerAdmin::new(fake.admin_url.clone(), token.map(String::from), Duration::from_secs(5))
     }
 
     #[tokio::test]
@@ -131,7 +135,7 @@ mod tests {
         let c = client(&fake, Some(TOKEN));
         assert_eq!(c.status().await.unwrap().role, ServerRole::Standby);
         match c.promote(3, false).await {
-            Err(AdminError::Refused { status: 409, message, .. }) => assert!(message.contains("not above")),
+            Err(ServerAdminError::Refused { status: 409, message, .. }) => assert!(message.contains("not above")),
             other => panic!("promote at the same epoch must be refused: {other:?}"),
         }
         let p = c.promote(4, false).await.unwrap();
@@ -147,16 +151,19 @@ mod tests {
     async fn out_of_sync_needs_force_and_posts_need_the_token() {
         let fake = FakeServer::start(standby_status(3, "b:9000", false, true)).await;
         let c = client(&fake, Some(TOKEN));
-        assert!(matches!(c.promote(4, false).await, Err(AdminError::Refused { status: 409, .. })));
-        assert!(matches!(client(&fake, Some("wrong")).demote().await, Err(AdminError::Refused { status: 401, .. })));
-        assert!(matches!(client(&fake, None).demote().await, Err(AdminError::Refused { status: 401, .. })));
+        assert!(matches!(c.promote(4, false).await, Err(ServerAdminError::Refused { status: 409, .. })));
+        assert!(matches!(
+            client(&fake, Some("wrong")).demote().await,
+            Err(ServerAdminError::Refused { status: 401, .. })
+        ));
+        assert!(matches!(client(&fake, None).demote().await, Err(ServerAdminError::Refused { status: 401, .. })));
         assert_eq!(c.promote(4, true).await.unwrap().epoch, Some(4));
     }
 
     #[tokio::test]
     async fn unreachable_server_is_unreachable() {
         let port = crate::testkit::free_port();
-        let c = AdminClient::new(format!("http://127.0.0.1:{port}"), None, Duration::from_secs(2));
-        assert!(matches!(c.status().await, Err(AdminError::Unreachable { .. })));
+        let c = ServerAdmin::new(format!("http://127.0.0.1:{port}"), None, Duration::from_secs(2));
+        assert!(matches!(c.status().await, Err(ServerAdminError::Unreachable { .. })));
     }
 }
