@@ -1,7 +1,9 @@
-//! The storage engine: a FileStorage-compatible (FS30, byte for byte) transactional object store.
+//! zeo-storage, the storage engine: a FileStorage-compatible (FS30, byte for byte) transactional
+//! object store.
 //!
-//! Synchronous and free of networking: the ZEO server drives it from a writer thread; readers call
-//! it from any thread. What is durable when is specified in `docs/DURABILITY.md`.
+//! Synchronous and free of networking (its own crate, so Cargo enforces that): the ZEO server drives
+//! it from a writer thread; readers call it from any thread. What is durable when is specified in
+//! `docs/DURABILITY.md`.
 //!
 //! # Layout
 //! - `format`: the FS30 records (transaction and data headers) and their serialization.
@@ -16,9 +18,11 @@
 //! - `undo`: undo and the undo log; `iter`: transaction iteration; `pack`: pack with GC.
 //! - `rewind`: cutting the history back, or replacing the file (replication).
 //! - `verify`: a full read-only consistency check (fstest).
+//! - `describe`: renderings of records for tools and tests (class names, JSON).
 
 mod cache;
 mod commit;
+pub mod describe;
 mod error;
 mod file;
 mod filestorage;
