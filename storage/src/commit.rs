@@ -6,16 +6,12 @@
 //! durable with one fsync. `tpc_finish` = `finish_nosync` + wait until durable: when it returns, the
 //! transaction survives a crash, exactly as with one fsync per commit.
 
-use std::collections::HashMap;
-
 use super::error::{Result, StorageError};
-use super::file::DataFile;
-use super::filestorage::{
-    FileStorage, PendingTxn, VotedTxn, bytes_of, live_tid_at, read_any_data_header, read_data_header, u64_of,
-};
-use super::format::{DATA_HEADER_LEN, RecordBody, TXN_HEADER_LEN, TxnWriter, status};
-use super::index::Index;
+use super::filestorage::{FileStorage, PendingTxn, VotedTxn, bytes_of, u64_of};
+use super::format::{RecordBody, TXN_HEADER_LEN, TxnWriter, status};
+use super::records::{data_find, live_tid_at, read_data_header, txn_find};
 use super::txn::{Op, Tid, Transaction, TxnState, WriteConflict};
+use super::vote::{Body, VoteCtx};
 use zeo_proto::timestamp::TimeStamp;
 
 /// What a vote produced.
@@ -46,60 +42,6 @@ pub struct Committed {
     pub seq: u64,
 }
 
-/// The body of a record being built.
-#[derive(Debug, Clone)]
-pub(crate) enum Body {
-    Data(Vec<u8>),
-    Back(u64),
-}
-
-/// A data record being built, with the file position it will have.
-#[derive(Debug, Clone)]
-pub(crate) struct NewRecord {
-    pub oid: u64,
-    pub tid: u64,
-    pub prev: u64,
-    pub body: Body,
-    pub pos: u64,
-}
-
-/// What the vote computation sees: committed state (durable and pending) and the records so far.
-pub(crate) struct VoteCtx<'a> {
-    pub file: &'a DataFile,
-    pub index: &'a Index,
-    pub overlay: &'a HashMap<u64, u64>,
-    /// End of finished transactions: where this one goes.
-    pub end: u64,
-    pub tid: u64,
-    pub records: Vec<NewRecord>,
-    /// oid → index in `records` of its latest record in this transaction.
-    pub tindex: HashMap<u64, usize>,
-    next_pos: u64,
-}
-
-impl<'a> VoteCtx<'a> {
-    /// Position of the current committed record of `oid`.
-    pub fn committed_pos(&self, oid: u64) -> Option<u64> {
-        self.overlay.get(&oid).or_else(|| self.index.get(&oid)).copied()
-    }
-
-    pub fn push(&mut self, oid: u64, tid: u64, prev: u64, body: Body) {
-        let body = match body {
-            Body::Data(d) if d.is_empty() => Body::Back(0),
-            b => b,
-        };
-        let len = DATA_HEADER_LEN
-            + match &body {
-                Body::Data(d) => d.len() as u64,
-                Body::Back(_) => 8,
-            };
-        let pos = self.next_pos;
-        self.next_pos += len;
-        self.tindex.insert(oid, self.records.len());
-        self.records.push(NewRecord { oid, tid, prev, body, pos });
-    }
-}
-
 impl FileStorage {
     /// Votes: assigns the tid (strictly increasing, TimeStamp rules), applies the buffered operations
     /// against the committed state, and writes the transaction with status 'c'. Read conflicts,
@@ -127,16 +69,7 @@ impl FileStorage {
         let s = self.shared();
         let header_len =
             TXN_HEADER_LEN + (txn.meta.user.len() + txn.meta.description.len() + txn.meta.extension.len()) as u64;
-        let mut ctx = VoteCtx {
-            file: &s.file,
-            index: &s.index,
-            overlay: &w.overlay,
-            end: w.pos,
-            tid,
-            records: Vec::new(),
-            tindex: HashMap::new(),
-            next_pos: w.pos + header_len,
-        };
+        let mut ctx = VoteCtx::new(&s.file, &s.index, &w.overlay, w.pos, tid, w.pos + header_len);
         let mut conflicts = Vec::new();
         let mut undone = Vec::new();
         let mut oids_seen = Vec::new();
@@ -217,7 +150,7 @@ impl FileStorage {
             return Ok(VoteOutcome::Conflicts(conflicts));
         }
         let tpos = w.pos;
-        let mut buf = Vec::with_capacity(usize::try_from(ctx.next_pos - tpos + 8).unwrap_or(0));
+        let mut buf = Vec::with_capacity(usize::try_from(ctx.next_pos() - tpos + 8).unwrap_or(0));
         let mut tw = TxnWriter::begin(
             &mut buf,
             tpos,
@@ -423,48 +356,5 @@ impl FileStorage {
             CommitOutcome::Durable => Ok(()),
             _ => lost(),
         }
-    }
-}
-
-/// Finds the transaction `tid` scanning backwards from `end`; with `stop_at_pack`, gives up at the
-/// first packed transaction (it and everything before it can no longer be undone).
-pub(crate) fn txn_find(file: &DataFile, end: u64, tid: u64, stop_at_pack: bool) -> Result<Option<u64>> {
-    let mut pos = end;
-    while pos > 4 {
-        let tpos = super::iter::prev_txn_pos(file, pos)?;
-        let th = super::filestorage::read_txn_header(file, tpos, end)?;
-        if th.tid == tid {
-            return Ok(Some(tpos));
-        }
-        if th.tid < tid || (stop_at_pack && th.status == status::PACKED) {
-            return Ok(None);
-        }
-        pos = tpos;
-    }
-    Ok(None)
-}
-
-/// The position restore should point its backpointer at, for `oid` in the transaction at `tpos`: its
-/// latest record there, if it holds a backpointer or exactly `data`; else 0 (write the data inline).
-pub(crate) fn data_find(file: &DataFile, end: u64, tpos: u64, oid: u64, data: Option<&[u8]>) -> Result<u64> {
-    let th = super::filestorage::read_txn_header(file, tpos, end)?;
-    let tend = tpos + th.tlen;
-    let mut pos = tpos + th.header_len();
-    let mut found = None;
-    while pos < tend {
-        let h = read_any_data_header(file, pos, end)?;
-        let next = super::filestorage::next_record(file, pos, &h, tend)?;
-        if h.oid == oid {
-            found = Some((pos, h));
-        }
-        pos = next;
-    }
-    let Some((pos, h)) = found else { return Ok(0) };
-    if h.plen == 0 {
-        return Ok(pos);
-    }
-    match data {
-        Some(d) if d.len() as u64 == h.plen && file.read_vec_at(pos + DATA_HEADER_LEN, h.plen, end)? == d => Ok(pos),
-        _ => Ok(0),
     }
 }

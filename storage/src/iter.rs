@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use super::error::{Result, StorageError};
 use super::file::DataFile;
-use super::filestorage::{
-    FileStorage, bytes_of, load_back, next_record, read_any_data_header, read_backpointer, read_txn_header,
-    read_txn_meta,
-};
+use super::filestorage::{FileStorage, bytes_of};
 use super::format::{DATA_HEADER_LEN, status};
+use super::records::{
+    load_back, next_record, prev_txn_pos, read_any_data_header, read_backpointer, read_txn_header, read_txn_meta,
+};
 use super::txn::{Oid, Tid};
 use zeo_proto::timestamp::TimeStamp;
 
@@ -210,16 +210,6 @@ fn seek_start(file: &DataFile, end: u64, start: u64) -> Result<u64> {
             pos = tpos;
         }
     }
-}
-
-/// Position of the transaction that ends at `pos` (via the trailing length).
-pub(crate) fn prev_txn_pos(file: &DataFile, pos: u64) -> Result<u64> {
-    let mut b8 = [0u8; 8];
-    file.read_exact_at(&mut b8, pos - 8)?;
-    let tlen = u64::from_be_bytes(b8);
-    pos.checked_sub(tlen.saturating_add(8))
-        .filter(|p| *p >= 4)
-        .ok_or_else(|| StorageError::corrupted(file.path(), pos - 8, "bad trailing transaction length"))
 }
 
 fn last_txn_pos(file: &DataFile, end: u64) -> Result<u64> {

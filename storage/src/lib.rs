@@ -14,7 +14,10 @@
 //! - `oids`: oid allocation with a durable high-water mark (`Data.fs.rsoids`).
 //! - `recovery`: the opening scan and crash recovery.
 //! - `filestorage`: `FileStorage`, open and the read calls.
-//! - `txn`: a transaction's buffered operations; `commit`: vote, finish, sync (group commit), abort.
+//! - `records`: navigating records (bounds-checked headers, backpointer chains, finding a
+//!   transaction or an object's record in it).
+//! - `txn`: a transaction's buffered operations; `commit`: vote, finish, sync (group commit), abort;
+//!   `vote`: the state a vote works on (shared by `commit` and `undo`).
 //! - `undo`: undo and the undo log; `iter`: transaction iteration; `pack`: pack with GC.
 //! - `rewind`: cutting the history back, or replacing the file (replication).
 //! - `verify`: a full read-only consistency check (fstest).
@@ -32,11 +35,13 @@ mod iter;
 mod lock;
 mod oids;
 mod pack;
+mod records;
 mod recovery;
 mod rewind;
 mod txn;
 mod undo;
 mod verify;
+mod vote;
 
 pub use commit::{CommitOutcome, Committed, VoteOutcome};
 pub use error::{Result, StorageError};

@@ -18,15 +18,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::commit::data_find;
 use super::error::{Result, StorageError};
 use super::file::{DataFile, parent_dir, sync_dir};
-use super::filestorage::{
-    FileStorage, bytes_of, next_record, read_any_data_header, read_backpointer, read_txn_header, read_txn_meta,
-    record_data,
-};
+use super::filestorage::{FileStorage, bytes_of};
 use super::format::{DATA_HEADER_LEN, DataHeader, MAGIC, RecordBody, TxnWriter, status};
 use super::index::{self, Index};
+use super::records::{
+    data_find, next_record, read_any_data_header, read_backpointer, read_txn_header, read_txn_meta, record_data,
+};
 use super::txn::{Oid, Tid};
 
 /// What a pack did.

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use super::error::{Result, StorageError};
 use super::file::{DataFile, parent_dir, sync_dir};
-use super::filestorage::{FileStorage, Shared, bytes_of, read_txn_header, u64_of};
+use super::filestorage::{FileStorage, Shared, bytes_of, u64_of};
 use super::format::{MAGIC, status};
 use super::index::{self, Index, Snapshot};
-use super::iter::prev_txn_pos;
+use super::records::{prev_txn_pos, read_txn_header};
 use super::recovery;
 use super::txn::Tid;
 
