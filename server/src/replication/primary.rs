@@ -17,10 +17,11 @@ use tokio::net::TcpListener;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
+use super::error::LinkError;
 use super::history::{self, Digest};
 use super::wire::{self, Hello, Msg, PrimaryStatus, Refuse, RefuseCode, ShippedRecord, ShippedTxn, Welcome};
-use super::{Replication, Role, StandbyView, StorageRepl};
-use crate::storage::{StorageError, Tid, status};
+use super::{Replication, ServerRole, StandbyView, StorageRepl};
+use crate::storage::{Tid, status};
 
 /// Transactions read from the file per batch while catching up.
 const BATCH: usize = 64;
@@ -28,24 +29,6 @@ const BATCH: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Status (and liveness) messages to a standby at least this often.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
-
-#[derive(Debug, thiserror::Error)]
-enum SessionError {
-    #[error(transparent)]
-    Wire(#[from] wire::WireError),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("{0}")]
-    Protocol(String),
-    #[error("refused: {0}")]
-    Refused(String),
-}
-
-impl From<std::io::Error> for SessionError {
-    fn from(e: std::io::Error) -> Self {
-        SessionError::Wire(e.into())
-    }
-}
 
 /// Starts a storage's primary-side tasks: the history keeper, and in sync mode with a timeout
 /// the watchdog that degrades to async.
@@ -191,14 +174,14 @@ pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutd
     }
 }
 
-async fn send(wr: &mut OwnedWriteHalf, msg: &Msg, epoch: u64) -> Result<(), SessionError> {
+async fn send(wr: &mut OwnedWriteHalf, msg: &Msg, epoch: u64) -> Result<(), LinkError> {
     wr.write_all(&wire::encode(msg, epoch)).await?;
     Ok(())
 }
 
-async fn refuse(wr: &mut OwnedWriteHalf, code: RefuseCode, reason: String, epoch: u64) -> SessionError {
+async fn refuse(wr: &mut OwnedWriteHalf, code: RefuseCode, reason: String, epoch: u64) -> LinkError {
     let _ = send(wr, &Msg::Refuse(Refuse { code, reason: reason.clone() }), epoch).await;
-    SessionError::Refused(reason)
+    LinkError::RefusedStandby(reason)
 }
 
 /// Checks a peer's epoch: a higher one means a newer primary exists, so this one fences itself.
@@ -218,7 +201,7 @@ fn check_epoch(repl: &Arc<Replication>, theirs: u64) -> Result<(), String> {
     Ok(())
 }
 
-async fn session(repl: Arc<Replication>, stream: tokio::net::TcpStream, peer: SocketAddr) -> Result<(), SessionError> {
+async fn session(repl: Arc<Replication>, stream: tokio::net::TcpStream, peer: SocketAddr) -> Result<(), LinkError> {
     let (mut rd, mut wr) = stream.into_split();
     let epoch = repl.epoch();
     // The storage a diverged standby is probing.
@@ -226,14 +209,14 @@ async fn session(repl: Arc<Replication>, stream: tokio::net::TcpStream, peer: So
     let (s, hello, cursor, chain) = loop {
         let (theirs, msg) = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read(&mut rd))
             .await
-            .map_err(|_| SessionError::Protocol("handshake timed out".into()))??;
+            .map_err(|_| LinkError::Protocol("handshake timed out".into()))??;
         if let Err(why) = check_epoch(&repl, theirs) {
             return Err(refuse(&mut wr, RefuseCode::Epoch, why, epoch).await);
         }
         match msg {
             Msg::Probe { tid, digest } => {
                 let Some(p) = &probing else {
-                    return Err(SessionError::Protocol("probe before hello".into()));
+                    return Err(LinkError::Protocol("probe before hello".into()));
                 };
                 let matches = p.history().digest_at(&tid)? == Some(digest);
                 send(&mut wr, &Msg::ProbeReply { matches }, epoch).await?;
@@ -242,7 +225,7 @@ async fn session(repl: Arc<Replication>, stream: tokio::net::TcpStream, peer: So
                 Ok((s, cursor, chain)) => break (s, h, cursor, chain),
                 Err(diverged) => probing = Some(diverged),
             },
-            other => return Err(SessionError::Protocol(format!("unexpected {other:?} in the handshake"))),
+            other => return Err(LinkError::Protocol(format!("unexpected {other:?} in the handshake"))),
         }
     };
     tracing::info!(%peer, standby = %hello.name, storage = %s.name, from = %hex::encode(cursor), "standby connected");
@@ -298,8 +281,8 @@ async fn handshake(
     h: &Hello,
     wr: &mut OwnedWriteHalf,
     epoch: u64,
-) -> Result<Handshake, SessionError> {
-    if repl.role().0 != Role::Primary {
+) -> Result<Handshake, LinkError> {
+    if repl.role().0 != ServerRole::Primary {
         return Err(refuse(wr, RefuseCode::NotPrimary, "this server is not a primary".into(), epoch).await);
     }
     if h.version != wire::VERSION {
@@ -357,16 +340,12 @@ async fn handshake(
 }
 
 /// Sends a copy of the durable file, its blobs and its history digests.
-async fn send_snapshot(
-    s: &Arc<StorageRepl>,
-    wr: &mut OwnedWriteHalf,
-    epoch: u64,
-) -> Result<(Tid, Digest), SessionError> {
+async fn send_snapshot(s: &Arc<StorageRepl>, wr: &mut OwnedWriteHalf, epoch: u64) -> Result<(Tid, Digest), LinkError> {
     let copy = s.host.fs.durable_copy();
     s.advance_history()?;
     let (raw, digest) = {
         let h = s.history();
-        let d = h.digest_at(&copy.last_tid)?.ok_or_else(|| SessionError::Protocol("history behind the file".into()))?;
+        let d = h.digest_at(&copy.last_tid)?.ok_or_else(|| LinkError::Protocol("history behind the file".into()))?;
         (h.raw_through(&copy.last_tid)?, d)
     };
     tracing::info!(storage = %s.name, bytes = copy.end, through = %hex::encode(copy.last_tid), "sending a copy of the file to a new standby");
@@ -394,7 +373,7 @@ async fn send_blob(
     tid: &Tid,
     path: &std::path::Path,
     epoch: u64,
-) -> Result<(), SessionError> {
+) -> Result<(), LinkError> {
     use tokio::io::AsyncReadExt;
     let mut f = tokio::fs::File::open(path).await?;
     let mut buf = vec![0u8; wire::CHUNK];
@@ -420,7 +399,7 @@ async fn stream_to(
     mut cursor: Tid,
     mut chain: Digest,
     done: &CancellationToken,
-) -> Result<(), SessionError> {
+) -> Result<(), LinkError> {
     let mut log_end = s.log_end.subscribe();
     let mut role = repl.role.subscribe();
     let mut marks = repl.marks.subscribe();
@@ -437,7 +416,7 @@ async fn stream_to(
             let batch: Vec<_> =
                 s.host.fs.iterator(Some(&next), Some(&target))?.take(BATCH).collect::<Result<_, _>>()?;
             if batch.is_empty() {
-                return Err(SessionError::Protocol(format!("transactions after {} are missing", hex::encode(cursor))));
+                return Err(LinkError::Protocol(format!("transactions after {} are missing", hex::encode(cursor))));
             }
             for t in batch {
                 if t.status == status::PACKED {
@@ -485,7 +464,7 @@ async fn stream_to(
             // Caught up to the log end: everything up to the pack time is on the standby.
             send(wr, &Msg::Pack { pack_tid: p }, epoch).await?;
         }
-        let send_status = async |wr: &mut OwnedWriteHalf| -> Result<(), SessionError> {
+        let send_status = async |wr: &mut OwnedWriteHalf| -> Result<(), LinkError> {
             let out_of_sync = repl.state().get().standbys_out_of_sync.contains(name);
             let status =
                 PrimaryStatus { primary_last_tid: hex::encode(target), out_of_sync, sync: repl.opts.sync_standbys > 0 };
@@ -506,7 +485,7 @@ async fn stream_to(
                 pending_pack = *packs.borrow_and_update();
             }
             _ = role.changed() => {
-                if *role.borrow() != (Role::Primary, epoch) {
+                if *role.borrow() != (ServerRole::Primary, epoch) {
                     return Ok(());
                 }
             }
