@@ -12,9 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
 use super::error::LinkError;
@@ -163,6 +162,8 @@ pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutd
         let repl = repl.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            // accept -> [authenticate the standby: a TLS server handshake on `stream`, under a
+            // deadline, goes here] -> session, which runs on any stream the handshake returns.
             tokio::select! {
                 r = session(repl, stream, peer) => match r {
                     Ok(()) => tracing::info!(%peer, "replication session ended"),
@@ -174,12 +175,12 @@ pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutd
     }
 }
 
-async fn send(wr: &mut OwnedWriteHalf, msg: &Msg, epoch: u64) -> Result<(), LinkError> {
+async fn send<W: AsyncWrite + Unpin>(wr: &mut W, msg: &Msg, epoch: u64) -> Result<(), LinkError> {
     wr.write_all(&wire::encode(msg, epoch)).await?;
     Ok(())
 }
 
-async fn refuse(wr: &mut OwnedWriteHalf, code: RefuseCode, reason: String, epoch: u64) -> LinkError {
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: RefuseCode, reason: String, epoch: u64) -> LinkError {
     let _ = send(wr, &Msg::Refuse(Refuse { code, reason: reason.clone() }), epoch).await;
     LinkError::RefusedStandby(reason)
 }
@@ -201,8 +202,12 @@ fn check_epoch(repl: &Arc<Replication>, theirs: u64) -> Result<(), String> {
     Ok(())
 }
 
-async fn session(repl: Arc<Replication>, stream: tokio::net::TcpStream, peer: SocketAddr) -> Result<(), LinkError> {
-    let (mut rd, mut wr) = stream.into_split();
+/// One standby's session on an accepted (and, once the link has TLS, authenticated) stream.
+async fn session<S>(repl: Arc<Replication>, stream: S, peer: SocketAddr) -> Result<(), LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let epoch = repl.epoch();
     // The storage a diverged standby is probing.
     let mut probing: Option<Arc<StorageRepl>> = None;
@@ -276,10 +281,10 @@ async fn session(repl: Arc<Replication>, stream: tokio::net::TcpStream, peer: So
 type Handshake = Result<(Arc<StorageRepl>, Tid, Digest), Arc<StorageRepl>>;
 
 /// Answers a `Hello`.
-async fn handshake(
+async fn handshake<W: AsyncWrite + Unpin>(
     repl: &Arc<Replication>,
     h: &Hello,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut W,
     epoch: u64,
 ) -> Result<Handshake, LinkError> {
     if repl.role().0 != ServerRole::Primary {
@@ -340,7 +345,11 @@ async fn handshake(
 }
 
 /// Sends a copy of the durable file, its blobs and its history digests.
-async fn send_snapshot(s: &Arc<StorageRepl>, wr: &mut OwnedWriteHalf, epoch: u64) -> Result<(Tid, Digest), LinkError> {
+async fn send_snapshot<W: AsyncWrite + Unpin>(
+    s: &Arc<StorageRepl>,
+    wr: &mut W,
+    epoch: u64,
+) -> Result<(Tid, Digest), LinkError> {
     let copy = s.host.fs.durable_copy();
     s.advance_history()?;
     let (raw, digest) = {
@@ -367,8 +376,8 @@ async fn send_snapshot(s: &Arc<StorageRepl>, wr: &mut OwnedWriteHalf, epoch: u64
     Ok((copy.last_tid, digest))
 }
 
-async fn send_blob(
-    wr: &mut OwnedWriteHalf,
+async fn send_blob<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     oid: &Tid,
     tid: &Tid,
     path: &std::path::Path,
@@ -390,11 +399,11 @@ async fn send_blob(
 /// Ships every transaction after `cursor`, then new ones as they become durable, until the
 /// standby goes away or this server stops being primary at this epoch.
 #[allow(clippy::too_many_arguments)]
-async fn stream_to(
+async fn stream_to<W: AsyncWrite + Unpin>(
     repl: &Arc<Replication>,
     s: &Arc<StorageRepl>,
     name: &str,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut W,
     epoch: u64,
     mut cursor: Tid,
     mut chain: Digest,
@@ -464,7 +473,7 @@ async fn stream_to(
             // Caught up to the log end: everything up to the pack time is on the standby.
             send(wr, &Msg::Pack { pack_tid: p }, epoch).await?;
         }
-        let send_status = async |wr: &mut OwnedWriteHalf| -> Result<(), LinkError> {
+        let send_status = async |wr: &mut W| -> Result<(), LinkError> {
             let out_of_sync = repl.state().get().standbys_out_of_sync.contains(name);
             let status =
                 PrimaryStatus { primary_last_tid: hex::encode(target), out_of_sync, sync: repl.opts.sync_standbys > 0 };

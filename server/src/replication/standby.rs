@@ -13,8 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::error::LinkError;
@@ -71,13 +70,13 @@ pub(super) async fn follow(repl: Arc<Replication>, s: Arc<StorageRepl>, primary:
     }
 }
 
-async fn send(wr: &mut OwnedWriteHalf, msg: &Msg, epoch: u64) -> Result<(), LinkError> {
+async fn send<W: AsyncWrite + Unpin>(wr: &mut W, msg: &Msg, epoch: u64) -> Result<(), LinkError> {
     wr.write_all(&wire::encode(msg, epoch)).await?;
     Ok(())
 }
 
 /// Reads a frame from the primary, refusing a stale epoch.
-async fn recv(repl: &Replication, rd: &mut tokio::net::tcp::OwnedReadHalf) -> Result<(u64, Msg), LinkError> {
+async fn recv<R: AsyncRead + Unpin>(repl: &Replication, rd: &mut R) -> Result<(u64, Msg), LinkError> {
     let (epoch, msg) = tokio::time::timeout(SILENCE, wire::read(rd))
         .await
         .map_err(|_| LinkError::Protocol(format!("the primary sent nothing for {SILENCE:?}")))??;
@@ -100,7 +99,23 @@ async fn follow_once(
         .await
         .map_err(|_| LinkError::Protocol(format!("connecting to {primary} timed out")))??;
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    // dial -> [authenticate the primary: a TLS client handshake on `stream`, under a deadline,
+    // goes here] -> follow, which runs on any stream the handshake returns.
+    follow_stream(repl, s, primary, stream, token).await
+}
+
+/// Follows the primary over a connected (and, once the link has TLS, authenticated) stream.
+async fn follow_stream<S>(
+    repl: &Arc<Replication>,
+    s: &Arc<StorageRepl>,
+    primary: &str,
+    stream: S,
+    token: &CancellationToken,
+) -> Result<(), LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut blobs: HashMap<(Tid, Tid), PathBuf> = HashMap::new();
     // Handshake: hello, then maybe a snapshot, maybe probing and a rewind, until welcomed.
     let welcome = loop {
@@ -430,11 +445,11 @@ async fn apply_batch(
 }
 
 /// Binary search over our history for the last transaction the primary also has.
-async fn find_common(
+async fn find_common<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     repl: &Replication,
     s: &StorageRepl,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut R,
+    wr: &mut W,
 ) -> Result<Tid, LinkError> {
     let n = s.history().len();
     // Entry `lo` matches (-1: the empty history), entry `hi` does not (the last one was refused).
@@ -499,10 +514,10 @@ fn save_side_file(fs: &FileStorage, common: &Tid, side: &std::path::Path) -> Res
 }
 
 /// Receives a copy of the primary's file (and blobs, and history digests) and puts it in place.
-async fn receive_snapshot(
+async fn receive_snapshot<R: AsyncRead + Unpin>(
     repl: &Replication,
     s: &Arc<StorageRepl>,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rd: &mut R,
     size: u64,
     last_tid: Tid,
 ) -> Result<(), LinkError> {
