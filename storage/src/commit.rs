@@ -7,12 +7,13 @@
 //! transaction survives a crash, exactly as with one fsync per commit.
 
 use super::error::{Result, StorageError};
-use super::filestorage::{FileStorage, PendingTxn, VotedTxn, bytes_of, u64_of};
+use super::filestorage::{FileStorage, PendingTxn, VotedTxn};
 use super::format::{RecordBody, TXN_HEADER_LEN, TxnWriter, status};
 use super::records::{data_find, live_tid_at, read_data_header, txn_find};
 use super::txn::{Op, Tid, Transaction, TxnState, WriteConflict};
 use super::vote::{Body, VoteCtx};
 use zeo_proto::timestamp::TimeStamp;
+use zeo_proto::{p64, u64_of};
 
 /// What a vote produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +63,8 @@ impl FileStorage {
             return Err(StorageError::Transaction("another transaction is voted and not yet finished".into()));
         }
         let tid = match txn.meta.tid {
-            Some(t) if u64_of(&t) > w.last_tid => u64_of(&t),
-            Some(t) => return Err(StorageError::TidNotIncreasing { given: t, last: bytes_of(w.last_tid) }),
+            Some(t) if u64_of(t) > w.last_tid => u64_of(t),
+            Some(t) => return Err(StorageError::TidNotIncreasing { given: t, last: p64(w.last_tid) }),
             None => TimeStamp::now().later_than(&TimeStamp::from_u64(w.last_tid)).as_u64(),
         };
         let s = self.shared();
@@ -76,14 +77,14 @@ impl FileStorage {
         for op in &txn.ops {
             match op {
                 Op::Store { oid, serial, data } => {
-                    let oid_n = u64_of(oid);
+                    let oid_n = u64_of(*oid);
                     let prev = ctx.committed_pos(oid_n);
                     if let Some(p) = prev {
                         let h = read_data_header(ctx.file, p, ctx.end, oid_n)?;
-                        if h.tid != u64_of(serial) {
+                        if h.tid != u64_of(*serial) {
                             conflicts.push(WriteConflict {
                                 oid: *oid,
-                                committed: bytes_of(h.tid),
+                                committed: p64(h.tid),
                                 expected: *serial,
                                 data: data.clone(),
                             });
@@ -94,36 +95,32 @@ impl FileStorage {
                     ctx.push(oid_n, tid, prev.unwrap_or(0), Body::Data(data.clone()));
                 }
                 Op::CheckCurrent { oid, serial } => {
-                    let oid_n = u64_of(oid);
+                    let oid_n = u64_of(*oid);
                     let pos = ctx.committed_pos(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
                     let committed =
                         live_tid_at(ctx.file, pos, ctx.end, oid_n)?.ok_or(StorageError::PosKey { oid: *oid })?;
-                    if committed != u64_of(serial) {
+                    if committed != u64_of(*serial) {
                         return Err(StorageError::ReadConflict {
                             oid: *oid,
-                            committed: bytes_of(committed),
+                            committed: p64(committed),
                             expected: *serial,
                         });
                     }
                 }
                 Op::Delete { oid, serial } => {
-                    let oid_n = u64_of(oid);
+                    let oid_n = u64_of(*oid);
                     let p = ctx.committed_pos(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
                     let h = read_data_header(ctx.file, p, ctx.end, oid_n)?;
-                    if h.tid != u64_of(serial) {
-                        return Err(StorageError::Conflict {
-                            oid: *oid,
-                            committed: bytes_of(h.tid),
-                            expected: *serial,
-                        });
+                    if h.tid != u64_of(*serial) {
+                        return Err(StorageError::Conflict { oid: *oid, committed: p64(h.tid), expected: *serial });
                     }
                     ctx.push(oid_n, tid, p, Body::Back(0));
                 }
                 Op::Restore { oid, serial, data, prev_txn } => {
-                    let oid_n = u64_of(oid);
+                    let oid_n = u64_of(*oid);
                     oids_seen.push(oid_n);
                     let back = match prev_txn {
-                        Some(pt) => match txn_find(ctx.file, ctx.end, u64_of(pt), false)? {
+                        Some(pt) => match txn_find(ctx.file, ctx.end, u64_of(*pt), false)? {
                             Some(tpos) => data_find(ctx.file, ctx.end, tpos, oid_n, data.as_deref())?,
                             None => 0,
                         },
@@ -135,10 +132,10 @@ impl FileStorage {
                         (_, Some(d)) => Body::Data(d.clone()),
                         (_, None) => Body::Back(0),
                     };
-                    ctx.push(oid_n, u64_of(serial), prev, body);
+                    ctx.push(oid_n, u64_of(*serial), prev, body);
                 }
                 Op::Undo { tid: target } => {
-                    undone.extend(super::undo::undo_records(&mut ctx, u64_of(target))?.into_iter().map(bytes_of));
+                    undone.extend(super::undo::undo_records(&mut ctx, u64_of(*target))?.into_iter().map(p64));
                 }
             }
         }
@@ -190,7 +187,7 @@ impl FileStorage {
         w.next_ticket += 1;
         w.voted = Some(VotedTxn { ticket, tpos, tlen, tid, status: txn.meta.status, records });
         txn.state = TxnState::Voted { ticket };
-        Ok(VoteOutcome::Voted { tid: bytes_of(tid), undone })
+        Ok(VoteOutcome::Voted { tid: p64(tid), undone })
     }
 
     /// Finishes and waits until the transaction is durable.
@@ -225,7 +222,7 @@ impl FileStorage {
         w.last_tid = v.tid;
         w.pending.push(PendingTxn { seq: v.ticket, end, tid: v.tid, records: v.records });
         txn.state = TxnState::Done;
-        Ok(Committed { tid: bytes_of(v.tid), seq: v.ticket })
+        Ok(Committed { tid: p64(v.tid), seq: v.ticket })
     }
 
     /// Abandons a transaction; a voted one is cut from the file. Aborting twice, or an open

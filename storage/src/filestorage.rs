@@ -21,6 +21,7 @@ use super::records::{check_backwards, live_tid_at, read_data_header, read_record
 use super::recovery;
 use super::txn::{Oid, Tid};
 use zeo_proto::timestamp::TimeStamp;
+use zeo_proto::{p64, u64_of};
 
 /// How to open a storage.
 #[derive(Debug, Clone, Default)]
@@ -144,14 +145,6 @@ pub struct IterNext {
     pub tid: Tid,
     pub data: Vec<u8>,
     pub next: Option<Oid>,
-}
-
-pub(crate) fn u64_of(b: &[u8; 8]) -> u64 {
-    u64::from_be_bytes(*b)
-}
-
-pub(crate) fn bytes_of(v: u64) -> [u8; 8] {
-    v.to_be_bytes()
 }
 
 impl Shared {
@@ -308,7 +301,7 @@ impl FileStorage {
 
     /// Tid of the last durable transaction (z64 when empty).
     pub fn last_transaction(&self) -> Tid {
-        bytes_of(self.shared().last_tid)
+        p64(self.shared().last_tid)
     }
 
     /// Number of objects in the index (deleted ones included, as FileStorage counts).
@@ -329,14 +322,14 @@ impl FileStorage {
     /// `tid`; `PosKey` if it never existed or that revision is a deletion.
     pub fn load_before(&self, oid: &Oid, tid: &Tid) -> Result<Option<LoadBefore>> {
         let s = self.shared();
-        let (oid_n, tid_n) = (u64_of(oid), u64_of(tid));
+        let (oid_n, tid_n) = (u64_of(*oid), u64_of(*tid));
         let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         // The current revision (the common case) comes from the cache, or with its data in one read;
         // older ones are found by walking the prev chain, header by header.
         let (mut h, mut inline) = s.current_record(pos, oid_n)?;
         let mut end = None;
         while h.tid >= tid_n {
-            end = Some(bytes_of(h.tid));
+            end = Some(p64(h.tid));
             if h.prev == 0 {
                 return Ok(None);
             }
@@ -345,22 +338,22 @@ impl FileStorage {
             inline = None;
         }
         let data = s.data_of(pos, &h, inline, oid)?;
-        Ok(Some(LoadBefore { data, start: bytes_of(h.tid), end }))
+        Ok(Some(LoadBefore { data, start: p64(h.tid), end }))
     }
 
     /// The current revision's data and tid.
     pub fn load(&self, oid: &Oid) -> Result<(Vec<u8>, Tid)> {
         let s = self.shared();
-        let oid_n = u64_of(oid);
+        let oid_n = u64_of(*oid);
         let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         let (h, inline) = s.current_record(pos, oid_n)?;
-        Ok((s.data_of(pos, &h, inline, oid)?, bytes_of(h.tid)))
+        Ok((s.data_of(pos, &h, inline, oid)?, p64(h.tid)))
     }
 
     /// The data of the exact revision `serial`.
     pub fn load_serial(&self, oid: &Oid, serial: &Tid) -> Result<Vec<u8>> {
         let s = self.shared();
-        let (oid_n, serial_n) = (u64_of(oid), u64_of(serial));
+        let (oid_n, serial_n) = (u64_of(*oid), u64_of(*serial));
         let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         loop {
             let h = read_data_header(&s.file, pos, s.end, oid_n)?;
@@ -377,22 +370,22 @@ impl FileStorage {
     /// Tid of the current revision; `PosKey` for missing objects and undone creations.
     pub fn get_tid(&self, oid: &Oid) -> Result<Tid> {
         let s = self.shared();
-        let oid_n = u64_of(oid);
+        let oid_n = u64_of(*oid);
         let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
-        live_tid_at(&s.file, pos, s.end, oid_n)?.map(bytes_of).ok_or(StorageError::PosKey { oid: *oid })
+        live_tid_at(&s.file, pos, s.end, oid_n)?.map(p64).ok_or(StorageError::PosKey { oid: *oid })
     }
 
     /// Up to `size` revisions, newest first.
     pub fn history(&self, oid: &Oid, size: usize) -> Result<Vec<HistoryEntry>> {
         let s = self.shared();
-        let oid_n = u64_of(oid);
+        let oid_n = u64_of(*oid);
         let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         let mut out = Vec::new();
         while out.len() < size {
             let h = read_data_header(&s.file, pos, s.end, oid_n)?;
             let (_, user, description, extension) = read_txn_meta(&s.file, h.tloc, s.end)?;
             out.push(HistoryEntry {
-                tid: bytes_of(h.tid),
+                tid: p64(h.tid),
                 time: TimeStamp::from_u64(h.tid).time_time(),
                 user,
                 description,
@@ -412,12 +405,12 @@ impl FileStorage {
     pub fn record_iternext(&self, next: Option<&Oid>) -> Result<Option<IterNext>> {
         let (oid_n, following) = {
             let s = self.shared();
-            let from = next.map_or(0, u64_of);
+            let from = next.copied().map_or(0, u64_of);
             let Some((&oid_n, _)) = s.index.range(from..).next() else { return Ok(None) };
-            let following = oid_n.checked_add(1).and_then(|n| s.index.range(n..).next().map(|(&o, _)| bytes_of(o)));
+            let following = oid_n.checked_add(1).and_then(|n| s.index.range(n..).next().map(|(&o, _)| p64(o)));
             (oid_n, following)
         };
-        let oid = bytes_of(oid_n);
+        let oid = p64(oid_n);
         let (data, tid) = self.load(&oid)?;
         Ok(Some(IterNext { oid, tid, data, next: following }))
     }
@@ -428,7 +421,7 @@ impl FileStorage {
             return Err(StorageError::ReadOnly);
         }
         let mut a = self.oids.lock().expect("oid allocator lock poisoned");
-        Ok(a.allocate(n)?.into_iter().map(bytes_of).collect())
+        Ok(a.allocate(n)?.into_iter().map(p64).collect())
     }
 }
 

@@ -9,11 +9,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use super::error::{Result, StorageError};
-use super::filestorage::{FileStorage, bytes_of};
+use super::filestorage::FileStorage;
 use super::format::{DATA_HEADER_LEN, status};
 use super::records::{load_back, read_any_data_header, read_backpointer, read_data_header, read_txn_meta, txn_find};
 use super::txn::Tid;
 use super::vote::{Body, VoteCtx};
+use zeo_proto::p64;
 use zeo_proto::timestamp::TimeStamp;
 
 /// The opaque undo id ZEO clients see: base64 of the tid without the trailing newline.
@@ -64,7 +65,7 @@ impl FileStorage {
             if th.status != status::COMMITTED {
                 continue;
             }
-            let tid = bytes_of(th.tid);
+            let tid = p64(th.tid);
             let entry = UndoEntry {
                 id: undo_id(&tid),
                 tid,
@@ -110,7 +111,7 @@ pub(crate) fn undo_records(ctx: &mut VoteCtx<'_>, target: u64) -> Result<Vec<u64
         pos = super::records::next_record(ctx.file, pos, &h, tend)?;
     }
     if !failures.is_empty() {
-        return Err(StorageError::MultipleUndo(failures.into_iter().map(|(o, r)| (bytes_of(o), r)).collect()));
+        return Err(StorageError::MultipleUndo(failures.into_iter().map(|(o, r)| (p64(o), r)).collect()));
     }
     Ok(changed)
 }

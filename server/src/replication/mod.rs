@@ -131,7 +131,7 @@ impl StorageRepl {
         let (last, mut chain) = h.last();
         let end = self.host.fs.last_transaction();
         if end > last {
-            let start = u64::from_be_bytes(last).saturating_add(1).to_be_bytes();
+            let start = tid_after(&last);
             for t in self.host.fs.iterator(Some(&start), Some(&end))? {
                 let t = t?;
                 chain = history::chain_next(&chain, &history::txn_digest(&t));
@@ -473,6 +473,11 @@ impl Replication {
             m.repl_commits_waiting.get_or_create(&crate::metrics::storage_label(name)).set(waiting);
         }
     }
+}
+
+/// The smallest tid after `tid`: where an iteration of the transactions after `tid` starts.
+fn tid_after(tid: &Tid) -> Tid {
+    zeo_proto::p64(zeo_proto::u64_of(*tid).saturating_add(1))
 }
 
 /// A tid's time as Unix seconds.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::LinkError;
 use super::history::{self, Digest};
 use super::wire::{self, Hello, Msg, PrimaryStatus, Refuse, RefuseCode, ShippedRecord, ShippedTxn, Welcome};
-use super::{Replication, ServerRole, StandbyView, StorageRepl};
+use super::{Replication, ServerRole, StandbyView, StorageRepl, tid_after};
 use crate::storage::{Tid, status};
 
 /// Transactions read from the file per batch while catching up.
@@ -320,7 +320,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
         }
         // Pack marks every transaction up to the pack time 'p' (a prefix of the file): if the
         // first one the standby needs is packed, the history it needs is incomplete here.
-        let next = u64::from_be_bytes(last).saturating_add(1).to_be_bytes();
+        let next = tid_after(&last);
         if let Some(first) = s.host.fs.iterator(Some(&next), None)?.next() {
             let first = first?;
             if first.status == status::PACKED {
@@ -421,7 +421,7 @@ async fn stream_to<W: AsyncWrite + Unpin>(
     loop {
         let target = *log_end.borrow_and_update();
         while cursor < target {
-            let next = u64::from_be_bytes(cursor).saturating_add(1).to_be_bytes();
+            let next = tid_after(&cursor);
             let batch: Vec<_> =
                 s.host.fs.iterator(Some(&next), Some(&target))?.take(BATCH).collect::<Result<_, _>>()?;
             if batch.is_empty() {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::LinkError;
 use super::history::{self, Digest};
 use super::wire::{self, Hello, Msg, RefuseCode, ShippedTxn};
-use super::{Replication, StorageRepl};
+use super::{Replication, StorageRepl, tid_after};
 use crate::storage::{
     DataRecord, FileStorage, OpenOptions, StorageError, Tid, Transaction, TransactionRecord, TxnMeta, status,
 };
@@ -496,7 +496,7 @@ fn rewind(s: &StorageRepl, common: &Tid, epoch: u64) -> Result<(), LinkError> {
 /// Python's tools can read.
 fn save_side_file(fs: &FileStorage, common: &Tid, side: &std::path::Path) -> Result<usize, LinkError> {
     let out = FileStorage::open(side, OpenOptions { create: true, ..Default::default() })?;
-    let next = u64::from_be_bytes(*common).saturating_add(1).to_be_bytes();
+    let next = tid_after(common);
     let mut n = 0;
     for t in fs.iterator(Some(&next), None)? {
         let t = t?;
