@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Storage benchmark, side by side in one run: Python's FileStorage (bench/storage_py.py), then the
-# zeo-rs engine (server/examples/storage_bench.rs), same workloads, same directory, same big file
+# zeo-rs engine (storage/examples/storage_bench.rs), same workloads, same directory, same big file
 # for the open workload. Saves both JSON documents under bench/out/ and renders the table.
 #
 # usage: bench/storage.sh [--quick]
@@ -35,7 +35,7 @@ if [[ $fstype == tmpfs || $fstype == ramfs ]]; then
 fi
 
 echo "storage.sh: building the zeo-rs side (release)" >&2
-cargo build --release -p zeo-server --example storage_bench
+cargo build --release -p zeo-storage --example storage_bench
 scripts/setup-venv >&2
 
 suffix="${quick:+-quick}"

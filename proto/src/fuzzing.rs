@@ -1,5 +1,9 @@
 //! The mutation engine shared by the crate's fuzz tests (pickle decoding, framing and messages):
-//! a deterministic RNG and byte-level mutations, parameterised by what makes inputs interesting.
+//! a deterministic RNG and byte-level mutations, parameterised by what makes inputs interesting;
+//! and the byte edits the property tests (pickle, msgpack) apply to valid encodings.
+
+use proptest::prelude::*;
+use proptest::sample::Index;
 
 /// xorshift64*: deterministic, dependency-free randomness.
 pub(crate) struct Rng(pub(crate) u64);
@@ -72,6 +76,33 @@ pub(crate) fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &[Vec<u8>], p: &
                 data[at..at + 4].copy_from_slice(&bytes);
             }
             _ => {}
+        }
+    }
+}
+
+/// One property-test edit: where (an index into the data), a byte, and which edit (0..4).
+pub(crate) type Edit = (Index, u8, u8);
+
+/// One to five edits, for `apply_edits`.
+pub(crate) fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    prop::collection::vec((any::<Index>(), any::<u8>(), 0u8..4), 1..6)
+}
+
+/// Applies `edits` to `data` in order: overwrite a byte, insert one, remove one, or truncate there;
+/// stops once nothing is left.
+pub(crate) fn apply_edits(data: &mut Vec<u8>, edits: Vec<Edit>) {
+    for (index, byte, kind) in edits {
+        if data.is_empty() {
+            break;
+        }
+        let i = index.index(data.len());
+        match kind {
+            0 => data[i] = byte,
+            1 => data.insert(i, byte),
+            2 => {
+                data.remove(i);
+            }
+            _ => data.truncate(i),
         }
     }
 }

@@ -533,6 +533,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::fuzzing::{apply_edits, edits};
     use crate::wire_tests::{h, same, to_hex};
 
     fn enc(v: &Value) -> String {
@@ -751,21 +752,10 @@ mod tests {
         #[test]
         fn mutated_encodings_never_panic(
             value in arb_value(),
-            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 1..6),
+            edits in edits(),
         ) {
             let mut data = encode(&value).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            for (index, byte, kind) in edits {
-                if data.is_empty() {
-                    break;
-                }
-                let i = index.index(data.len());
-                match kind {
-                    0 => data[i] = byte,
-                    1 => data.insert(i, byte),
-                    2 => { data.remove(i); }
-                    _ => data.truncate(i),
-                }
-            }
+            apply_edits(&mut data, edits);
             let _ = decode(&data);
         }
     }

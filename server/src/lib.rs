@@ -1,8 +1,8 @@
-//! zeo-server: the storage engine (FS30 FileStorage) and, built on it, the ZEO server.
+//! zeo-server: the ZEO server, built on the storage engine (the `zeo-storage` crate).
 //!
 //! # Layout
-//! - `storage`: the synchronous engine (no networking).
-//! - `describe`: renderings of records for tools and tests (class names, JSON).
+//! - `storage`: the synchronous engine (no networking), re-exported from `zeo-storage`.
+//! - `describe`: renderings of records for tools and tests (class names, JSON), from `zeo-storage`.
 //! - `telemetry`: logging setup for the binaries.
 //! - `config`: the server's configuration (flags > environment > YAML file > defaults) and its checks.
 //! - `access`: who may connect (address allow-list) and what a client identity may do (access mode).
@@ -16,10 +16,11 @@
 pub mod access;
 pub mod admin;
 pub mod config;
-pub mod describe;
 pub mod metrics;
 pub mod replication;
-pub mod storage;
 pub mod telemetry;
 pub mod tls;
 pub mod zeo;
+
+pub use zeo_storage as storage;
+pub use zeo_storage::describe;

@@ -15,7 +15,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::{Replication, Role};
+use super::{Replication, ServerRole};
 use crate::storage::StorageError;
 
 /// Why a role change was refused.
@@ -38,14 +38,14 @@ impl Replication {
     pub async fn promote(self: &Arc<Self>, epoch: u64, force: bool) -> Result<bool, ControlError> {
         let _serial = self.control.lock().await;
         let (role, current) = self.role();
-        if role == Role::Primary && epoch == current {
+        if role == ServerRole::Primary && epoch == current {
             return Ok(false);
         }
         if epoch <= current {
             return Err(ControlError::Conflict(format!("epoch {epoch} is not above this server's epoch {current}")));
         }
         let st = self.state().get().clone();
-        if role != Role::Primary && st.out_of_sync && !force {
+        if role != ServerRole::Primary && st.out_of_sync && !force {
             return Err(ControlError::Conflict(
                 "this standby is marked out of sync (the primary went on without it): promote with \"force\": true only if losing its missing commits is acceptable".into(),
             ));
@@ -67,15 +67,15 @@ impl Replication {
         }
         self.state().update(|s| {
             s.epoch = epoch;
-            s.role = Role::Primary;
+            s.role = ServerRole::Primary;
             s.primary = None;
             s.out_of_sync = false;
             s.synced = false;
             s.needs_reseed = None;
         })?;
-        self.role.send_replace((Role::Primary, epoch));
-        self.apply_read_only(Role::Primary);
-        self.start_role_tasks(Role::Primary);
+        self.role.send_replace((ServerRole::Primary, epoch));
+        self.apply_read_only(ServerRole::Primary);
+        self.start_role_tasks(ServerRole::Primary);
         let last: Vec<String> = self.storages.values().map(|s| hex::encode(s.host.fs.last_transaction())).collect();
         tracing::warn!(epoch, previous_role = role.as_str(), force, last_tids = ?last, "promoted to primary");
         Ok(true)
@@ -86,20 +86,20 @@ impl Replication {
     pub async fn demote(self: &Arc<Self>, reason: &str) -> Result<bool, ControlError> {
         let _serial = self.control.lock().await;
         let (role, epoch) = self.role();
-        if role == Role::Demoted {
+        if role == ServerRole::Demoted {
             return Ok(false);
         }
         self.fence();
-        self.state().update(|s| s.role = Role::Demoted)?;
-        self.role.send_replace((Role::Demoted, epoch));
-        self.start_role_tasks(Role::Demoted);
+        self.state().update(|s| s.role = ServerRole::Demoted)?;
+        self.role.send_replace((ServerRole::Demoted, epoch));
+        self.start_role_tasks(ServerRole::Demoted);
         tracing::warn!(epoch, previous_role = role.as_str(), reason, "demoted: read-only, every client disconnected");
         Ok(true)
     }
 
     /// Read-only and every client out, before anything else (no await in between).
     fn fence(&self) {
-        self.apply_read_only(Role::Demoted);
+        self.apply_read_only(ServerRole::Demoted);
         let mut closed = 0;
         for s in self.storages.values() {
             closed += s.host.close_all();
@@ -117,7 +117,8 @@ impl Replication {
         let _serial = self.control.lock().await;
         let (role, epoch) = self.role();
         let st = self.state().get().clone();
-        if role == Role::Standby && st.primary.as_deref() == Some(primary) && !reseed && st.needs_reseed.is_none() {
+        if role == ServerRole::Standby && st.primary.as_deref() == Some(primary) && !reseed && st.needs_reseed.is_none()
+        {
             return Ok(false);
         }
         self.fence();
@@ -139,7 +140,7 @@ impl Replication {
             }
         }
         self.state().update(|s| {
-            s.role = Role::Standby;
+            s.role = ServerRole::Standby;
             if s.primary.as_deref() != Some(primary) {
                 s.synced = false;
             }
@@ -149,8 +150,8 @@ impl Replication {
                 s.synced = false;
             }
         })?;
-        self.role.send_replace((Role::Standby, epoch));
-        self.start_role_tasks(Role::Standby);
+        self.role.send_replace((ServerRole::Standby, epoch));
+        self.start_role_tasks(ServerRole::Standby);
         tracing::warn!(epoch, previous_role = role.as_str(), %primary, reseed, "rejoining as a standby");
         Ok(true)
     }

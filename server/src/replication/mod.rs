@@ -11,6 +11,7 @@
 //! - `history`: the hash chain over transactions (`Data.fs.rschain`): prefix checks, common point.
 //! - `state`: the persisted epoch, role, primary and out-of-sync marks (`Data.fs.rsrepl`).
 //! - `wire`: the stream's frames.
+//! - `error`: `LinkError`, why a session ended, on either end of the link.
 //! - `primary`: the listener, one session per standby (handshake, snapshot, catch-up, live),
 //!   acknowledgements and the sync gate.
 //! - `standby`: following a primary: handshake, probing for the common point and rewinding,
@@ -18,6 +19,7 @@
 //! - `control`: promote, demote, rejoin, and the admin routes that call them.
 
 pub mod control;
+mod error;
 pub mod history;
 mod primary;
 mod standby;
@@ -34,10 +36,11 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::storage::{StorageError, Tid};
 use crate::zeo::StorageHost;
+pub use error::LinkError;
 use history::History;
 pub use primary::serve_listener;
 use state::StateFile;
-pub use state::{ReplState, Role};
+pub use state::{ReplState, ServerRole};
 
 /// Replication settings (from the server configuration).
 #[derive(Debug, Clone, Default)]
@@ -128,7 +131,7 @@ impl StorageRepl {
         let (last, mut chain) = h.last();
         let end = self.host.fs.last_transaction();
         if end > last {
-            let start = u64::from_be_bytes(last).saturating_add(1).to_be_bytes();
+            let start = tid_after(&last);
             for t in self.host.fs.iterator(Some(&start), Some(&end))? {
                 let t = t?;
                 chain = history::chain_next(&chain, &history::txn_digest(&t));
@@ -152,7 +155,7 @@ pub struct Replication {
     storages: BTreeMap<String, Arc<StorageRepl>>,
     state: Mutex<StateFile>,
     /// `(role, epoch)`; sessions and followers stop when it changes.
-    role: watch::Sender<(Role, u64)>,
+    role: watch::Sender<(ServerRole, u64)>,
     /// Bumped when out-of-sync marks change, so sessions tell their standby at once.
     marks: watch::Sender<u64>,
     /// Serializes promote, demote and rejoin.
@@ -178,8 +181,8 @@ impl Replication {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, StorageError> {
         let initial = match &opts.standby_of {
-            Some(p) => ReplState { primary: Some(p.clone()), ..ReplState::new(Role::Standby) },
-            None => ReplState::new(Role::Primary),
+            Some(p) => ReplState { primary: Some(p.clone()), ..ReplState::new(ServerRole::Standby) },
+            None => ReplState::new(ServerRole::Primary),
         };
         let mut state = StateFile::open(StateFile::path_for(first_storage_path), initial)?;
         // Flags may only take a server down from primary, never up: a persisted standby or
@@ -187,13 +190,13 @@ impl Replication {
         let persisted = state.get().clone();
         state.update(|s| match (&opts.standby_of, persisted.role) {
             (Some(p), _) => {
-                s.role = Role::Standby;
+                s.role = ServerRole::Standby;
                 if s.primary.as_ref() != Some(p) {
                     s.synced = false;
                 }
                 s.primary = Some(p.clone());
             }
-            (None, Role::Primary) if opts.wait_for_supervisor => s.role = Role::Demoted,
+            (None, ServerRole::Primary) if opts.wait_for_supervisor => s.role = ServerRole::Demoted,
             _ => {}
         })?;
         let mut storages = BTreeMap::new();
@@ -227,24 +230,24 @@ impl Replication {
         self.role_tasks.lock().expect("role tasks lock poisoned").cancel();
     }
 
-    fn apply_read_only(&self, role: Role) {
+    fn apply_read_only(&self, role: ServerRole) {
         for s in self.storages.values() {
             let configured = self.opts.read_only_storages.contains(&s.name);
-            s.host.set_read_only(configured || role != Role::Primary);
+            s.host.set_read_only(configured || role != ServerRole::Primary);
         }
     }
 
-    fn start_role_tasks(self: &Arc<Self>, role: Role) {
+    fn start_role_tasks(self: &Arc<Self>, role: ServerRole) {
         let token = CancellationToken::new();
         let old = std::mem::replace(&mut *self.role_tasks.lock().expect("role tasks lock poisoned"), token.clone());
         old.cancel();
         match role {
-            Role::Primary => {
+            ServerRole::Primary => {
                 for s in self.storages.values() {
                     primary::start_storage(self.clone(), s.clone(), token.clone());
                 }
             }
-            Role::Standby => {
+            ServerRole::Standby => {
                 let primary = self.state().get().primary.clone();
                 let Some(primary) = primary else {
                     tracing::error!("standby without a primary address; waiting for POST /rejoin");
@@ -258,7 +261,7 @@ impl Replication {
                     tokio::spawn(standby::follow(self.clone(), s.clone(), primary.clone(), token.clone()));
                 }
             }
-            Role::Demoted => {}
+            ServerRole::Demoted => {}
         }
     }
 
@@ -267,7 +270,7 @@ impl Replication {
     }
 
     /// Current role and epoch.
-    pub fn role(&self) -> (Role, u64) {
+    pub fn role(&self) -> (ServerRole, u64) {
         *self.role.borrow()
     }
 
@@ -302,7 +305,7 @@ impl Replication {
             s.host.set_gate(None);
             return;
         }
-        if self.role().0 != Role::Primary {
+        if self.role().0 != ServerRole::Primary {
             // A demoted primary keeps its gate shut: what no standby acknowledged must never be
             // published here (its committer would take the answer for an acknowledgement). Once it
             // follows a primary, the standby side reopens it after any rewind.
@@ -336,7 +339,7 @@ impl Replication {
         let mut doc = serde_json::json!({
             "role": role.as_str(),
             "epoch": epoch,
-            "writable": role == Role::Primary && self.storages.values().any(|s| !s.host.is_read_only()),
+            "writable": role == ServerRole::Primary && self.storages.values().any(|s| !s.host.is_read_only()),
             "name": self.opts.name,
             "needs_reseed": st.needs_reseed,
             "storages": storages,
@@ -352,10 +355,10 @@ impl Replication {
         doc
     }
 
-    fn storage_status(&self, s: &StorageRepl, role: Role, st: &ReplState) -> serde_json::Value {
+    fn storage_status(&self, s: &StorageRepl, role: ServerRole, st: &ReplState) -> serde_json::Value {
         let last = s.host.fs.last_transaction();
         match role {
-            Role::Primary | Role::Demoted => {
+            ServerRole::Primary | ServerRole::Demoted => {
                 let log_end = *s.log_end.borrow();
                 let h = s.history();
                 let standbys: Vec<serde_json::Value> = s
@@ -408,7 +411,7 @@ impl Replication {
                     "standbys": standbys,
                 })
             }
-            Role::Standby => {
+            ServerRole::Standby => {
                 let f = s.follow.lock().expect("follow lock poisoned").clone();
                 let h = s.history();
                 let lag =
@@ -442,7 +445,7 @@ impl Replication {
         let (role, epoch) = self.role();
         let m = &self.metrics;
         m.repl_epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
-        for r in [Role::Primary, Role::Standby, Role::Demoted] {
+        for r in [ServerRole::Primary, ServerRole::Standby, ServerRole::Demoted] {
             m.repl_role.get_or_create(&crate::metrics::RoleLabel { role: r.as_str() }).set(i64::from(r == role));
         }
         let status = self.status();
@@ -459,7 +462,7 @@ impl Replication {
                     .set(sb["lag_transactions"].as_i64().unwrap_or(0));
                 m.repl_standby_lag_seconds.get_or_create(&labels).set(sb["lag_seconds"].as_f64().unwrap_or(0.0));
             }
-            if role == Role::Standby {
+            if role == ServerRole::Standby {
                 m.repl_standby_applied_lag_transactions
                     .get_or_create(&crate::metrics::storage_label(name))
                     .set(s["lag_transactions"].as_i64().unwrap_or(0));
@@ -470,6 +473,11 @@ impl Replication {
             m.repl_commits_waiting.get_or_create(&crate::metrics::storage_label(name)).set(waiting);
         }
     }
+}
+
+/// The smallest tid after `tid`: where an iteration of the transactions after `tid` starts.
+fn tid_after(tid: &Tid) -> Tid {
+    zeo_proto::p64(zeo_proto::u64_of(*tid).saturating_add(1))
 }
 
 /// A tid's time as Unix seconds.

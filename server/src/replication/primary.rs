@@ -12,15 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
+use super::error::LinkError;
 use super::history::{self, Digest};
 use super::wire::{self, Hello, Msg, PrimaryStatus, Refuse, RefuseCode, ShippedRecord, ShippedTxn, Welcome};
-use super::{Replication, Role, StandbyView, StorageRepl};
-use crate::storage::{StorageError, Tid, status};
+use super::{Replication, ServerRole, StandbyView, StorageRepl, tid_after};
+use crate::storage::{Tid, status};
 
 /// Transactions read from the file per batch while catching up.
 const BATCH: usize = 64;
@@ -28,24 +28,6 @@ const BATCH: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Status (and liveness) messages to a standby at least this often.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
-
-#[derive(Debug, thiserror::Error)]
-enum SessionError {
-    #[error(transparent)]
-    Wire(#[from] wire::WireError),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("{0}")]
-    Protocol(String),
-    #[error("refused: {0}")]
-    Refused(String),
-}
-
-impl From<std::io::Error> for SessionError {
-    fn from(e: std::io::Error) -> Self {
-        SessionError::Wire(e.into())
-    }
-}
 
 /// Starts a storage's primary-side tasks: the history keeper, and in sync mode with a timeout
 /// the watchdog that degrades to async.
@@ -180,6 +162,8 @@ pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutd
         let repl = repl.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            // accept -> [authenticate the standby: a TLS server handshake on `stream`, under a
+            // deadline, goes here] -> session, which runs on any stream the handshake returns.
             tokio::select! {
                 r = session(repl, stream, peer) => match r {
                     Ok(()) => tracing::info!(%peer, "replication session ended"),
@@ -191,14 +175,14 @@ pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutd
     }
 }
 
-async fn send(wr: &mut OwnedWriteHalf, msg: &Msg, epoch: u64) -> Result<(), SessionError> {
+async fn send<W: AsyncWrite + Unpin>(wr: &mut W, msg: &Msg, epoch: u64) -> Result<(), LinkError> {
     wr.write_all(&wire::encode(msg, epoch)).await?;
     Ok(())
 }
 
-async fn refuse(wr: &mut OwnedWriteHalf, code: RefuseCode, reason: String, epoch: u64) -> SessionError {
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: RefuseCode, reason: String, epoch: u64) -> LinkError {
     let _ = send(wr, &Msg::Refuse(Refuse { code, reason: reason.clone() }), epoch).await;
-    SessionError::Refused(reason)
+    LinkError::RefusedStandby(reason)
 }
 
 /// Checks a peer's epoch: a higher one means a newer primary exists, so this one fences itself.
@@ -218,22 +202,26 @@ fn check_epoch(repl: &Arc<Replication>, theirs: u64) -> Result<(), String> {
     Ok(())
 }
 
-async fn session(repl: Arc<Replication>, stream: tokio::net::TcpStream, peer: SocketAddr) -> Result<(), SessionError> {
-    let (mut rd, mut wr) = stream.into_split();
+/// One standby's session on an accepted (and, once the link has TLS, authenticated) stream.
+async fn session<S>(repl: Arc<Replication>, stream: S, peer: SocketAddr) -> Result<(), LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let epoch = repl.epoch();
     // The storage a diverged standby is probing.
     let mut probing: Option<Arc<StorageRepl>> = None;
     let (s, hello, cursor, chain) = loop {
         let (theirs, msg) = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read(&mut rd))
             .await
-            .map_err(|_| SessionError::Protocol("handshake timed out".into()))??;
+            .map_err(|_| LinkError::Protocol("handshake timed out".into()))??;
         if let Err(why) = check_epoch(&repl, theirs) {
             return Err(refuse(&mut wr, RefuseCode::Epoch, why, epoch).await);
         }
         match msg {
             Msg::Probe { tid, digest } => {
                 let Some(p) = &probing else {
-                    return Err(SessionError::Protocol("probe before hello".into()));
+                    return Err(LinkError::Protocol("probe before hello".into()));
                 };
                 let matches = p.history().digest_at(&tid)? == Some(digest);
                 send(&mut wr, &Msg::ProbeReply { matches }, epoch).await?;
@@ -242,7 +230,7 @@ async fn session(repl: Arc<Replication>, stream: tokio::net::TcpStream, peer: So
                 Ok((s, cursor, chain)) => break (s, h, cursor, chain),
                 Err(diverged) => probing = Some(diverged),
             },
-            other => return Err(SessionError::Protocol(format!("unexpected {other:?} in the handshake"))),
+            other => return Err(LinkError::Protocol(format!("unexpected {other:?} in the handshake"))),
         }
     };
     tracing::info!(%peer, standby = %hello.name, storage = %s.name, from = %hex::encode(cursor), "standby connected");
@@ -293,13 +281,13 @@ async fn session(repl: Arc<Replication>, stream: tokio::net::TcpStream, peer: So
 type Handshake = Result<(Arc<StorageRepl>, Tid, Digest), Arc<StorageRepl>>;
 
 /// Answers a `Hello`.
-async fn handshake(
+async fn handshake<W: AsyncWrite + Unpin>(
     repl: &Arc<Replication>,
     h: &Hello,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut W,
     epoch: u64,
-) -> Result<Handshake, SessionError> {
-    if repl.role().0 != Role::Primary {
+) -> Result<Handshake, LinkError> {
+    if repl.role().0 != ServerRole::Primary {
         return Err(refuse(wr, RefuseCode::NotPrimary, "this server is not a primary".into(), epoch).await);
     }
     if h.version != wire::VERSION {
@@ -332,7 +320,7 @@ async fn handshake(
         }
         // Pack marks every transaction up to the pack time 'p' (a prefix of the file): if the
         // first one the standby needs is packed, the history it needs is incomplete here.
-        let next = u64::from_be_bytes(last).saturating_add(1).to_be_bytes();
+        let next = tid_after(&last);
         if let Some(first) = s.host.fs.iterator(Some(&next), None)?.next() {
             let first = first?;
             if first.status == status::PACKED {
@@ -357,16 +345,16 @@ async fn handshake(
 }
 
 /// Sends a copy of the durable file, its blobs and its history digests.
-async fn send_snapshot(
+async fn send_snapshot<W: AsyncWrite + Unpin>(
     s: &Arc<StorageRepl>,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut W,
     epoch: u64,
-) -> Result<(Tid, Digest), SessionError> {
+) -> Result<(Tid, Digest), LinkError> {
     let copy = s.host.fs.durable_copy();
     s.advance_history()?;
     let (raw, digest) = {
         let h = s.history();
-        let d = h.digest_at(&copy.last_tid)?.ok_or_else(|| SessionError::Protocol("history behind the file".into()))?;
+        let d = h.digest_at(&copy.last_tid)?.ok_or_else(|| LinkError::Protocol("history behind the file".into()))?;
         (h.raw_through(&copy.last_tid)?, d)
     };
     tracing::info!(storage = %s.name, bytes = copy.end, through = %hex::encode(copy.last_tid), "sending a copy of the file to a new standby");
@@ -388,13 +376,13 @@ async fn send_snapshot(
     Ok((copy.last_tid, digest))
 }
 
-async fn send_blob(
-    wr: &mut OwnedWriteHalf,
+async fn send_blob<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     oid: &Tid,
     tid: &Tid,
     path: &std::path::Path,
     epoch: u64,
-) -> Result<(), SessionError> {
+) -> Result<(), LinkError> {
     use tokio::io::AsyncReadExt;
     let mut f = tokio::fs::File::open(path).await?;
     let mut buf = vec![0u8; wire::CHUNK];
@@ -411,16 +399,16 @@ async fn send_blob(
 /// Ships every transaction after `cursor`, then new ones as they become durable, until the
 /// standby goes away or this server stops being primary at this epoch.
 #[allow(clippy::too_many_arguments)]
-async fn stream_to(
+async fn stream_to<W: AsyncWrite + Unpin>(
     repl: &Arc<Replication>,
     s: &Arc<StorageRepl>,
     name: &str,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut W,
     epoch: u64,
     mut cursor: Tid,
     mut chain: Digest,
     done: &CancellationToken,
-) -> Result<(), SessionError> {
+) -> Result<(), LinkError> {
     let mut log_end = s.log_end.subscribe();
     let mut role = repl.role.subscribe();
     let mut marks = repl.marks.subscribe();
@@ -433,11 +421,11 @@ async fn stream_to(
     loop {
         let target = *log_end.borrow_and_update();
         while cursor < target {
-            let next = u64::from_be_bytes(cursor).saturating_add(1).to_be_bytes();
+            let next = tid_after(&cursor);
             let batch: Vec<_> =
                 s.host.fs.iterator(Some(&next), Some(&target))?.take(BATCH).collect::<Result<_, _>>()?;
             if batch.is_empty() {
-                return Err(SessionError::Protocol(format!("transactions after {} are missing", hex::encode(cursor))));
+                return Err(LinkError::Protocol(format!("transactions after {} are missing", hex::encode(cursor))));
             }
             for t in batch {
                 if t.status == status::PACKED {
@@ -485,7 +473,7 @@ async fn stream_to(
             // Caught up to the log end: everything up to the pack time is on the standby.
             send(wr, &Msg::Pack { pack_tid: p }, epoch).await?;
         }
-        let send_status = async |wr: &mut OwnedWriteHalf| -> Result<(), SessionError> {
+        let send_status = async |wr: &mut W| -> Result<(), LinkError> {
             let out_of_sync = repl.state().get().standbys_out_of_sync.contains(name);
             let status =
                 PrimaryStatus { primary_last_tid: hex::encode(target), out_of_sync, sync: repl.opts.sync_standbys > 0 };
@@ -506,7 +494,7 @@ async fn stream_to(
                 pending_pack = *packs.borrow_and_update();
             }
             _ = role.changed() => {
-                if *role.borrow() != (Role::Primary, epoch) {
+                if *role.borrow() != (ServerRole::Primary, epoch) {
                     return Ok(());
                 }
             }

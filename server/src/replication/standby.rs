@@ -13,13 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use super::error::LinkError;
 use super::history::{self, Digest};
 use super::wire::{self, Hello, Msg, RefuseCode, ShippedTxn};
-use super::{Replication, StorageRepl};
+use super::{Replication, StorageRepl, tid_after};
 use crate::storage::{
     DataRecord, FileStorage, OpenOptions, StorageError, Tid, Transaction, TransactionRecord, TxnMeta, status,
 };
@@ -31,35 +31,13 @@ const APPLY_BATCH: usize = 256;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-#[derive(Debug, thiserror::Error)]
-enum FollowError {
-    #[error(transparent)]
-    Wire(#[from] wire::WireError),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("{0}")]
-    Protocol(String),
-    #[error("refused by the primary: {0}")]
-    Refused(String),
-    #[error("a full re-seed is needed: {0}")]
-    Reseed(String),
-    #[error("stopped")]
-    Stopped,
-}
-
-impl From<std::io::Error> for FollowError {
-    fn from(e: std::io::Error) -> Self {
-        FollowError::Wire(e.into())
-    }
-}
-
 /// Follows `primary` for storage `s` until `token` is cancelled (role change, shutdown).
 pub(super) async fn follow(repl: Arc<Replication>, s: Arc<StorageRepl>, primary: String, token: CancellationToken) {
     let mut delay = RETRY_MIN;
     loop {
         let outcome = tokio::select! {
             r = follow_once(&repl, &s, &primary, &token) => r,
-            _ = token.cancelled() => Err(FollowError::Stopped),
+            _ = token.cancelled() => Err(LinkError::Stopped),
         };
         {
             let mut f = s.follow.lock().expect("follow lock poisoned");
@@ -69,8 +47,8 @@ pub(super) async fn follow(repl: Arc<Replication>, s: Arc<StorageRepl>, primary:
             }
         }
         match outcome {
-            Err(FollowError::Stopped) => return,
-            Err(FollowError::Reseed(why)) => {
+            Err(LinkError::Stopped) => return,
+            Err(LinkError::Reseed(why)) => {
                 tracing::error!(storage = %s.name, %primary, reason = %why,
                     "this standby cannot follow without a full re-seed: POST /rejoin with \"reseed\": true");
                 if let Err(e) = repl.state().update(|st| st.needs_reseed = Some(why.clone())) {
@@ -92,19 +70,19 @@ pub(super) async fn follow(repl: Arc<Replication>, s: Arc<StorageRepl>, primary:
     }
 }
 
-async fn send(wr: &mut OwnedWriteHalf, msg: &Msg, epoch: u64) -> Result<(), FollowError> {
+async fn send<W: AsyncWrite + Unpin>(wr: &mut W, msg: &Msg, epoch: u64) -> Result<(), LinkError> {
     wr.write_all(&wire::encode(msg, epoch)).await?;
     Ok(())
 }
 
 /// Reads a frame from the primary, refusing a stale epoch.
-async fn recv(repl: &Replication, rd: &mut tokio::net::tcp::OwnedReadHalf) -> Result<(u64, Msg), FollowError> {
+async fn recv<R: AsyncRead + Unpin>(repl: &Replication, rd: &mut R) -> Result<(u64, Msg), LinkError> {
     let (epoch, msg) = tokio::time::timeout(SILENCE, wire::read(rd))
         .await
-        .map_err(|_| FollowError::Protocol(format!("the primary sent nothing for {SILENCE:?}")))??;
+        .map_err(|_| LinkError::Protocol(format!("the primary sent nothing for {SILENCE:?}")))??;
     let ours = repl.epoch();
     if epoch < ours {
-        return Err(FollowError::Refused(format!(
+        return Err(LinkError::RefusedByPrimary(format!(
             "the primary's epoch {epoch} is below ours ({ours}): it is stale, not following it"
         )));
     }
@@ -116,12 +94,28 @@ async fn follow_once(
     s: &Arc<StorageRepl>,
     primary: &str,
     token: &CancellationToken,
-) -> Result<(), FollowError> {
+) -> Result<(), LinkError> {
     let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(primary))
         .await
-        .map_err(|_| FollowError::Protocol(format!("connecting to {primary} timed out")))??;
+        .map_err(|_| LinkError::Protocol(format!("connecting to {primary} timed out")))??;
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    // dial -> [authenticate the primary: a TLS client handshake on `stream`, under a deadline,
+    // goes here] -> follow, which runs on any stream the handshake returns.
+    follow_stream(repl, s, primary, stream, token).await
+}
+
+/// Follows the primary over a connected (and, once the link has TLS, authenticated) stream.
+async fn follow_stream<S>(
+    repl: &Arc<Replication>,
+    s: &Arc<StorageRepl>,
+    primary: &str,
+    stream: S,
+    token: &CancellationToken,
+) -> Result<(), LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut blobs: HashMap<(Tid, Tid), PathBuf> = HashMap::new();
     // Handshake: hello, then maybe a snapshot, maybe probing and a rewind, until welcomed.
     let welcome = loop {
@@ -149,7 +143,7 @@ async fn follow_once(
                 match msg {
                     Msg::Welcome(w) => break (epoch, w),
                     other => {
-                        return Err(FollowError::Protocol(format!("expected welcome after the copy, got {other:?}")));
+                        return Err(LinkError::Protocol(format!("expected welcome after the copy, got {other:?}")));
                     }
                 }
             }
@@ -158,9 +152,9 @@ async fn follow_once(
                 let common = find_common(repl, s, &mut rd, &mut wr).await?;
                 rewind(s, &common, repl.epoch())?;
             }
-            Msg::Refuse(r) if r.code == RefuseCode::Reseed => return Err(FollowError::Reseed(r.reason)),
-            Msg::Refuse(r) => return Err(FollowError::Refused(r.reason)),
-            other => return Err(FollowError::Protocol(format!("unexpected {other:?} in the handshake"))),
+            Msg::Refuse(r) if r.code == RefuseCode::Reseed => return Err(LinkError::Reseed(r.reason)),
+            Msg::Refuse(r) => return Err(LinkError::RefusedByPrimary(r.reason)),
+            other => return Err(LinkError::Protocol(format!("unexpected {other:?} in the handshake"))),
         }
     };
     let (epoch, w) = welcome;
@@ -243,9 +237,9 @@ async fn follow_once(
                             }
                         });
                     }
-                    Msg::Refuse(r) if r.code == RefuseCode::Reseed => return Err(FollowError::Reseed(r.reason)),
-                    Msg::Refuse(r) => return Err(FollowError::Refused(r.reason)),
-                    other => return Err(FollowError::Protocol(format!("unexpected {other:?} in the stream"))),
+                    Msg::Refuse(r) if r.code == RefuseCode::Reseed => return Err(LinkError::Reseed(r.reason)),
+                    Msg::Refuse(r) => return Err(LinkError::RefusedByPrimary(r.reason)),
+                    other => return Err(LinkError::Protocol(format!("unexpected {other:?} in the stream"))),
                 }
                 if batch.len() < APPLY_BATCH {
                     next = rx.try_recv().ok();
@@ -255,7 +249,7 @@ async fn follow_once(
                 continue;
             }
             if token.is_cancelled() {
-                return Err(FollowError::Stopped);
+                return Err(LinkError::Stopped);
             }
             let last = apply_batch(s, batch, &mut blobs).await?;
             applied.inc_by(last.1);
@@ -279,7 +273,7 @@ async fn follow_once(
 
 /// Marks this standby synced once it has applied everything its sync-mode primary has, unless
 /// that primary has it marked out of sync.
-fn synced_if_caught_up(repl: &Replication, s: &StorageRepl, primary_sync: bool) -> Result<(), FollowError> {
+fn synced_if_caught_up(repl: &Replication, s: &StorageRepl, primary_sync: bool) -> Result<(), LinkError> {
     let caught_up = {
         let f = s.follow.lock().expect("follow lock poisoned");
         f.applied >= f.primary_last_tid
@@ -291,7 +285,7 @@ fn synced_if_caught_up(repl: &Replication, s: &StorageRepl, primary_sync: bool) 
 }
 
 /// Persists whether this standby holds every commit its sync-mode primary acknowledged.
-fn set_synced(repl: &Replication, synced: bool) -> Result<(), FollowError> {
+fn set_synced(repl: &Replication, synced: bool) -> Result<(), LinkError> {
     let mut st = repl.state();
     if st.get().synced != synced {
         st.update(|s| s.synced = synced)?;
@@ -301,7 +295,7 @@ fn set_synced(repl: &Replication, synced: bool) -> Result<(), FollowError> {
 }
 
 /// Persists the primary's word on whether we are out of sync.
-fn set_out_of_sync(repl: &Replication, out_of_sync: bool) -> Result<(), FollowError> {
+fn set_out_of_sync(repl: &Replication, out_of_sync: bool) -> Result<(), LinkError> {
     let mut st = repl.state();
     if st.get().out_of_sync != out_of_sync {
         st.update(|s| {
@@ -328,10 +322,10 @@ fn receive_blob_chunk(
     tid: Tid,
     last: bool,
     data: &[u8],
-) -> Result<(), FollowError> {
+) -> Result<(), LinkError> {
     use std::io::Write;
     let Some(dir) = &s.host.blobs else {
-        return Err(FollowError::Protocol("the primary sends blobs but this storage has no blob directory".into()));
+        return Err(LinkError::Protocol("the primary sends blobs but this storage has no blob directory".into()));
     };
     let path = match blobs.get(&(oid, tid)) {
         Some(p) => p.clone(),
@@ -377,12 +371,12 @@ async fn apply_batch(
     s: &Arc<StorageRepl>,
     batch: Vec<ShippedTxn>,
     blobs: &mut HashMap<(Tid, Tid), PathBuf>,
-) -> Result<(Tid, u64), FollowError> {
+) -> Result<(Tid, u64), LinkError> {
     let mut chain = s.history().last().1;
     for t in &batch {
         let expected = history::chain_next(&chain, &history::txn_digest(&as_record(t)));
         if expected != t.chain {
-            return Err(FollowError::Protocol(format!(
+            return Err(LinkError::Protocol(format!(
                 "transaction {} does not match the primary's history digest (damaged in transit, or the histories differ)",
                 hex::encode(t.tid)
             )));
@@ -394,14 +388,14 @@ async fn apply_batch(
         for r in t.records.iter().filter(|r| r.blob) {
             let path = blobs
                 .remove(&(r.oid, r.tid))
-                .ok_or_else(|| FollowError::Protocol(format!("blob of {} missing", hex::encode(r.oid))))?;
+                .ok_or_else(|| LinkError::Protocol(format!("blob of {} missing", hex::encode(r.oid))))?;
             staged.push((r.oid, r.tid, path));
         }
     }
     // No client commits on a standby, but promotion must not interleave with an apply.
     let _lock = s.host.commit_lock.clone().lock_owned().await;
     let host = s.host.clone();
-    let applied = tokio::task::spawn_blocking(move || -> Result<Vec<Applied>, FollowError> {
+    let applied = tokio::task::spawn_blocking(move || -> Result<Vec<Applied>, LinkError> {
         if let Some(dir) = &host.blobs {
             for (oid, tid, path) in &staged {
                 dir.commit(path, oid, tid)?;
@@ -433,7 +427,7 @@ async fn apply_batch(
         Ok(out)
     })
     .await
-    .map_err(|e| FollowError::Protocol(format!("apply task failed: {e}")))??;
+    .map_err(|e| LinkError::Protocol(format!("apply task failed: {e}")))??;
     let n = applied.len() as u64;
     let mut last = [0; 8];
     {
@@ -451,12 +445,12 @@ async fn apply_batch(
 }
 
 /// Binary search over our history for the last transaction the primary also has.
-async fn find_common(
+async fn find_common<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     repl: &Replication,
     s: &StorageRepl,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
-) -> Result<Tid, FollowError> {
+    rd: &mut R,
+    wr: &mut W,
+) -> Result<Tid, LinkError> {
     let n = s.history().len();
     // Entry `lo` matches (-1: the empty history), entry `hi` does not (the last one was refused).
     let (mut lo, mut hi) = (-1i64, n as i64 - 1);
@@ -467,18 +461,18 @@ async fn find_common(
         match recv(repl, rd).await?.1 {
             Msg::ProbeReply { matches: true } => lo = mid,
             Msg::ProbeReply { matches: false } => hi = mid,
-            other => return Err(FollowError::Protocol(format!("expected a probe reply, got {other:?}"))),
+            other => return Err(LinkError::Protocol(format!("expected a probe reply, got {other:?}"))),
         }
     }
     Ok(if lo < 0 { [0; 8] } else { s.history().get(lo as u64)?.0 })
 }
 
 /// Saves the transactions after `common` to a side file, then cuts them off.
-fn rewind(s: &StorageRepl, common: &Tid, epoch: u64) -> Result<(), FollowError> {
+fn rewind(s: &StorageRepl, common: &Tid, epoch: u64) -> Result<(), LinkError> {
     let fs = &s.host.fs;
     let (_, later) = fs.position_after(common)?;
     if later.iter().any(|(_, st)| *st == status::PACKED) {
-        return Err(FollowError::Reseed(format!(
+        return Err(LinkError::Reseed(format!(
             "this server packed past the last transaction it shares with the primary ({})",
             hex::encode(common)
         )));
@@ -488,7 +482,7 @@ fn rewind(s: &StorageRepl, common: &Tid, epoch: u64) -> Result<(), FollowError> 
     // Clients may hold what is about to disappear: they reconnect and revalidate.
     s.host.close_all();
     let cut = fs.truncate_after(common).map_err(|e| match e {
-        StorageError::Pack(why) => FollowError::Reseed(why),
+        StorageError::Pack(why) => LinkError::Reseed(why),
         e => e.into(),
     })?;
     s.history().truncate_after(common)?;
@@ -500,9 +494,9 @@ fn rewind(s: &StorageRepl, common: &Tid, epoch: u64) -> Result<(), FollowError> 
 
 /// Writes the transactions after `common` to a new FileStorage (data inline, no backpointers), which
 /// Python's tools can read.
-fn save_side_file(fs: &FileStorage, common: &Tid, side: &std::path::Path) -> Result<usize, FollowError> {
+fn save_side_file(fs: &FileStorage, common: &Tid, side: &std::path::Path) -> Result<usize, LinkError> {
     let out = FileStorage::open(side, OpenOptions { create: true, ..Default::default() })?;
-    let next = u64::from_be_bytes(*common).saturating_add(1).to_be_bytes();
+    let next = tid_after(common);
     let mut n = 0;
     for t in fs.iterator(Some(&next), None)? {
         let t = t?;
@@ -520,13 +514,13 @@ fn save_side_file(fs: &FileStorage, common: &Tid, side: &std::path::Path) -> Res
 }
 
 /// Receives a copy of the primary's file (and blobs, and history digests) and puts it in place.
-async fn receive_snapshot(
+async fn receive_snapshot<R: AsyncRead + Unpin>(
     repl: &Replication,
     s: &Arc<StorageRepl>,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rd: &mut R,
     size: u64,
     last_tid: Tid,
-) -> Result<(), FollowError> {
+) -> Result<(), LinkError> {
     use std::io::Write;
     tracing::info!(storage = %s.name, bytes = size, through = %hex::encode(last_tid), "receiving a copy of the primary's file");
     let seed = PathBuf::from(format!("{}.seed", s.host.fs.path().display()));
@@ -538,7 +532,7 @@ async fn receive_snapshot(
             Msg::SnapshotData(d) => {
                 received += d.len() as u64;
                 if received > size {
-                    return Err(FollowError::Protocol("the copy is longer than announced".into()));
+                    return Err(LinkError::Protocol("the copy is longer than announced".into()));
                 }
                 file.write_all(&d)?;
             }
@@ -549,28 +543,28 @@ async fn receive_snapshot(
                 }
             }
             Msg::SnapshotEnd { chain } => break chain,
-            other => return Err(FollowError::Protocol(format!("unexpected {other:?} in a copy"))),
+            other => return Err(LinkError::Protocol(format!("unexpected {other:?} in a copy"))),
         }
     };
     if received != size {
-        return Err(FollowError::Protocol(format!("the copy has {received} bytes, {size} announced")));
+        return Err(LinkError::Protocol(format!("the copy has {received} bytes, {size} announced")));
     }
     file.sync_all()?;
     drop(file);
     let host = s.host.clone();
     let s2 = s.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), FollowError> {
+    tokio::task::spawn_blocking(move || -> Result<(), LinkError> {
         host.close_all();
         host.fs.replace_with(&seed)?;
         s2.history().replace(&chain)?;
         if s2.history().last().0 != last_tid || host.fs.last_transaction() != last_tid {
-            return Err(FollowError::Protocol("the copy does not end where the primary said".into()));
+            return Err(LinkError::Protocol("the copy does not end where the primary said".into()));
         }
         host.reload_history();
         Ok(())
     })
     .await
-    .map_err(|e| FollowError::Protocol(format!("seeding task failed: {e}")))??;
+    .map_err(|e| LinkError::Protocol(format!("seeding task failed: {e}")))??;
     tracing::info!(storage = %s.name, through = %hex::encode(last_tid), "copy of the primary's file in place");
     Ok(())
 }

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::{StorageError, write_atomically};
 
-/// A server's role.
+/// A server's replication role: what it does in the pair (persisted, and shown in `/status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum ServerRole {
     /// Accepts commits (and standbys, with `--replication-listen`).
     Primary,
     /// Follows a primary; read-only for clients.
@@ -22,12 +22,12 @@ pub enum Role {
     Demoted,
 }
 
-impl Role {
+impl ServerRole {
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Primary => "primary",
-            Role::Standby => "standby",
-            Role::Demoted => "demoted",
+            ServerRole::Primary => "primary",
+            ServerRole::Standby => "standby",
+            ServerRole::Demoted => "demoted",
         }
     }
 }
@@ -38,7 +38,7 @@ pub struct ReplState {
     pub version: u32,
     /// Fencing token: raised at every promotion, adopted from the primary by a standby.
     pub epoch: u64,
-    pub role: Role,
+    pub role: ServerRole,
     /// The primary's replication address, for a standby.
     #[serde(default)]
     pub primary: Option<String>,
@@ -62,7 +62,7 @@ pub struct ReplState {
 }
 
 impl ReplState {
-    pub fn new(role: Role) -> Self {
+    pub fn new(role: ServerRole) -> Self {
         ReplState {
             version: 1,
             epoch: 0,
@@ -136,21 +136,21 @@ mod tests {
     fn survives_reopen_and_writes_only_changes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("Data.fs.rsrepl");
-        let mut f = StateFile::open(path.clone(), ReplState::new(Role::Primary)).unwrap();
+        let mut f = StateFile::open(path.clone(), ReplState::new(ServerRole::Primary)).unwrap();
         assert!(path.exists(), "the initial state is written at once");
         f.update(|s| {
             s.epoch = 7;
-            s.role = Role::Demoted;
+            s.role = ServerRole::Demoted;
             s.standbys_out_of_sync.insert("b".into());
         })
         .unwrap();
-        let again = StateFile::open(path.clone(), ReplState::new(Role::Primary)).unwrap();
+        let again = StateFile::open(path.clone(), ReplState::new(ServerRole::Primary)).unwrap();
         assert_eq!(again.get().epoch, 7);
-        assert_eq!(again.get().role, Role::Demoted);
+        assert_eq!(again.get().role, ServerRole::Demoted);
         assert!(again.get().standbys_out_of_sync.contains("b"));
         std::fs::write(&path, b"{not json").unwrap();
         assert!(
-            StateFile::open(path, ReplState::new(Role::Primary)).is_err(),
+            StateFile::open(path, ReplState::new(ServerRole::Primary)).is_err(),
             "a damaged state is an error, not a reset"
         );
     }

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::error::LinkError;
 use super::history::Digest;
 use crate::storage::{Oid, Tid};
 
@@ -156,17 +157,8 @@ mod kind {
     pub const PACK: u8 = 19;
 }
 
-/// A malformed or oversized frame, or an I/O error.
-#[derive(Debug, thiserror::Error)]
-pub enum WireError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("bad replication frame: {0}")]
-    Bad(String),
-}
-
-fn bad(why: impl Into<String>) -> WireError {
-    WireError::Bad(why.into())
+fn bad(why: impl Into<String>) -> LinkError {
+    LinkError::BadFrame(why.into())
 }
 
 /// Encodes a message as one frame.
@@ -275,7 +267,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], LinkError> {
         if self.b.len() < n {
             return Err(bad("truncated payload"));
         }
@@ -283,33 +275,33 @@ impl<'a> Reader<'a> {
         self.b = t;
         Ok(h)
     }
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], LinkError> {
         Ok(self.take(N)?.try_into().expect("length checked"))
     }
-    fn u8(&mut self) -> Result<u8, WireError> {
+    fn u8(&mut self) -> Result<u8, LinkError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, WireError> {
+    fn u32(&mut self) -> Result<u32, LinkError> {
         Ok(u32::from_be_bytes(self.arr()?))
     }
-    fn bytes(&mut self) -> Result<Vec<u8>, WireError> {
+    fn bytes(&mut self) -> Result<Vec<u8>, LinkError> {
         let n = self.u32()? as usize;
         Ok(self.take(n)?.to_vec())
     }
     fn rest(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.b).to_vec()
     }
-    fn done(&self) -> Result<(), WireError> {
+    fn done(&self) -> Result<(), LinkError> {
         if self.b.is_empty() { Ok(()) } else { Err(bad("trailing bytes")) }
     }
 }
 
 /// Decodes one frame body (after the length): `(epoch, message)`.
-pub fn decode(body: &[u8]) -> Result<(u64, Msg), WireError> {
+pub fn decode(body: &[u8]) -> Result<(u64, Msg), LinkError> {
     let mut r = Reader { b: body };
     let k = r.u8()?;
     let epoch = u64::from_be_bytes(r.arr()?);
-    fn json<T: serde::de::DeserializeOwned>(r: &mut Reader<'_>) -> Result<T, WireError> {
+    fn json<T: serde::de::DeserializeOwned>(r: &mut Reader<'_>) -> Result<T, LinkError> {
         serde_json::from_slice(&r.rest()).map_err(|e| bad(format!("bad control message: {e}")))
     }
     let msg = match k {
@@ -358,7 +350,7 @@ pub fn decode(body: &[u8]) -> Result<(u64, Msg), WireError> {
 }
 
 /// Reads one frame.
-pub async fn read<R: AsyncRead + Unpin>(rd: &mut R) -> Result<(u64, Msg), WireError> {
+pub async fn read<R: AsyncRead + Unpin>(rd: &mut R) -> Result<(u64, Msg), LinkError> {
     let mut len = [0u8; 4];
     rd.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len);
@@ -371,19 +363,19 @@ pub async fn read<R: AsyncRead + Unpin>(rd: &mut R) -> Result<(u64, Msg), WireEr
 }
 
 /// Writes one frame.
-pub async fn write<W: AsyncWrite + Unpin>(wr: &mut W, msg: &Msg, epoch: u64) -> Result<(), WireError> {
+pub async fn write<W: AsyncWrite + Unpin>(wr: &mut W, msg: &Msg, epoch: u64) -> Result<(), LinkError> {
     wr.write_all(&encode(msg, epoch)).await?;
     Ok(())
 }
 
 /// Parses a 16-hex-digit tid.
-pub fn parse_tid(s: &str) -> Result<Tid, WireError> {
+pub fn parse_tid(s: &str) -> Result<Tid, LinkError> {
     let v = hex::decode(s).map_err(|e| bad(format!("bad tid {s:?}: {e}")))?;
     v.try_into().map_err(|_| bad(format!("bad tid {s:?}: not 8 bytes")))
 }
 
 /// Parses a 64-hex-digit digest.
-pub fn parse_digest(s: &str) -> Result<Digest, WireError> {
+pub fn parse_digest(s: &str) -> Result<Digest, LinkError> {
     let v = hex::decode(s).map_err(|e| bad(format!("bad digest: {e}")))?;
     v.try_into().map_err(|_| bad("bad digest: not 32 bytes"))
 }

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::fuzzing::{apply_edits, edits};
 
 fn arb_scalar() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -79,21 +80,10 @@ proptest! {
     fn mutated_pickles_never_panic(
         value in arb_value(),
         memo in any::<bool>(),
-        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 1..6),
+        edits in edits(),
     ) {
         let mut data = if memo { encode_memo(&value) } else { encode_wire(&value) };
-        for (index, byte, kind) in edits {
-            if data.is_empty() {
-                break;
-            }
-            let i = index.index(data.len());
-            match kind {
-                0 => data[i] = byte,
-                1 => data.insert(i, byte),
-                2 => { data.remove(i); }
-                _ => data.truncate(i),
-            }
-        }
+        apply_edits(&mut data, edits);
         let _ = decode(&data, &DecodeOptions::wire());
         let _ = decode(&data, &DecodeOptions::records());
         let _ = crate::refs::references(&data);

@@ -6,7 +6,7 @@
 //! executed.
 
 use rand::{Rng, SeedableRng};
-use zeo_server::storage::{self, FileStorage, MAXTID, OpenOptions, Transaction, TxnMeta, Z64};
+use zeo_storage::{self as storage, FileStorage, MAXTID, OpenOptions, Transaction, TxnMeta, Z64};
 
 fn seed_file(path: &std::path::Path) {
     let fs = FileStorage::open(path, OpenOptions { create: true, ..Default::default() }).unwrap();

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use super::error::{Result, StorageError};
 use super::file::DataFile;
-use super::filestorage::{
-    FileStorage, bytes_of, load_back, next_record, read_any_data_header, read_backpointer, read_txn_header,
-    read_txn_meta,
-};
+use super::filestorage::FileStorage;
 use super::format::{DATA_HEADER_LEN, status};
+use super::records::{
+    load_back, next_record, prev_txn_pos, read_any_data_header, read_backpointer, read_txn_header, read_txn_meta,
+};
 use super::txn::{Oid, Tid};
+use zeo_proto::p64;
 use zeo_proto::timestamp::TimeStamp;
 
 /// One data record as iteration shows it.
@@ -105,7 +106,7 @@ impl TransactionIterator {
             let (_, user, description, extension) = read_txn_meta(&self.file, tpos, self.end)?;
             let records = read_records(&self.file, tpos, th.header_len(), th.tlen, self.end)?;
             return Ok(Some(TransactionRecord {
-                tid: bytes_of(th.tid),
+                tid: p64(th.tid),
                 status: th.status,
                 user,
                 description,
@@ -159,10 +160,10 @@ pub(crate) fn read_records(
             } else {
                 let target = read_any_data_header(file, back, end)?;
                 let data = load_back(file, h.oid, pos, back, end)?.map(|(d, _, _)| d);
-                (data, Some(bytes_of(target.tid)))
+                (data, Some(p64(target.tid)))
             }
         };
-        out.push(DataRecord { oid: bytes_of(h.oid), tid: bytes_of(h.tid), data, data_txn, pos });
+        out.push(DataRecord { oid: p64(h.oid), tid: p64(h.tid), data, data_txn, pos });
         pos = next;
     }
     Ok(out)
@@ -210,16 +211,6 @@ fn seek_start(file: &DataFile, end: u64, start: u64) -> Result<u64> {
             pos = tpos;
         }
     }
-}
-
-/// Position of the transaction that ends at `pos` (via the trailing length).
-pub(crate) fn prev_txn_pos(file: &DataFile, pos: u64) -> Result<u64> {
-    let mut b8 = [0u8; 8];
-    file.read_exact_at(&mut b8, pos - 8)?;
-    let tlen = u64::from_be_bytes(b8);
-    pos.checked_sub(tlen.saturating_add(8))
-        .filter(|p| *p >= 4)
-        .ok_or_else(|| StorageError::corrupted(file.path(), pos - 8, "bad trailing transaction length"))
 }
 
 fn last_txn_pos(file: &DataFile, end: u64) -> Result<u64> {

@@ -6,17 +6,14 @@
 //! durable with one fsync. `tpc_finish` = `finish_nosync` + wait until durable: when it returns, the
 //! transaction survives a crash, exactly as with one fsync per commit.
 
-use std::collections::HashMap;
-
 use super::error::{Result, StorageError};
-use super::file::DataFile;
-use super::filestorage::{
-    FileStorage, PendingTxn, VotedTxn, bytes_of, live_tid_at, read_any_data_header, read_data_header, u64_of,
-};
-use super::format::{DATA_HEADER_LEN, RecordBody, TXN_HEADER_LEN, TxnWriter, status};
-use super::index::Index;
+use super::filestorage::{FileStorage, PendingTxn, VotedTxn};
+use super::format::{RecordBody, TXN_HEADER_LEN, TxnWriter, status};
+use super::records::{data_find, live_tid_at, read_data_header, txn_find};
 use super::txn::{Op, Tid, Transaction, TxnState, WriteConflict};
+use super::vote::{Body, VoteCtx};
 use zeo_proto::timestamp::TimeStamp;
+use zeo_proto::{p64, u64_of};
 
 /// What a vote produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,60 +43,6 @@ pub struct Committed {
     pub seq: u64,
 }
 
-/// The body of a record being built.
-#[derive(Debug, Clone)]
-pub(crate) enum Body {
-    Data(Vec<u8>),
-    Back(u64),
-}
-
-/// A data record being built, with the file position it will have.
-#[derive(Debug, Clone)]
-pub(crate) struct NewRecord {
-    pub oid: u64,
-    pub tid: u64,
-    pub prev: u64,
-    pub body: Body,
-    pub pos: u64,
-}
-
-/// What the vote computation sees: committed state (durable and pending) and the records so far.
-pub(crate) struct VoteCtx<'a> {
-    pub file: &'a DataFile,
-    pub index: &'a Index,
-    pub overlay: &'a HashMap<u64, u64>,
-    /// End of finished transactions: where this one goes.
-    pub end: u64,
-    pub tid: u64,
-    pub records: Vec<NewRecord>,
-    /// oid → index in `records` of its latest record in this transaction.
-    pub tindex: HashMap<u64, usize>,
-    next_pos: u64,
-}
-
-impl<'a> VoteCtx<'a> {
-    /// Position of the current committed record of `oid`.
-    pub fn committed_pos(&self, oid: u64) -> Option<u64> {
-        self.overlay.get(&oid).or_else(|| self.index.get(&oid)).copied()
-    }
-
-    pub fn push(&mut self, oid: u64, tid: u64, prev: u64, body: Body) {
-        let body = match body {
-            Body::Data(d) if d.is_empty() => Body::Back(0),
-            b => b,
-        };
-        let len = DATA_HEADER_LEN
-            + match &body {
-                Body::Data(d) => d.len() as u64,
-                Body::Back(_) => 8,
-            };
-        let pos = self.next_pos;
-        self.next_pos += len;
-        self.tindex.insert(oid, self.records.len());
-        self.records.push(NewRecord { oid, tid, prev, body, pos });
-    }
-}
-
 impl FileStorage {
     /// Votes: assigns the tid (strictly increasing, TimeStamp rules), applies the buffered operations
     /// against the committed state, and writes the transaction with status 'c'. Read conflicts,
@@ -120,37 +63,28 @@ impl FileStorage {
             return Err(StorageError::Transaction("another transaction is voted and not yet finished".into()));
         }
         let tid = match txn.meta.tid {
-            Some(t) if u64_of(&t) > w.last_tid => u64_of(&t),
-            Some(t) => return Err(StorageError::TidNotIncreasing { given: t, last: bytes_of(w.last_tid) }),
+            Some(t) if u64_of(t) > w.last_tid => u64_of(t),
+            Some(t) => return Err(StorageError::TidNotIncreasing { given: t, last: p64(w.last_tid) }),
             None => TimeStamp::now().later_than(&TimeStamp::from_u64(w.last_tid)).as_u64(),
         };
         let s = self.shared();
         let header_len =
             TXN_HEADER_LEN + (txn.meta.user.len() + txn.meta.description.len() + txn.meta.extension.len()) as u64;
-        let mut ctx = VoteCtx {
-            file: &s.file,
-            index: &s.index,
-            overlay: &w.overlay,
-            end: w.pos,
-            tid,
-            records: Vec::new(),
-            tindex: HashMap::new(),
-            next_pos: w.pos + header_len,
-        };
+        let mut ctx = VoteCtx::new(&s.file, &s.index, &w.overlay, w.pos, tid, w.pos + header_len);
         let mut conflicts = Vec::new();
         let mut undone = Vec::new();
         let mut oids_seen = Vec::new();
         for op in &txn.ops {
             match op {
                 Op::Store { oid, serial, data } => {
-                    let oid_n = u64_of(oid);
+                    let oid_n = u64_of(*oid);
                     let prev = ctx.committed_pos(oid_n);
                     if let Some(p) = prev {
                         let h = read_data_header(ctx.file, p, ctx.end, oid_n)?;
-                        if h.tid != u64_of(serial) {
+                        if h.tid != u64_of(*serial) {
                             conflicts.push(WriteConflict {
                                 oid: *oid,
-                                committed: bytes_of(h.tid),
+                                committed: p64(h.tid),
                                 expected: *serial,
                                 data: data.clone(),
                             });
@@ -161,36 +95,32 @@ impl FileStorage {
                     ctx.push(oid_n, tid, prev.unwrap_or(0), Body::Data(data.clone()));
                 }
                 Op::CheckCurrent { oid, serial } => {
-                    let oid_n = u64_of(oid);
+                    let oid_n = u64_of(*oid);
                     let pos = ctx.committed_pos(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
                     let committed =
                         live_tid_at(ctx.file, pos, ctx.end, oid_n)?.ok_or(StorageError::PosKey { oid: *oid })?;
-                    if committed != u64_of(serial) {
+                    if committed != u64_of(*serial) {
                         return Err(StorageError::ReadConflict {
                             oid: *oid,
-                            committed: bytes_of(committed),
+                            committed: p64(committed),
                             expected: *serial,
                         });
                     }
                 }
                 Op::Delete { oid, serial } => {
-                    let oid_n = u64_of(oid);
+                    let oid_n = u64_of(*oid);
                     let p = ctx.committed_pos(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
                     let h = read_data_header(ctx.file, p, ctx.end, oid_n)?;
-                    if h.tid != u64_of(serial) {
-                        return Err(StorageError::Conflict {
-                            oid: *oid,
-                            committed: bytes_of(h.tid),
-                            expected: *serial,
-                        });
+                    if h.tid != u64_of(*serial) {
+                        return Err(StorageError::Conflict { oid: *oid, committed: p64(h.tid), expected: *serial });
                     }
                     ctx.push(oid_n, tid, p, Body::Back(0));
                 }
                 Op::Restore { oid, serial, data, prev_txn } => {
-                    let oid_n = u64_of(oid);
+                    let oid_n = u64_of(*oid);
                     oids_seen.push(oid_n);
                     let back = match prev_txn {
-                        Some(pt) => match txn_find(ctx.file, ctx.end, u64_of(pt), false)? {
+                        Some(pt) => match txn_find(ctx.file, ctx.end, u64_of(*pt), false)? {
                             Some(tpos) => data_find(ctx.file, ctx.end, tpos, oid_n, data.as_deref())?,
                             None => 0,
                         },
@@ -202,10 +132,10 @@ impl FileStorage {
                         (_, Some(d)) => Body::Data(d.clone()),
                         (_, None) => Body::Back(0),
                     };
-                    ctx.push(oid_n, u64_of(serial), prev, body);
+                    ctx.push(oid_n, u64_of(*serial), prev, body);
                 }
                 Op::Undo { tid: target } => {
-                    undone.extend(super::undo::undo_records(&mut ctx, u64_of(target))?.into_iter().map(bytes_of));
+                    undone.extend(super::undo::undo_records(&mut ctx, u64_of(*target))?.into_iter().map(p64));
                 }
             }
         }
@@ -217,7 +147,7 @@ impl FileStorage {
             return Ok(VoteOutcome::Conflicts(conflicts));
         }
         let tpos = w.pos;
-        let mut buf = Vec::with_capacity(usize::try_from(ctx.next_pos - tpos + 8).unwrap_or(0));
+        let mut buf = Vec::with_capacity(usize::try_from(ctx.next_pos() - tpos + 8).unwrap_or(0));
         let mut tw = TxnWriter::begin(
             &mut buf,
             tpos,
@@ -257,7 +187,7 @@ impl FileStorage {
         w.next_ticket += 1;
         w.voted = Some(VotedTxn { ticket, tpos, tlen, tid, status: txn.meta.status, records });
         txn.state = TxnState::Voted { ticket };
-        Ok(VoteOutcome::Voted { tid: bytes_of(tid), undone })
+        Ok(VoteOutcome::Voted { tid: p64(tid), undone })
     }
 
     /// Finishes and waits until the transaction is durable.
@@ -292,7 +222,7 @@ impl FileStorage {
         w.last_tid = v.tid;
         w.pending.push(PendingTxn { seq: v.ticket, end, tid: v.tid, records: v.records });
         txn.state = TxnState::Done;
-        Ok(Committed { tid: bytes_of(v.tid), seq: v.ticket })
+        Ok(Committed { tid: p64(v.tid), seq: v.ticket })
     }
 
     /// Abandons a transaction; a voted one is cut from the file. Aborting twice, or an open
@@ -423,48 +353,5 @@ impl FileStorage {
             CommitOutcome::Durable => Ok(()),
             _ => lost(),
         }
-    }
-}
-
-/// Finds the transaction `tid` scanning backwards from `end`; with `stop_at_pack`, gives up at the
-/// first packed transaction (it and everything before it can no longer be undone).
-pub(crate) fn txn_find(file: &DataFile, end: u64, tid: u64, stop_at_pack: bool) -> Result<Option<u64>> {
-    let mut pos = end;
-    while pos > 4 {
-        let tpos = super::iter::prev_txn_pos(file, pos)?;
-        let th = super::filestorage::read_txn_header(file, tpos, end)?;
-        if th.tid == tid {
-            return Ok(Some(tpos));
-        }
-        if th.tid < tid || (stop_at_pack && th.status == status::PACKED) {
-            return Ok(None);
-        }
-        pos = tpos;
-    }
-    Ok(None)
-}
-
-/// The position restore should point its backpointer at, for `oid` in the transaction at `tpos`: its
-/// latest record there, if it holds a backpointer or exactly `data`; else 0 (write the data inline).
-pub(crate) fn data_find(file: &DataFile, end: u64, tpos: u64, oid: u64, data: Option<&[u8]>) -> Result<u64> {
-    let th = super::filestorage::read_txn_header(file, tpos, end)?;
-    let tend = tpos + th.tlen;
-    let mut pos = tpos + th.header_len();
-    let mut found = None;
-    while pos < tend {
-        let h = read_any_data_header(file, pos, end)?;
-        let next = super::filestorage::next_record(file, pos, &h, tend)?;
-        if h.oid == oid {
-            found = Some((pos, h));
-        }
-        pos = next;
-    }
-    let Some((pos, h)) = found else { return Ok(0) };
-    if h.plen == 0 {
-        return Ok(pos);
-    }
-    match data {
-        Some(d) if d.len() as u64 == h.plen && file.read_vec_at(pos + DATA_HEADER_LEN, h.plen, end)? == d => Ok(pos),
-        _ => Ok(0),
     }
 }

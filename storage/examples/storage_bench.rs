@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::{Value, json};
-use zeo_server::storage::{FileStorage, MAXTID, OpenOptions, Tid, Transaction, TxnMeta, VoteOutcome, Z64};
+use zeo_storage::{FileStorage, MAXTID, OpenOptions, Tid, Transaction, TxnMeta, VoteOutcome, Z64};
 
 const OBJ_SIZE: usize = 300;
 const BENCHES: [&str; 6] = ["tiny", "tiny_group", "bulk", "load", "open", "fsync"];

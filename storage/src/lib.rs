@@ -1,7 +1,9 @@
-//! The storage engine: a FileStorage-compatible (FS30, byte for byte) transactional object store.
+//! zeo-storage, the storage engine: a FileStorage-compatible (FS30, byte for byte) transactional
+//! object store.
 //!
-//! Synchronous and free of networking: the ZEO server drives it from a writer thread; readers call
-//! it from any thread. What is durable when is specified in `docs/DURABILITY.md`.
+//! Synchronous and free of networking (its own crate, so Cargo enforces that): the ZEO server drives
+//! it from a writer thread; readers call it from any thread. What is durable when is specified in
+//! `docs/DURABILITY.md`.
 //!
 //! # Layout
 //! - `format`: the FS30 records (transaction and data headers) and their serialization.
@@ -12,13 +14,18 @@
 //! - `oids`: oid allocation with a durable high-water mark (`Data.fs.rsoids`).
 //! - `recovery`: the opening scan and crash recovery.
 //! - `filestorage`: `FileStorage`, open and the read calls.
-//! - `txn`: a transaction's buffered operations; `commit`: vote, finish, sync (group commit), abort.
+//! - `records`: navigating records (bounds-checked headers, backpointer chains, finding a
+//!   transaction or an object's record in it).
+//! - `txn`: a transaction's buffered operations; `commit`: vote, finish, sync (group commit), abort;
+//!   `vote`: the state a vote works on (shared by `commit` and `undo`).
 //! - `undo`: undo and the undo log; `iter`: transaction iteration; `pack`: pack with GC.
 //! - `rewind`: cutting the history back, or replacing the file (replication).
 //! - `verify`: a full read-only consistency check (fstest).
+//! - `describe`: renderings of records for tools and tests (class names, JSON).
 
 mod cache;
 mod commit;
+pub mod describe;
 mod error;
 mod file;
 mod filestorage;
@@ -28,11 +35,13 @@ mod iter;
 mod lock;
 mod oids;
 mod pack;
+mod records;
 mod recovery;
 mod rewind;
 mod txn;
 mod undo;
 mod verify;
+mod vote;
 
 pub use commit::{CommitOutcome, Committed, VoteOutcome};
 pub use error::{Result, StorageError};

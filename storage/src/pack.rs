@@ -18,16 +18,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::commit::data_find;
 use super::error::{Result, StorageError};
 use super::file::{DataFile, parent_dir, sync_dir};
-use super::filestorage::{
-    FileStorage, bytes_of, next_record, read_any_data_header, read_backpointer, read_txn_header, read_txn_meta,
-    record_data,
-};
+use super::filestorage::FileStorage;
 use super::format::{DATA_HEADER_LEN, DataHeader, MAGIC, RecordBody, TxnWriter, status};
 use super::index::{self, Index};
+use super::records::{
+    data_find, next_record, read_any_data_header, read_backpointer, read_txn_header, read_txn_meta, record_data,
+};
 use super::txn::{Oid, Tid};
+use zeo_proto::p64;
 
 /// What a pack did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -359,7 +359,7 @@ fn copy_to_packtime(file: &DataFile, g: &Gc, out: &mut Out, stats: &mut PackStat
         stats.records_removed += dropped.len() as u64;
         for (rpos, h) in dropped {
             if record_data(file, rpos, &h, g.packpos)?.is_some_and(|d| is_blob_record(&d)) {
-                stats.removed_blob_revisions.push((bytes_of(h.oid), bytes_of(h.tid)));
+                stats.removed_blob_revisions.push((p64(h.oid), p64(h.tid)));
             }
         }
         if !kept.is_empty() {

@@ -129,11 +129,14 @@ impl StorageError {
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+    /// An I/O failure of `op` on `path` (also for the server's own files beside the engine's, such
+    /// as the replication history, so they report like the engine's).
+    pub fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         StorageError::Io { op, path: path.to_path_buf(), source }
     }
 
-    pub(crate) fn corrupted(path: &std::path::Path, offset: u64, reason: impl Into<String>) -> Self {
+    /// Bytes at `offset` of `path` that cannot be what was written there.
+    pub fn corrupted(path: &std::path::Path, offset: u64, reason: impl Into<String>) -> Self {
         StorageError::Corrupted { path: path.to_path_buf(), offset, reason: reason.into() }
     }
 }

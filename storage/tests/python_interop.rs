@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use zeo_server::describe::describe;
-use zeo_server::storage::{FileStorage, OpenOptions, Transaction, TxnMeta, VoteOutcome, Z64};
+use zeo_storage::describe::describe;
+use zeo_storage::{FileStorage, OpenOptions, Transaction, TxnMeta, VoteOutcome, Z64};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

@@ -13,13 +13,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::error::{Result, StorageError};
 use super::file::{DataFile, Faults, sync_dir};
-use super::format::{DATA_HEADER_LEN, DataHeader, MAGIC, TXN_HEADER_LEN, TxnHeader};
+use super::format::{DataHeader, MAGIC};
 use super::index::{self, Index, Snapshot};
 use super::lock::LockFile;
 use super::oids::OidAllocator;
+use super::records::{check_backwards, live_tid_at, read_data_header, read_record, read_txn_meta, record_data};
 use super::recovery;
 use super::txn::{Oid, Tid};
 use zeo_proto::timestamp::TimeStamp;
+use zeo_proto::{p64, u64_of};
 
 /// How to open a storage.
 #[derive(Debug, Clone, Default)]
@@ -143,14 +145,6 @@ pub struct IterNext {
     pub tid: Tid,
     pub data: Vec<u8>,
     pub next: Option<Oid>,
-}
-
-pub(crate) fn u64_of(b: &[u8; 8]) -> u64 {
-    u64::from_be_bytes(*b)
-}
-
-pub(crate) fn bytes_of(v: u64) -> [u8; 8] {
-    v.to_be_bytes()
 }
 
 impl Shared {
@@ -307,7 +301,7 @@ impl FileStorage {
 
     /// Tid of the last durable transaction (z64 when empty).
     pub fn last_transaction(&self) -> Tid {
-        bytes_of(self.shared().last_tid)
+        p64(self.shared().last_tid)
     }
 
     /// Number of objects in the index (deleted ones included, as FileStorage counts).
@@ -328,14 +322,14 @@ impl FileStorage {
     /// `tid`; `PosKey` if it never existed or that revision is a deletion.
     pub fn load_before(&self, oid: &Oid, tid: &Tid) -> Result<Option<LoadBefore>> {
         let s = self.shared();
-        let (oid_n, tid_n) = (u64_of(oid), u64_of(tid));
+        let (oid_n, tid_n) = (u64_of(*oid), u64_of(*tid));
         let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         // The current revision (the common case) comes from the cache, or with its data in one read;
         // older ones are found by walking the prev chain, header by header.
         let (mut h, mut inline) = s.current_record(pos, oid_n)?;
         let mut end = None;
         while h.tid >= tid_n {
-            end = Some(bytes_of(h.tid));
+            end = Some(p64(h.tid));
             if h.prev == 0 {
                 return Ok(None);
             }
@@ -344,22 +338,22 @@ impl FileStorage {
             inline = None;
         }
         let data = s.data_of(pos, &h, inline, oid)?;
-        Ok(Some(LoadBefore { data, start: bytes_of(h.tid), end }))
+        Ok(Some(LoadBefore { data, start: p64(h.tid), end }))
     }
 
     /// The current revision's data and tid.
     pub fn load(&self, oid: &Oid) -> Result<(Vec<u8>, Tid)> {
         let s = self.shared();
-        let oid_n = u64_of(oid);
+        let oid_n = u64_of(*oid);
         let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         let (h, inline) = s.current_record(pos, oid_n)?;
-        Ok((s.data_of(pos, &h, inline, oid)?, bytes_of(h.tid)))
+        Ok((s.data_of(pos, &h, inline, oid)?, p64(h.tid)))
     }
 
     /// The data of the exact revision `serial`.
     pub fn load_serial(&self, oid: &Oid, serial: &Tid) -> Result<Vec<u8>> {
         let s = self.shared();
-        let (oid_n, serial_n) = (u64_of(oid), u64_of(serial));
+        let (oid_n, serial_n) = (u64_of(*oid), u64_of(*serial));
         let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         loop {
             let h = read_data_header(&s.file, pos, s.end, oid_n)?;
@@ -376,22 +370,22 @@ impl FileStorage {
     /// Tid of the current revision; `PosKey` for missing objects and undone creations.
     pub fn get_tid(&self, oid: &Oid) -> Result<Tid> {
         let s = self.shared();
-        let oid_n = u64_of(oid);
+        let oid_n = u64_of(*oid);
         let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
-        live_tid_at(&s.file, pos, s.end, oid_n)?.map(bytes_of).ok_or(StorageError::PosKey { oid: *oid })
+        live_tid_at(&s.file, pos, s.end, oid_n)?.map(p64).ok_or(StorageError::PosKey { oid: *oid })
     }
 
     /// Up to `size` revisions, newest first.
     pub fn history(&self, oid: &Oid, size: usize) -> Result<Vec<HistoryEntry>> {
         let s = self.shared();
-        let oid_n = u64_of(oid);
+        let oid_n = u64_of(*oid);
         let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         let mut out = Vec::new();
         while out.len() < size {
             let h = read_data_header(&s.file, pos, s.end, oid_n)?;
             let (_, user, description, extension) = read_txn_meta(&s.file, h.tloc, s.end)?;
             out.push(HistoryEntry {
-                tid: bytes_of(h.tid),
+                tid: p64(h.tid),
                 time: TimeStamp::from_u64(h.tid).time_time(),
                 user,
                 description,
@@ -411,12 +405,12 @@ impl FileStorage {
     pub fn record_iternext(&self, next: Option<&Oid>) -> Result<Option<IterNext>> {
         let (oid_n, following) = {
             let s = self.shared();
-            let from = next.map_or(0, u64_of);
+            let from = next.copied().map_or(0, u64_of);
             let Some((&oid_n, _)) = s.index.range(from..).next() else { return Ok(None) };
-            let following = oid_n.checked_add(1).and_then(|n| s.index.range(n..).next().map(|(&o, _)| bytes_of(o)));
+            let following = oid_n.checked_add(1).and_then(|n| s.index.range(n..).next().map(|(&o, _)| p64(o)));
             (oid_n, following)
         };
-        let oid = bytes_of(oid_n);
+        let oid = p64(oid_n);
         let (data, tid) = self.load(&oid)?;
         Ok(Some(IterNext { oid, tid, data, next: following }))
     }
@@ -427,7 +421,7 @@ impl FileStorage {
             return Err(StorageError::ReadOnly);
         }
         let mut a = self.oids.lock().expect("oid allocator lock poisoned");
-        Ok(a.allocate(n)?.into_iter().map(bytes_of).collect())
+        Ok(a.allocate(n)?.into_iter().map(p64).collect())
     }
 }
 
@@ -436,155 +430,4 @@ const SNAPSHOT_AFTER_SCANNING: u64 = 16 << 20;
 
 fn now_secs() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// Chain pointers (prev, backpointers) always point to earlier records; anything else is damage and
-/// would loop.
-pub(crate) fn check_backwards(file: &DataFile, from: u64, to: u64) -> Result<u64> {
-    if to >= from || to < 4 {
-        return Err(StorageError::corrupted(file.path(), from, format!("pointer to {to} does not point backwards")));
-    }
-    Ok(to)
-}
-
-/// Reads the data header at `pos`, checking it lies within `end` and belongs to `oid` (when given).
-pub(crate) fn read_data_header(file: &DataFile, pos: u64, end: u64, oid: u64) -> Result<DataHeader> {
-    let h = read_any_data_header(file, pos, end)?;
-    if h.oid != oid {
-        return Err(StorageError::corrupted(
-            file.path(),
-            pos,
-            format!("expected a record of oid {oid:#x}, found {:#x}", h.oid),
-        ));
-    }
-    Ok(h)
-}
-
-/// Tid of the record at `pos` (of `oid`), `None` when it holds no data (a deletion or an undone
-/// creation: the object does not exist as of that record).
-pub(crate) fn live_tid_at(file: &DataFile, pos: u64, end: u64, oid: u64) -> Result<Option<u64>> {
-    let h = read_data_header(file, pos, end, oid)?;
-    if h.plen == 0 && read_backpointer(file, pos)? == 0 {
-        return Ok(None);
-    }
-    Ok(Some(h.tid))
-}
-
-/// Position after the record at `pos`, which must end within its transaction (`tend`).
-pub(crate) fn next_record(file: &DataFile, pos: u64, h: &DataHeader, tend: u64) -> Result<u64> {
-    pos.checked_add(h.record_len())
-        .filter(|e| *e <= tend)
-        .ok_or_else(|| StorageError::corrupted(file.path(), pos, "data record exceeds its transaction"))
-}
-
-/// Bytes read with a record's header, so that a typical record (ZODB objects are mostly small) comes
-/// back with one `pread` instead of two.
-const RECORD_READ_AHEAD: u64 = 4096 - DATA_HEADER_LEN;
-
-/// Reads the record at `pos` (of `oid`) with one `pread` for records up to about 4 KiB: its header
-/// and, when it has inline data, the data.
-pub(crate) fn read_record(file: &DataFile, pos: u64, end: u64, oid: u64) -> Result<(DataHeader, Option<Vec<u8>>)> {
-    if pos < 4 || pos.saturating_add(DATA_HEADER_LEN) > end {
-        return Err(StorageError::corrupted(file.path(), pos, "data record position out of range"));
-    }
-    let want = (DATA_HEADER_LEN + RECORD_READ_AHEAD).min(end - pos);
-    let mut buf = vec![0u8; usize::try_from(want).expect("at most 4 KiB")];
-    file.read_exact_at(&mut buf, pos)?;
-    let mut hb = [0u8; DATA_HEADER_LEN as usize];
-    hb.copy_from_slice(&buf[..DATA_HEADER_LEN as usize]);
-    let h = DataHeader::decode(&hb);
-    if h.oid != oid {
-        return Err(StorageError::corrupted(
-            file.path(),
-            pos,
-            format!("expected a record of oid {oid:#x}, found {:#x}", h.oid),
-        ));
-    }
-    if h.plen == 0 {
-        return Ok((h, None));
-    }
-    let have = want - DATA_HEADER_LEN;
-    if h.plen <= have {
-        buf.truncate(usize::try_from(DATA_HEADER_LEN + h.plen).expect("at most 4 KiB"));
-        buf.drain(..DATA_HEADER_LEN as usize);
-        return Ok((h, Some(buf)));
-    }
-    Ok((h, Some(file.read_vec_at(pos + DATA_HEADER_LEN, h.plen, end)?)))
-}
-
-/// Reads any data header at `pos` (no oid check).
-pub(crate) fn read_any_data_header(file: &DataFile, pos: u64, end: u64) -> Result<DataHeader> {
-    if pos < 4 || pos.saturating_add(DATA_HEADER_LEN) > end {
-        return Err(StorageError::corrupted(file.path(), pos, "data record position out of range"));
-    }
-    let mut b = [0u8; DATA_HEADER_LEN as usize];
-    file.read_exact_at(&mut b, pos)?;
-    Ok(DataHeader::decode(&b))
-}
-
-pub(crate) fn read_backpointer(file: &DataFile, pos: u64) -> Result<u64> {
-    let mut b = [0u8; 8];
-    file.read_exact_at(&mut b, pos + DATA_HEADER_LEN)?;
-    Ok(u64::from_be_bytes(b))
-}
-
-/// The data a record stands for: inline, or followed through backpointers; `None` when the chain
-/// ends in "no data".
-pub(crate) fn record_data(file: &DataFile, pos: u64, h: &DataHeader, end: u64) -> Result<Option<Vec<u8>>> {
-    if h.plen > 0 {
-        return file.read_vec_at(pos + DATA_HEADER_LEN, h.plen, end).map(Some);
-    }
-    let back = read_backpointer(file, pos)?;
-    Ok(load_back(file, h.oid, pos, back, end)?.map(|(d, _, _)| d))
-}
-
-/// Follows a backpointer chain from `back` (found in the record at `from`): `(data, tid of the record
-/// holding it, its position)`, or `None` when the chain ends in "no data".
-pub(crate) fn load_back(
-    file: &DataFile,
-    oid: u64,
-    mut from: u64,
-    mut back: u64,
-    end: u64,
-) -> Result<Option<(Vec<u8>, u64, u64)>> {
-    loop {
-        if back == 0 {
-            return Ok(None);
-        }
-        back = check_backwards(file, from, back)?;
-        let h = read_data_header(file, back, end, oid)?;
-        if h.plen > 0 {
-            return Ok(Some((file.read_vec_at(back + DATA_HEADER_LEN, h.plen, end)?, h.tid, back)));
-        }
-        from = back;
-        back = read_backpointer(file, back)?;
-    }
-}
-
-/// Reads a transaction header and its user, description and extension.
-/// A transaction header with its user, description and extension.
-pub(crate) type TxnHeaderAndMeta = (TxnHeader, Vec<u8>, Vec<u8>, Vec<u8>);
-
-pub(crate) fn read_txn_meta(file: &DataFile, tpos: u64, end: u64) -> Result<TxnHeaderAndMeta> {
-    let th = read_txn_header(file, tpos, end)?;
-    let mut pos = tpos + TXN_HEADER_LEN;
-    let user = file.read_vec_at(pos, u64::from(th.ulen), end)?;
-    pos += u64::from(th.ulen);
-    let desc = file.read_vec_at(pos, u64::from(th.dlen), end)?;
-    pos += u64::from(th.dlen);
-    let ext = file.read_vec_at(pos, u64::from(th.elen), end)?;
-    Ok((th, user, desc, ext))
-}
-
-pub(crate) fn read_txn_header(file: &DataFile, tpos: u64, end: u64) -> Result<TxnHeader> {
-    if tpos < 4 || tpos.saturating_add(TXN_HEADER_LEN) > end {
-        return Err(StorageError::corrupted(file.path(), tpos, "transaction position out of range"));
-    }
-    let mut b = [0u8; TXN_HEADER_LEN as usize];
-    file.read_exact_at(&mut b, tpos)?;
-    let th = TxnHeader::decode(&b);
-    if tpos.checked_add(th.tlen).and_then(|e| e.checked_add(8)).is_none_or(|e| e > end) || th.tlen < th.header_len() {
-        return Err(StorageError::corrupted(file.path(), tpos, "transaction length out of range"));
-    }
-    Ok(th)
 }

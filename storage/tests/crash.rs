@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use zeo_server::storage::{self, FileStorage, OpenOptions, Transaction, TxnMeta, VoteOutcome};
+use zeo_storage::{self as storage, FileStorage, OpenOptions, Transaction, TxnMeta, VoteOutcome};
 
 const KILLS: usize = 60;
 const CHILD_ENV: &str = "ZEORS_CRASH_CHILD_FILE";

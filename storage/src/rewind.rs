@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use super::error::{Result, StorageError};
 use super::file::{DataFile, parent_dir, sync_dir};
-use super::filestorage::{FileStorage, Shared, bytes_of, read_txn_header, u64_of};
+use super::filestorage::{FileStorage, Shared};
 use super::format::{MAGIC, status};
 use super::index::{self, Index, Snapshot};
-use super::iter::prev_txn_pos;
+use super::records::{prev_txn_pos, read_txn_header};
 use super::recovery;
 use super::txn::Tid;
+use zeo_proto::{p64, u64_of};
 
 /// What `truncate_after` cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +45,7 @@ impl FileStorage {
     /// A consistent view of everything durable now.
     pub fn durable_copy(&self) -> DurableCopy {
         let s = self.shared();
-        DurableCopy { file: s.file.clone(), end: s.end, last_tid: bytes_of(s.last_tid) }
+        DurableCopy { file: s.file.clone(), end: s.end, last_tid: p64(s.last_tid) }
     }
 
     /// Position just after the last transaction with tid `<= tid` (4 when there is none), and the
@@ -54,7 +55,7 @@ impl FileStorage {
             let s = self.shared();
             (s.file.clone(), s.end)
         };
-        let tid = u64_of(tid);
+        let tid = u64_of(*tid);
         let mut later = Vec::new();
         let mut pos = end;
         while pos > 4 {
@@ -63,7 +64,7 @@ impl FileStorage {
             if th.tid <= tid {
                 break;
             }
-            later.push((bytes_of(th.tid), th.status));
+            later.push((p64(th.tid), th.status));
             pos = tpos;
         }
         Ok((pos, later))
@@ -80,7 +81,7 @@ impl FileStorage {
             (s.file.clone(), s.end)
         };
         let tpos = prev_txn_pos(&file, pos)?;
-        Ok(read_txn_header(&file, tpos, end)?.tid == u64_of(tid))
+        Ok(read_txn_header(&file, tpos, end)?.tid == u64_of(*tid))
     }
 
     /// Cuts every transaction after `tid` off the file, durably, and re-reads it. The caller has

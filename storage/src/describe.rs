@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value as Json, json};
 use zeo_proto::pickle::{self, Value};
 
-use crate::storage::{FileStorage, MAXTID, StorageError, TransactionRecord, Z64};
+use crate::{FileStorage, MAXTID, StorageError, TransactionRecord, Z64};
 
 /// `module.name` of a ZODB record's class, from its first pickle (`GLOBAL` or `(GLOBAL, args)`).
 pub fn class_name(record: &[u8]) -> Option<String> {
@@ -158,7 +158,7 @@ fn err_name(e: &StorageError) -> Json {
 }
 
 /// Everything a client can observe, in the format of `tests/python/describe.py` (see its README).
-pub fn describe(st: &FileStorage) -> crate::storage::Result<Json> {
+pub fn describe(st: &FileStorage) -> crate::Result<Json> {
     let mut txns = Vec::new();
     let mut tids = Vec::new();
     let mut records_of: BTreeMap<[u8; 8], Vec<[u8; 8]>> = BTreeMap::new();

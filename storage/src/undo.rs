@@ -8,13 +8,13 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::commit::{Body, VoteCtx, txn_find};
 use super::error::{Result, StorageError};
-use super::filestorage::{
-    FileStorage, bytes_of, load_back, read_any_data_header, read_backpointer, read_data_header, read_txn_meta,
-};
+use super::filestorage::FileStorage;
 use super::format::{DATA_HEADER_LEN, status};
+use super::records::{load_back, read_any_data_header, read_backpointer, read_data_header, read_txn_meta, txn_find};
 use super::txn::Tid;
+use super::vote::{Body, VoteCtx};
+use zeo_proto::p64;
 use zeo_proto::timestamp::TimeStamp;
 
 /// The opaque undo id ZEO clients see: base64 of the tid without the trailing newline.
@@ -56,7 +56,7 @@ impl FileStorage {
         let mut i: i64 = 0;
         let mut out = Vec::new();
         while i < last && pos > 4 {
-            let tpos = super::iter::prev_txn_pos(&s.file, pos)?;
+            let tpos = super::records::prev_txn_pos(&s.file, pos)?;
             pos = tpos;
             let (th, user, description, extension) = read_txn_meta(&s.file, tpos, s.end)?;
             if th.status == status::PACKED {
@@ -65,7 +65,7 @@ impl FileStorage {
             if th.status != status::COMMITTED {
                 continue;
             }
-            let tid = bytes_of(th.tid);
+            let tid = p64(th.tid);
             let entry = UndoEntry {
                 id: undo_id(&tid),
                 tid,
@@ -90,7 +90,7 @@ impl FileStorage {
 pub(crate) fn undo_records(ctx: &mut VoteCtx<'_>, target: u64) -> Result<Vec<u64>> {
     let tpos = txn_find(ctx.file, ctx.end, target, true)?
         .ok_or_else(|| StorageError::Undo("Invalid transaction id".into()))?;
-    let th = super::filestorage::read_txn_header(ctx.file, tpos, ctx.end)?;
+    let th = super::records::read_txn_header(ctx.file, tpos, ctx.end)?;
     if th.status != status::COMMITTED {
         return Err(StorageError::Undo("non-undoable transaction".into()));
     }
@@ -108,10 +108,10 @@ pub(crate) fn undo_records(ctx: &mut VoteCtx<'_>, target: u64) -> Result<Vec<u64
                 changed.push(h.oid);
             }
         }
-        pos = super::filestorage::next_record(ctx.file, pos, &h, tend)?;
+        pos = super::records::next_record(ctx.file, pos, &h, tend)?;
     }
     if !failures.is_empty() {
-        return Err(StorageError::MultipleUndo(failures.into_iter().map(|(o, r)| (bytes_of(o), r)).collect()));
+        return Err(StorageError::MultipleUndo(failures.into_iter().map(|(o, r)| (p64(o), r)).collect()));
     }
     Ok(changed)
 }
