@@ -173,6 +173,8 @@ async fn run(config: Config) -> Result<()> {
         sync_timeout: config.sync_timeout,
         admin_token,
         wait_for_supervisor: config.wait_for_supervisor,
+        require_write_lease: config.require_write_lease,
+        max_write_grant: config.max_write_grant,
         read_only_storages: config.storages.iter().filter(|s| s.read_only).map(|s| s.name.clone()).collect(),
     };
     let first_path = &config.storages[0].path;
