@@ -95,6 +95,10 @@ impl AdminSource for AdminView {
             {
                 for (name, section) in rs {
                     if let Some(serde_json::Value::Object(entry)) = ds.get_mut(&name) {
+                        // The supervisor reads which standbys this primary waits to drop per storage.
+                        if let Some(requested) = section.get("degrade_requested") {
+                            entry.insert("degrade_requested".into(), requested.clone());
+                        }
                         entry.insert("replication".into(), section);
                     }
                 }

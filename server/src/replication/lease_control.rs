@@ -63,8 +63,8 @@ impl Replication {
         // Read-only first, so that nothing votes while the held committers are answered.
         self.apply_read_only(ServerRole::Demoted);
         let unacknowledged: usize = self.storages.values().map(|s| s.host.refuse_held_committers(REASON_EXPIRED)).sum();
+        // The lease keeps its past deadline: `/status` says why this server stopped writing.
         self.fence();
-        self.write_lease.end();
         if let Err(e) = self.state().update(|s| s.role = ServerRole::Demoted) {
             // Fenced in memory all the same; a restart without the record comes back as primary
             // without a grant, which acknowledges nothing either.

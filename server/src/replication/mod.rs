@@ -390,6 +390,7 @@ impl Replication {
         let lease = &self.write_lease;
         let not_writable_reason = match role {
             ServerRole::Standby => Some("standby"),
+            ServerRole::Demoted if lease.expired_at(now) => Some(write_lease::REASON_EXPIRED),
             ServerRole::Demoted => Some("demoted"),
             ServerRole::Primary if !self.storages.values().any(|s| !s.host.is_read_only()) => {
                 Some("every storage is read-only")
