@@ -165,6 +165,7 @@ where
     if dropped > 0 {
         tracing::warn!(storage = %s.name, dropped, "unacknowledged transactions of our time as primary were never published");
     }
+    repl.write_lease.release_hold();
     s.host.set_gate(None);
     repl.adopt_epoch(epoch)?;
     set_out_of_sync(repl, w.out_of_sync)?;

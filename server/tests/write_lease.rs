@@ -1,0 +1,201 @@
+//! The server's write lease with real zeo-server processes on loopback: no acknowledgement
+//! without a grant, none past its deadline (also across a SIGSTOP), the fence at expiry, the
+//! admin calls' rules, and a degrade that waits for the supervisor's out-of-sync mark.
+
+#[allow(dead_code)]
+#[path = "replication/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Node, client, commit_new};
+use zeo_client::{Client, ClientError, ClientOptions};
+
+const SECOND: u64 = 1_000_000_000;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// This machine's CLOCK_BOOTTIME, the clock the server's grants are on.
+fn boottime_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).unwrap();
+    u64::try_from(ts.tv_sec()).unwrap() * SECOND + u64::try_from(ts.tv_nsec()).unwrap()
+}
+
+async fn grant(n: &Node, epoch: u64, until: u64) -> (u16, serde_json::Value) {
+    n.post("/write-lease", &format!("{{\"epoch\": {epoch}, \"until_boottime_ns\": {until}}}")).await
+}
+
+/// A client whose calls outlast a paused server, so that what it sees is the server's answer.
+async fn patient_client(addr: &str) -> Client {
+    let mut o = ClientOptions::new([addr]);
+    o.call_timeout = Duration::from_secs(60);
+    o.wait_timeout = Duration::from_secs(10);
+    Client::connect(o).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_commit_is_acknowledged_before_a_grant_and_commits_flow_after_one() {
+    let d = tmp();
+    let a = Node::start(&d.path().join("a"), "a", &["--require-write-lease", "--max-write-grant", "5m"]);
+    let s = a.status().await;
+    assert_eq!((s["role"].as_str(), s["writable"].as_bool()), (Some("primary"), Some(false)), "{s}");
+    assert_eq!(s["not_writable_reason"], "no write lease granted yet", "{s}");
+    assert_eq!(s["write_lease"], serde_json::json!({"required": true, "remaining_ms": null, "expired": false}));
+    assert!(s["boottime_ns"].as_u64().is_some_and(|t| t > 0), "{s}");
+
+    let c = client(&a.zeo, false).await;
+    let before = commit_new(&c, b"before the grant").await;
+    assert_eq!(before.err(), Some(ClientError::ReadOnly), "refused at vote as ReadOnlyError");
+    assert_eq!(a.status().await["last_tid"], "0000000000000000", "nothing was committed");
+
+    // A grant for another epoch is refused; ours is capped at --max-write-grant.
+    let now = boottime_ns();
+    let (code, body) = grant(&a, 7, now + 60 * SECOND).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("epoch 7")), "{body}");
+    let (code, body) = grant(&a, 0, now + 3600 * SECOND).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["writable"], true, "{body}");
+    let kept = body["until_boottime_ns"].as_u64().unwrap();
+    assert!(kept <= boottime_ns() + 300 * SECOND && kept > now + 290 * SECOND, "capped at 5m: {body}");
+    // An earlier deadline does not move it back.
+    let (code, body) = grant(&a, 0, now + 60 * SECOND).await;
+    assert_eq!((code, body["until_boottime_ns"].as_u64()), (200, Some(kept)), "{body}");
+
+    let (oid, _) = commit_new(&c, b"after the grant").await.unwrap();
+    assert_eq!(&c.load(oid).await.unwrap().0[..], b"after the grant");
+    let s = a.status().await;
+    assert_eq!((s["writable"].as_bool(), &s["not_writable_reason"]), (Some(true), &serde_json::Value::Null), "{s}");
+    assert!(s["write_lease"]["remaining_ms"].as_u64().is_some_and(|ms| ms > 200_000), "{s}");
+
+    let (code, metrics) = harness::http(&a.admin, "GET", "/metrics", "", None).await;
+    assert_eq!(code, 200);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(metrics.contains("zeo_commits_refused_not_writable_total 1"), "{metrics}");
+    assert!(metrics.contains("zeo_write_lease_remaining_seconds "), "{metrics}");
+    assert!(metrics.contains("zeo_write_lease_expiries_total 0"), "{metrics}");
+    // Unauthenticated grants are refused like every admin POST.
+    let (code, _) = harness::http(&a.admin, "POST", "/write-lease", "{}", None).await;
+    assert_eq!(code, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_deadline_the_server_fences_itself_and_stays_fenced_after_a_restart() {
+    let d = tmp();
+    let mut a = Node::start(&d.path().join("a"), "a", &["--require-write-lease"]);
+    let (code, body) = grant(&a, 0, boottime_ns() + 4 * SECOND).await;
+    assert_eq!(code, 200, "{body}");
+    let c = client(&a.zeo, false).await;
+    let (oid, _) = commit_new(&c, b"within the lease").await.unwrap();
+
+    let s = a.wait_status("fenced by the deadline", |s| s["writable"] == false).await;
+    let s = if s["role"] == "demoted" { s } else { a.wait_status("demoted", |s| s["role"] == "demoted").await };
+    assert_eq!(s["not_writable_reason"], "write lease expired", "{s}");
+    assert_eq!(s["write_lease"]["expired"], true, "{s}");
+    a.wait_status("every client disconnected", |s| s["connections"] == 0).await;
+    let log = a.log();
+    assert_eq!(log.matches("write lease expired without a new grant").count(), 1, "logged once: {log}");
+    assert!(log.contains("ERROR"), "{log}");
+
+    // Nothing more is acknowledged, and a late grant does not revive the lease.
+    assert!(commit_new(&c, b"after the deadline").await.is_err());
+    let (code, body) = grant(&a, 0, boottime_ns() + 10 * SECOND).await;
+    assert_eq!(code, 409, "{body}");
+    let (code, metrics) = harness::http(&a.admin, "GET", "/metrics", "", None).await;
+    assert_eq!(code, 200);
+    assert!(metrics.as_str().unwrap().contains("zeo_write_lease_expiries_total 1"), "{metrics}");
+
+    // The demotion is persisted: a restart does not write either.
+    a.restart_with(&["--require-write-lease"]);
+    let s = a.status().await;
+    assert_eq!((s["role"].as_str(), s["writable"].as_bool()), (Some("demoted"), Some(false)), "{s}");
+    assert_eq!(&client(&a.zeo, true).await.load(oid).await.unwrap().0[..], b"within the lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_carries_the_first_grant() {
+    let d = tmp();
+    let a = Node::start(&d.path().join("a"), "a", &["--require-write-lease", "--wait-for-supervisor"]);
+    assert_eq!(a.status().await["role"], "demoted");
+    let (code, body) = a.post("/promote", "{\"epoch\": 1}").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("until_boottime_ns")), "{body}");
+    let past = boottime_ns() - SECOND;
+    let (code, body) = a.post("/promote", &format!("{{\"epoch\": 1, \"until_boottime_ns\": {past}}}")).await;
+    assert_eq!(code, 409, "a grant already over: {body}");
+    assert_eq!(a.status().await["role"], "demoted");
+    let until = boottime_ns() + 20 * SECOND;
+    let (code, body) = a.post("/promote", &format!("{{\"epoch\": 1, \"until_boottime_ns\": {until}}}")).await;
+    assert_eq!(code, 200, "{body}");
+    let s = a.status().await;
+    assert_eq!((s["role"].as_str(), s["writable"].as_bool()), (Some("primary"), Some(true)), "{s}");
+    commit_new(&client(&a.zeo, false).await, b"promoted with a grant").await.unwrap();
+    let (code, body) = grant(&a, 1, until + SECOND).await;
+    assert_eq!((code, body["until_boottime_ns"].as_u64()), (200, Some(until + SECOND)), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_in_flight_while_paused_past_the_lease_is_not_acknowledged() {
+    let d = tmp();
+    let a = Node::start(&d.path().join("a"), "a", &["--require-write-lease"]);
+    let c = patient_client(&a.zeo).await;
+    let until = boottime_ns() + 2 * SECOND;
+    let (code, body) = grant(&a, 0, until).await;
+    assert_eq!(code, 200, "{body}");
+    let last = a.status().await["last_tid"].clone();
+    a.signal("-STOP");
+    let pending = {
+        let c = c.clone();
+        tokio::spawn(async move { commit_new(&c, b"in flight across the pause").await })
+    };
+    // The clock the lease is on passes the deadline while the server cannot run.
+    while boottime_ns() <= until + 200_000_000 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.signal("-CONT");
+    let outcome = pending.await.unwrap();
+    assert!(outcome.is_err(), "a commit past the lease was acknowledged: {outcome:?}");
+    let s = a.wait_status("demoted", |s| s["role"] == "demoted").await;
+    assert_eq!(s["writable"], false, "{s}");
+    assert_eq!(s["last_tid"], last, "nothing was published: {s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degrade_waits_for_the_supervisors_out_of_sync_mark() {
+    let d = tmp();
+    let a = Node::start(
+        &d.path().join("a"),
+        "a",
+        &["--require-write-lease", "--max-write-grant", "5m", "--sync-standbys", "1", "--sync-timeout", "300ms"],
+    );
+    let (code, body) = grant(&a, 0, boottime_ns() + 300 * SECOND).await;
+    assert_eq!(code, 200, "{body}");
+    let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
+    let ca = client(&a.zeo, false).await;
+    commit_new(&ca, b"warm").await.unwrap();
+    b.wait_status("in sync", |s| s["in_sync"] == true).await;
+    b.signal("-STOP");
+    let pending = {
+        let c = patient_client(&a.zeo).await;
+        tokio::spawn(async move { commit_new(&c, b"waits for the mark").await })
+    };
+    let s = a.wait_status("asks to drop b", |s| s["degrade_requested"] == serde_json::json!(["b"])).await;
+    assert_eq!(s["storages"]["1"]["degrade_requested"], serde_json::json!(["b"]), "{s}");
+    assert_eq!(s["sync_state"], "blocked", "commits wait past the timeout: {s}");
+    assert!(!pending.is_finished(), "a commit was acknowledged without the mark");
+    assert_eq!(s["standbys"][0]["out_of_sync"], false, "{s}");
+
+    let (code, body) = a.post("/out-of-sync", "{\"epoch\": 3, \"standbys\": [\"b\"]}").await;
+    assert_eq!(code, 409, "wrong epoch: {body}");
+    let (code, body) = a.post("/out-of-sync", "{\"epoch\": 0, \"standbys\": [\"b\"]}").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["dropped"], serde_json::json!(["b"]), "{body}");
+    pending.await.unwrap().unwrap();
+    let s = a.status().await;
+    assert_eq!(s["sync_state"], "degraded", "{s}");
+    assert_eq!(s["standbys"][0]["out_of_sync"], true, "{s}");
+    assert_eq!(s["degrade_requested"], serde_json::json!([]), "{s}");
+    b.signal("-CONT");
+}
