@@ -108,6 +108,8 @@ pub struct FollowView {
     pub primary_last_tid: Tid,
     pub applied: Tid,
     pub last_error: Option<String>,
+    /// Writing what the primary sent failed here (disk full, I/O error), and has not worked since.
+    pub storage_error: Option<String>,
 }
 
 /// Replication state of one storage.
@@ -501,8 +503,10 @@ impl Replication {
                     "lag_transactions": lag,
                     "lag_seconds": lag_seconds.max(0.0),
                     "out_of_sync": st.out_of_sync,
-                    // Promotable: holds every commit its sync primary acknowledged (state.rs).
-                    "in_sync": st.synced && !st.out_of_sync,
+                    // Promotable: holds every commit its sync primary acknowledged (state.rs), and
+                    // can write (a standby that cannot store what it is sent is no candidate).
+                    "in_sync": st.synced && !st.out_of_sync && f.storage_error.is_none(),
+                    "storage_error": f.storage_error,
                     "synced": st.synced,
                     "last_error": f.last_error,
                 })
