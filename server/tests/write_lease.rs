@@ -320,3 +320,50 @@ async fn a_standby_that_cannot_write_its_storage_reports_itself_not_in_sync_and_
     assert!(s["storage_error"].as_str().unwrap().to_lowercase().contains("large"), "EFBIG: {s}");
     assert!(b.child.try_wait().unwrap().is_none(), "the standby stays up");
 }
+
+/// The Python interpreter with ZODB and ZEO: `$ZEORS_PYTHON`, else `.venv/bin/python` at the root.
+fn python() -> std::path::PathBuf {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let p =
+        std::env::var_os("ZEORS_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| repo.join(".venv/bin/python"));
+    assert!(p.exists(), "no Python at {} (run scripts/setup-venv or set ZEORS_PYTHON)", p.display());
+    p
+}
+
+/// One commit through ZEO's `ClientStorage`; prints `COMMITTED` or the exception's class and text.
+const PYTHON_COMMIT: &str = r#"
+import sys, transaction, ZODB, ZEO.ClientStorage
+host, port = sys.argv[1].rsplit(":", 1)
+storage = ZEO.ClientStorage.ClientStorage((host, int(port)), wait_timeout=30)
+try:
+    db = ZODB.DB(storage)  # an empty storage: creating the root object is the first commit
+    conn = db.open()
+    conn.root()["k"] = sys.argv[2]
+    transaction.commit()
+    print("COMMITTED")
+except Exception as e:
+    print(type(e).__module__ + "." + type(e).__name__, e)
+"#;
+
+fn python_commit(addr: &str, value: &str) -> String {
+    let out = std::process::Command::new(python()).args(["-c", PYTHON_COMMIT, addr, value]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clientstorage_sees_read_only_error_before_a_grant_and_commits_after() {
+    let d = tmp();
+    let a = Node::start(&d.path().join("a"), "a", &["--require-write-lease", "--max-write-grant", "5m"]);
+    let zeo = a.zeo.clone();
+    let refused = tokio::task::spawn_blocking(move || python_commit(&zeo, "refused")).await.unwrap();
+    assert!(
+        refused.starts_with("ZODB.POSException.ReadOnlyError") && refused.contains("no write lease granted yet"),
+        "{refused}"
+    );
+    let (code, body) = grant(&a, 0, boottime_ns() + 300 * SECOND).await;
+    assert_eq!(code, 200, "{body}");
+    let zeo = a.zeo.clone();
+    let committed = tokio::task::spawn_blocking(move || python_commit(&zeo, "committed")).await.unwrap();
+    assert_eq!(committed, "COMMITTED");
+}
