@@ -32,6 +32,7 @@ async fn patient_client(addr: &str) -> Client {
     let mut o = ClientOptions::new([addr]);
     o.call_timeout = Duration::from_secs(60);
     o.wait_timeout = Duration::from_secs(10);
+    o.commit_resolve_timeout = Duration::from_secs(2);
     Client::connect(o).await.unwrap()
 }
 
@@ -198,4 +199,171 @@ async fn degrade_waits_for_the_supervisors_out_of_sync_mark() {
     assert_eq!(s["standbys"][0]["out_of_sync"], true, "{s}");
     assert_eq!(s["degrade_requested"], serde_json::json!([]), "{s}");
     b.signal("-CONT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_held_by_the_sync_gate_when_the_lease_runs_out_is_not_acknowledged_nor_lost() {
+    let d = tmp();
+    let a = Node::start(&d.path().join("a"), "a", &["--require-write-lease", "--sync-standbys", "1"]);
+    let until = boottime_ns() + 4 * SECOND;
+    let (code, body) = grant(&a, 0, until).await;
+    assert_eq!(code, 200, "{body}");
+    let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
+    let ca = client(&a.zeo, false).await;
+    let (_, warm) = commit_new(&ca, b"warm").await.unwrap();
+    let warm = hex::encode(warm);
+    b.wait_status("in sync", |s| s["in_sync"] == true).await;
+    b.signal("-STOP");
+    let pending = {
+        let c = patient_client(&a.zeo).await;
+        tokio::spawn(async move { commit_new(&c, b"held at the deadline").await })
+    };
+    a.wait_status("a commit waits for the standby", |s| s["sync_state"] == "blocked").await;
+    // The primary is paused across its deadline, and the standby's acknowledgement is waiting in
+    // its socket when it resumes: the gate opens and the expiry timer fires at once, in either order.
+    a.signal("-STOP");
+    b.signal("-CONT");
+    b.wait_status("applied the held commit", |s| s["last_tid"].as_str() > Some(warm.as_str())).await;
+    while boottime_ns() <= until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.signal("-CONT");
+    let outcome = pending.await.unwrap();
+    // The answer to its tpc_finish, as the client saw it before failing to look the outcome up.
+    let err = outcome.expect_err("acknowledged past the lease").to_string();
+    assert!(err.contains("StorageTransactionError") && err.contains("write lease expired"), "{err}");
+    let s = a.wait_status("demoted", |s| s["role"] == "demoted").await;
+    let held = s["last_tid"].as_str().unwrap().to_owned();
+    assert!(held > warm, "the transaction is durable here: {s}");
+    assert_eq!(s["storages"]["1"]["last_tid"], warm, "but was never published: {s}");
+    // Promoted again, with a grant, the server publishes it: nothing durable is lost.
+    let until = boottime_ns() + 20 * SECOND;
+    let (code, body) = a.post("/promote", &format!("{{\"epoch\": 1, \"until_boottime_ns\": {until}}}")).await;
+    assert_eq!(code, 200, "{body}");
+    a.wait_status("published after the grant", |s| s["storages"]["1"]["last_tid"] == held).await;
+}
+
+/// A standby under a file size limit (SIGXFSZ ignored): its writes fail with EFBIG past it, as
+/// they would with ENOSPC on a full disk.
+struct LimitedStandby {
+    child: std::process::Child,
+    admin: String,
+}
+
+impl LimitedStandby {
+    fn start(dir: &std::path::Path, primary_repl: &str, limit_kib: u64) -> LimitedStandby {
+        std::fs::create_dir_all(dir).unwrap();
+        let ready = dir.join("ready.json");
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("trap '' XFSZ; ulimit -f {}; exec \"$0\" \"$@\"", limit_kib * 2))
+            .arg(env!("CARGO_BIN_EXE_zeo-server"))
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--standby-name", "b"])
+            .args(["--standby-of", primary_repl])
+            .arg("--path")
+            .arg(dir.join("Data.fs"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut n = LimitedStandby { child, admin: String::new() };
+        let start = std::time::Instant::now();
+        while !ready.exists() {
+            assert!(n.child.try_wait().unwrap().is_none(), "the standby exited");
+            assert!(start.elapsed() < Duration::from_secs(30), "the standby did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+        n.admin = doc["admin"].as_str().unwrap().to_owned();
+        n
+    }
+
+    async fn wait_status(&self, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let start = std::time::Instant::now();
+        loop {
+            let (code, s) = harness::http(&self.admin, "GET", "/status", "", None).await;
+            assert_eq!(code, 200, "{s}");
+            if f(&s) {
+                return s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "never {what}: {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for LimitedStandby {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_cannot_write_its_storage_reports_itself_not_in_sync_and_stays_up() {
+    let d = tmp();
+    let a = Node::start(&d.path().join("a"), "a", &["--sync-standbys", "1", "--sync-timeout", "60s"]);
+    let mut b = LimitedStandby::start(&d.path().join("b"), &a.repl, 256);
+    let ca = client(&a.zeo, false).await;
+    commit_new(&ca, b"small").await.unwrap();
+    b.wait_status("in sync", |s| s["in_sync"] == true && s["storage_error"].is_null()).await;
+    let _big = {
+        let c = patient_client(&a.zeo).await;
+        tokio::spawn(async move { commit_new(&c, &vec![7u8; 512 << 10]).await })
+    };
+    let s = b.wait_status("a storage error", |s| s["storage_error"].is_string()).await;
+    assert_eq!(s["in_sync"], false, "not promotable: {s}");
+    assert_eq!(s["storages"]["1"]["replication"]["in_sync"], false, "{s}");
+    assert!(s["storage_error"].as_str().unwrap().to_lowercase().contains("large"), "EFBIG: {s}");
+    assert!(b.child.try_wait().unwrap().is_none(), "the standby stays up");
+}
+
+/// The Python interpreter with ZODB and ZEO: `$ZEORS_PYTHON`, else `.venv/bin/python` at the root.
+fn python() -> std::path::PathBuf {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let p =
+        std::env::var_os("ZEORS_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| repo.join(".venv/bin/python"));
+    assert!(p.exists(), "no Python at {} (run scripts/setup-venv or set ZEORS_PYTHON)", p.display());
+    p
+}
+
+/// One commit through ZEO's `ClientStorage`; prints `COMMITTED` or the exception's class and text.
+const PYTHON_COMMIT: &str = r#"
+import sys, transaction, ZODB, ZEO.ClientStorage
+host, port = sys.argv[1].rsplit(":", 1)
+storage = ZEO.ClientStorage.ClientStorage((host, int(port)), wait_timeout=30)
+try:
+    db = ZODB.DB(storage)  # an empty storage: creating the root object is the first commit
+    conn = db.open()
+    conn.root()["k"] = sys.argv[2]
+    transaction.commit()
+    print("COMMITTED")
+except Exception as e:
+    print(type(e).__module__ + "." + type(e).__name__, e)
+"#;
+
+fn python_commit(addr: &str, value: &str) -> String {
+    let out = std::process::Command::new(python()).args(["-c", PYTHON_COMMIT, addr, value]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clientstorage_sees_read_only_error_before_a_grant_and_commits_after() {
+    let d = tmp();
+    let a = Node::start(&d.path().join("a"), "a", &["--require-write-lease", "--max-write-grant", "5m"]);
+    let zeo = a.zeo.clone();
+    let refused = tokio::task::spawn_blocking(move || python_commit(&zeo, "refused")).await.unwrap();
+    assert!(
+        refused.starts_with("ZODB.POSException.ReadOnlyError") && refused.contains("no write lease granted yet"),
+        "{refused}"
+    );
+    let (code, body) = grant(&a, 0, boottime_ns() + 300 * SECOND).await;
+    assert_eq!(code, 200, "{body}");
+    let zeo = a.zeo.clone();
+    let committed = tokio::task::spawn_blocking(move || python_commit(&zeo, "committed")).await.unwrap();
+    assert_eq!(committed, "COMMITTED");
 }

@@ -123,7 +123,7 @@ pub(super) async fn write_lease(
     };
     match repl.grant_write_lease(body.epoch, body.until_boottime_ns) {
         Ok(kept) => {
-            let writable = repl.status()["writable"] == true;
+            let writable = repl.not_writable_reason(repl.role().0, boottime_ns()).is_none();
             axum::Json(serde_json::json!({"writable": writable, "until_boottime_ns": kept})).into_response()
         }
         Err(why) => {

@@ -108,6 +108,8 @@ pub struct FollowView {
     pub primary_last_tid: Tid,
     pub applied: Tid,
     pub last_error: Option<String>,
+    /// Writing what the primary sent failed here (disk full, I/O error), and has not worked since.
+    pub storage_error: Option<String>,
 }
 
 /// Replication state of one storage.
@@ -388,15 +390,7 @@ impl Replication {
         let first = self.storages.keys().next().and_then(|name| storages.get(name)).cloned();
         let now = write_lease::boottime_ns();
         let lease = &self.write_lease;
-        let not_writable_reason = match role {
-            ServerRole::Standby => Some("standby"),
-            ServerRole::Demoted if lease.expired_at(now) => Some(write_lease::REASON_EXPIRED),
-            ServerRole::Demoted => Some("demoted"),
-            ServerRole::Primary if !self.storages.values().any(|s| !s.host.is_read_only()) => {
-                Some("every storage is read-only")
-            }
-            ServerRole::Primary => lease.reason_at(now),
-        };
+        let not_writable_reason = self.not_writable_reason(role, now);
         let mut doc = serde_json::json!({
             "role": role.as_str(),
             "epoch": epoch,
@@ -421,6 +415,20 @@ impl Replication {
             }
         }
         doc
+    }
+
+    /// Why this server would not acknowledge a commit at `now` (`None`: it would).
+    pub fn not_writable_reason(&self, role: ServerRole, now: u64) -> Option<&'static str> {
+        let lease = &self.write_lease;
+        match role {
+            ServerRole::Standby => Some("standby"),
+            ServerRole::Demoted if lease.expired_at(now) => Some(write_lease::REASON_EXPIRED),
+            ServerRole::Demoted => Some("demoted"),
+            ServerRole::Primary if !self.storages.values().any(|s| !s.host.is_read_only()) => {
+                Some("every storage is read-only")
+            }
+            ServerRole::Primary => lease.reason_at(now),
+        }
     }
 
     fn storage_status(&self, s: &StorageRepl, role: ServerRole, st: &ReplState) -> serde_json::Value {
@@ -501,8 +509,10 @@ impl Replication {
                     "lag_transactions": lag,
                     "lag_seconds": lag_seconds.max(0.0),
                     "out_of_sync": st.out_of_sync,
-                    // Promotable: holds every commit its sync primary acknowledged (state.rs).
-                    "in_sync": st.synced && !st.out_of_sync,
+                    // Promotable: holds every commit its sync primary acknowledged (state.rs), and
+                    // can write (a standby that cannot store what it is sent is no candidate).
+                    "in_sync": st.synced && !st.out_of_sync && f.storage_error.is_none(),
+                    "storage_error": f.storage_error,
                     "synced": st.synced,
                     "last_error": f.last_error,
                 })

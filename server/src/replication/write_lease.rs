@@ -127,7 +127,7 @@ impl WriteLease {
         let wanted = capped(requested, now, self.max_grant);
         let mut current = self.until();
         loop {
-            if current != 0 && !allows(current, now) {
+            if self.required && current != 0 && !allows(current, now) {
                 return Err(GrantError::Expired { ago_ms: now.saturating_sub(current) / 1_000_000 });
             }
             if !allows(wanted, now) {
@@ -272,6 +272,7 @@ mod tests {
         assert!(!l.expired_at(S));
         l.start(20 * S, 10 * S);
         assert!(!l.expired_at(30 * S), "nothing expires when no lease is required");
+        assert_eq!(l.grant(50 * S, 30 * S), Ok(50 * S), "nor is a lapsed grant a fence");
     }
 
     #[test]
