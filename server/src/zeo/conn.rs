@@ -318,7 +318,11 @@ impl Conn {
                     buf.reserve(PREAUTH_READ_CHUNK);
                     let mut chunk = (&mut *rd).take(PREAUTH_READ_CHUNK as u64);
                     tokio::select! {
-                        r = chunk.read_buf(&mut buf) => r.map_err(|e| Close::Error(format!("read: {e}")))?,
+                        // A peer that resets before registering just went away: nothing to report.
+                        r = chunk.read_buf(&mut buf) => match r {
+                            Ok(n) => n,
+                            Err(_) => return Ok(Ended::Gone),
+                        },
                         why = pre.expired("register") => return Err(Close::Refused(why)),
                         _ = close.cancelled() => return Ok(Ended::Gone),
                         _ = shutdown.cancelled(), if !draining => {
