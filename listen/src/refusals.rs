@@ -36,6 +36,9 @@ pub enum Reason {
     InputBudget,
     /// An HTTP request head did not arrive in time.
     HeadTimeout,
+    /// The peer's protocol greeting is not ours (often a misconfigured client, so apart from
+    /// `Protocol` in the log).
+    Handshake,
     /// The peer spoke something else than the protocol before authenticating.
     Protocol,
 }
@@ -52,6 +55,7 @@ impl Reason {
             Reason::FrameTooLarge => "frame_too_large",
             Reason::InputBudget => "input_budget",
             Reason::HeadTimeout => "head_timeout",
+            Reason::Handshake => "handshake",
             Reason::Protocol => "protocol",
         }
     }

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use zeo_listen::AllowList;
 
 /// Defined with the settings that name it (`--identity NAME=rw|ro`), so the configuration needs
 /// nothing from this module.
@@ -38,11 +39,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// A fixed label for `zeo_connections_refused_total{reason}`.
-    pub fn metric_label(&self) -> &'static str {
+    /// How the listener counts it (`zeo_listener_refused_total{reason}`).
+    pub fn reason(&self) -> zeo_listen::Reason {
         match self {
-            Refusal::AddressNotAllowed(_) => "address",
-            Refusal::NoIdentity | Refusal::UnknownIdentity(_) => "identity",
+            Refusal::AddressNotAllowed(_) => zeo_listen::Reason::Address,
+            Refusal::NoIdentity | Refusal::UnknownIdentity(_) => zeo_listen::Reason::Identity,
         }
     }
 }
@@ -50,13 +51,18 @@ impl Refusal {
 /// The allow-list and the identity map. Empty means open, as in ZEO.
 #[derive(Clone, Debug, Default)]
 pub struct AccessPolicy {
-    allow: Vec<IpNet>,
+    allow: AllowList,
     identities: BTreeMap<String, AccessMode>,
 }
 
 impl AccessPolicy {
     pub fn new(allow: Vec<IpNet>, identities: BTreeMap<String, AccessMode>) -> AccessPolicy {
-        AccessPolicy { allow, identities }
+        AccessPolicy { allow: AllowList::new(allow), identities }
+    }
+
+    /// The address allow-list, for the listeners' gates.
+    pub fn allow_list(&self) -> &AllowList {
+        &self.allow
     }
 
     pub fn from_config(config: &Config) -> AccessPolicy {
@@ -69,16 +75,7 @@ impl AccessPolicy {
     /// # Errors
     /// `Refusal::AddressNotAllowed` when an allow-list is configured and no entry contains `addr`.
     pub fn check_addr(&self, addr: IpAddr) -> Result<(), Refusal> {
-        let mapped = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
-            IpAddr::V4(_) => None,
-        };
-        let allowed = |ip: IpAddr| self.allow.iter().any(|net| net.contains(&ip));
-        if self.allow.is_empty() || allowed(addr) || mapped.is_some_and(allowed) {
-            Ok(())
-        } else {
-            Err(Refusal::AddressNotAllowed(addr))
-        }
+        if self.allow.allows(addr) { Ok(()) } else { Err(Refusal::AddressNotAllowed(addr)) }
     }
 
     /// The connection's access mode. `identity` is `None` for a plain (non-TLS) connection. Without

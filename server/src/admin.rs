@@ -7,12 +7,18 @@
 //! ```no_run
 //! # use std::sync::Arc;
 //! # async fn f(listener: tokio::net::TcpListener, source: Arc<dyn zeo_server::admin::AdminSource>,
-//! #     metrics: Arc<zeo_server::metrics::Metrics>, shutdown: tokio_util::sync::CancellationToken) {
+//! #     metrics: Arc<zeo_server::metrics::Metrics>, gate: Arc<zeo_listen::Gate>,
+//! #     shutdown: tokio_util::sync::CancellationToken) {
 //! let control = axum::Router::new().route("/promote", axum::routing::post(|| async { "promoted" }));
 //! let app = zeo_server::admin::router(source, metrics).merge(control);
-//! zeo_server::admin::serve_router(listener, app, shutdown).await.unwrap();
+//! let limits = zeo_listen::HttpLimits::default();
+//! zeo_server::admin::serve_router(listener, gate, app, limits, shutdown).await.unwrap();
 //! # }
 //! ```
+//!
+//! Every endpoint, `/status` and `/metrics` included, is behind the listener's gate: the
+//! `--admin-allow` list (or `--allow`), a connection cap, a request head deadline and a body limit
+//! (zeo-listen's `serve_http`). Liveness probes come from the node, so its range must be allowed.
 
 use std::sync::Arc;
 
@@ -24,6 +30,9 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use zeo_listen::{AllowList, Gate, HttpLimits};
+
+use crate::config::Config;
 use crate::metrics::{self, Metrics};
 
 /// What the admin endpoints report about the running server. Implemented by the server core.
@@ -55,28 +64,46 @@ pub fn router(source: Arc<dyn AdminSource>, metrics: Arc<Metrics>) -> Router {
         .with_state(Admin { source, metrics })
 }
 
+/// The admin listener's gate: `--admin-allow` (or else `--allow`) and `--admin-max-connections`,
+/// counting into `zeo_listener_refused_total{listener="admin"}`.
+pub fn gate(config: &Config, metrics: &Metrics) -> Arc<Gate> {
+    let allow = AllowList::new(config.admin_allow.clone().unwrap_or_else(|| config.allow.clone()));
+    Arc::new(Gate::new("admin", allow, config.admin_max_connections, &metrics.listener_refusals))
+}
+
+/// The admin listener's HTTP bounds (`--admin-head-timeout`; the body and head caps are fixed: no
+/// admin call sends more than a small JSON document).
+pub fn limits(config: &Config) -> HttpLimits {
+    HttpLimits { head_timeout: config.admin_head_timeout, ..HttpLimits::default() }
+}
+
 /// Serves the built-in endpoints until `shutdown` is cancelled, then lets in-flight requests finish.
 ///
 /// # Errors
 /// I/O errors of the listener.
 pub async fn serve(
     listener: TcpListener,
+    gate: Arc<Gate>,
     source: Arc<dyn AdminSource>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(source, metrics), shutdown).await
+    serve_router(listener, gate, router(source, metrics), HttpLimits::default(), shutdown).await
 }
 
-/// Serves any admin router (the built-in one merged with others) until `shutdown` is cancelled.
+/// Serves any admin router (the built-in one merged with others) behind `gate` and `limits` until
+/// `shutdown` is cancelled.
 ///
 /// # Errors
 /// I/O errors of the listener.
-pub async fn serve_router(listener: TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "admin listening");
-    }
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+pub async fn serve_router(
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    zeo_listen::serve_http(listener, gate, app, limits, shutdown).await
 }
 
 async fn readyz(State(admin): State<Admin>) -> Response {
@@ -151,7 +178,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, fake.clone(), metrics, shutdown.clone()));
+        let gate = Arc::new(Gate::new("admin", AllowList::default(), 16, &metrics.listener_refusals));
+        let task = tokio::spawn(serve(listener, gate, fake.clone(), metrics, shutdown.clone()));
         (addr, fake, shutdown, task)
     }
 
@@ -194,7 +222,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve_router(listener, app, shutdown.clone()));
+        let gate = Arc::new(Gate::new("admin", AllowList::default(), 16, &Metrics::new().listener_refusals));
+        let task = tokio::spawn(serve_router(listener, gate, app, HttpLimits::default(), shutdown.clone()));
         assert_eq!(request(addr, "POST", "/promote").await.2, "promoted");
         assert_eq!(request(addr, "GET", "/livez").await.2, "ok");
         shutdown.cancel();

@@ -59,6 +59,14 @@ pub const ENV_TRANSACTION_TIMEOUT: &str = "ZEO_TRANSACTION_TIMEOUT";
 pub const ENV_MAX_CONNECTIONS: &str = "ZEO_MAX_CONNECTIONS";
 pub const ENV_MAX_FRAME_BYTES: &str = "ZEO_MAX_FRAME_BYTES";
 pub const ENV_OUTPUT_BUFFER_BYTES: &str = "ZEO_OUTPUT_BUFFER_BYTES";
+// Listener bounds (issue 13 part 4).
+pub const ENV_REGISTER_TIMEOUT: &str = "ZEO_REGISTER_TIMEOUT";
+pub const ENV_PREAUTH_FRAME_BYTES: &str = "ZEO_PREAUTH_FRAME_BYTES";
+pub const ENV_PREAUTH_INPUT_BYTES: &str = "ZEO_PREAUTH_INPUT_BYTES";
+/// Comma-separated CIDRs.
+pub const ENV_ADMIN_ALLOW: &str = "ZEO_ADMIN_ALLOW";
+pub const ENV_ADMIN_MAX_CONNECTIONS: &str = "ZEO_ADMIN_MAX_CONNECTIONS";
+pub const ENV_ADMIN_HEAD_TIMEOUT: &str = "ZEO_ADMIN_HEAD_TIMEOUT";
 pub const ENV_ADMIN: &str = "ZEO_ADMIN";
 pub const ENV_TLS_CERT: &str = "ZEO_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "ZEO_TLS_KEY";
@@ -89,6 +97,15 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 20;
 pub const DEFAULT_OUTPUT_BUFFER_BYTES: usize = 16 << 20;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+// Listener bounds (issue 13 part 4). A real ClientStorage registers within milliseconds, and its
+// `register` is a few hundred bytes; the budget is what 1000 silent-but-buffering peers may hold.
+pub const DEFAULT_REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_PREAUTH_FRAME_BYTES: usize = 64 << 10;
+pub const DEFAULT_PREAUTH_INPUT_BYTES: usize = 32 << 20;
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 128;
+pub const DEFAULT_ADMIN_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longer pre-auth or head deadlines would leave silent peers holding slots for nothing.
+pub const MAX_PREAUTH_TIMEOUT: Duration = Duration::from_secs(600);
 /// Frames smaller than this could not carry ordinary ZEO calls; a smaller limit is a typo.
 pub const MIN_FRAME_BYTES: usize = 1 << 10;
 /// A longer transaction timeout is almost certainly a unit mistake (milliseconds given as seconds).
@@ -201,6 +218,17 @@ pub struct Config {
     pub transaction_timeout: Option<Duration>,
     pub max_connections: usize,
     pub max_frame_bytes: usize,
+    /// ZEO: accept to `register`, TLS handshake included; silent connections are closed after it.
+    pub register_timeout: Duration,
+    /// ZEO: the largest frame before `register`.
+    pub preauth_frame_bytes: usize,
+    /// What all not-yet-authenticated connections together may buffer.
+    pub preauth_input_bytes: usize,
+    /// Networks allowed on the admin port; `None`: the `--allow` list.
+    pub admin_allow: Option<Vec<IpNet>>,
+    pub admin_max_connections: usize,
+    /// Deadline for an admin HTTP request head (also the keep-alive idle limit).
+    pub admin_head_timeout: Duration,
     /// Per-connection bound on queued outgoing bytes; a client that reads slower is disconnected.
     pub output_buffer_bytes: usize,
     /// Admin HTTP listener (`/livez`, `/readyz`, `/metrics`, `/status`); `None` = none.
@@ -329,6 +357,12 @@ impl Config {
                 return Err(invalid(format!("{missing} is required with {given}{why}")));
             }
         };
+        // The pre-auth defaults follow the explicit caps they must fit: never above the full frame
+        // cap, and a budget that holds at least one pre-auth frame.
+        let max_frame_bytes = bytes(l.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES, "--max-frame-bytes")?;
+        let preauth_frame_default = DEFAULT_PREAUTH_FRAME_BYTES.min(max_frame_bytes);
+        let preauth_frame_bytes = bytes(l.preauth_frame_bytes, preauth_frame_default, "--preauth-frame-bytes")?;
+        let preauth_input_default = DEFAULT_PREAUTH_INPUT_BYTES.max(preauth_frame_bytes);
         let listen = match l.listen {
             Some(hp) => hp,
             // The default is a valid literal.
@@ -343,7 +377,13 @@ impl Config {
             invalidation_queue_size: l.invalidation_queue_size.unwrap_or(DEFAULT_INVALIDATION_QUEUE_SIZE),
             transaction_timeout: l.transaction_timeout.and_then(|t| t.0).map(|s| s.0),
             max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
-            max_frame_bytes: bytes(l.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES, "--max-frame-bytes")?,
+            max_frame_bytes,
+            register_timeout: l.register_timeout.map_or(DEFAULT_REGISTER_TIMEOUT, |s| s.0),
+            preauth_frame_bytes,
+            preauth_input_bytes: bytes(l.preauth_input_bytes, preauth_input_default, "--preauth-input-bytes")?,
+            admin_allow: l.admin_allow.map(|v| v.into_iter().map(|c| c.0).collect()),
+            admin_max_connections: l.admin_max_connections.unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS),
+            admin_head_timeout: l.admin_head_timeout.map_or(DEFAULT_ADMIN_HEAD_TIMEOUT, |s| s.0),
             output_buffer_bytes: bytes(l.output_buffer_bytes, DEFAULT_OUTPUT_BUFFER_BYTES, "--output-buffer-bytes")?,
             admin: l.admin.and_then(|t| t.0),
             tls,
@@ -395,6 +435,7 @@ impl Config {
         if self.max_frame_bytes < MIN_FRAME_BYTES {
             return Err(invalid(format!("--max-frame-bytes must be at least {MIN_FRAME_BYTES} (1KiB)")));
         }
+        self.validate_listener_bounds()?;
         if self.output_buffer_bytes < MIN_FRAME_BYTES {
             return Err(invalid(format!("--output-buffer-bytes must be at least {MIN_FRAME_BYTES} (1KiB)")));
         }
@@ -468,6 +509,28 @@ impl Config {
         Ok(())
     }
 
+    /// The listener bounds: positive deadlines below `MAX_PREAUTH_TIMEOUT`, a pre-auth frame cap
+    /// between 1 KiB and the full frame cap, a budget that holds at least one pre-auth frame.
+    fn validate_listener_bounds(&self) -> Result<(), ConfigError> {
+        for (flag, t) in
+            [("--register-timeout", self.register_timeout), ("--admin-head-timeout", self.admin_head_timeout)]
+        {
+            if t.is_zero() || t > MAX_PREAUTH_TIMEOUT {
+                return Err(invalid(format!("{flag} must be positive and at most 10m")));
+            }
+        }
+        if self.preauth_frame_bytes < MIN_FRAME_BYTES || self.preauth_frame_bytes > self.max_frame_bytes {
+            return Err(invalid("--preauth-frame-bytes must be at least 1KiB and at most --max-frame-bytes"));
+        }
+        if self.preauth_input_bytes < self.preauth_frame_bytes {
+            return Err(invalid("--preauth-input-bytes must be at least --preauth-frame-bytes"));
+        }
+        if self.admin_max_connections < 1 {
+            return Err(invalid("--admin-max-connections must be at least 1"));
+        }
+        Ok(())
+    }
+
     /// One line describing the effective configuration for the startup log. File contents are never
     /// included (only paths), so nothing secret is logged.
     pub fn redacted_summary(&self) -> String {
@@ -490,9 +553,10 @@ impl Config {
         format!(
             "listen={} storages=[{}] read-only={} protocol={} admin={} tls={} allow={} identities=[{}] \
              invalidation-queue-size={} transaction-timeout={} max-connections={} max-frame-bytes={} \
-             output-buffer-bytes={} shutdown-grace={} config-file={} replication-listen={} standby-of={} \
-             standby-name={} sync-standbys={} sync-timeout={} admin-token-file={} wait-for-supervisor={} \
-             require-write-lease={} max-write-grant={}",
+             output-buffer-bytes={} register-timeout={} preauth-frame-bytes={} preauth-input-bytes={} \
+             admin-allow={} admin-max-connections={} admin-head-timeout={} shutdown-grace={} config-file={} \
+             replication-listen={} standby-of={} standby-name={} sync-standbys={} sync-timeout={} \
+             admin-token-file={} wait-for-supervisor={} require-write-lease={} max-write-grant={}",
             self.listen,
             storages.join(", "),
             self.read_only,
@@ -506,6 +570,15 @@ impl Config {
             self.max_connections,
             self.max_frame_bytes,
             self.output_buffer_bytes,
+            humantime::format_duration(self.register_timeout),
+            self.preauth_frame_bytes,
+            self.preauth_input_bytes,
+            self.admin_allow.as_ref().map_or_else(
+                || "as --allow".to_owned(),
+                |nets| nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+            ),
+            self.admin_max_connections,
+            humantime::format_duration(self.admin_head_timeout),
             humantime::format_duration(self.shutdown_grace),
             opt(self.config_file.as_ref().map(|p| p.display().to_string())),
             opt(self.replication_listen.as_ref().map(ToString::to_string)),

@@ -47,11 +47,6 @@ struct ConflictLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     method: &'static str,
     error: &'static str,
@@ -68,7 +63,8 @@ pub struct Metrics {
     registry: Registry,
     pub connections: Gauge,
     pub connections_accepted: Counter,
-    connections_refused: Family<ReasonLabel, Counter>,
+    /// `zeo_listener_refused_total{listener,reason}`: every listener's refusals (zeo-listen).
+    pub listener_refusals: zeo_listen::RefusalMetrics,
     loads: Family<StorageLabel, Counter>,
     stores: Family<StorageLabel, Counter>,
     commits: Family<StorageLabel, Counter>,
@@ -149,7 +145,7 @@ impl Metrics {
         let m = Metrics {
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
-            connections_refused: Family::default(),
+            listener_refusals: zeo_listen::RefusalMetrics::register(&mut registry),
             loads: Family::default(),
             stores: Family::default(),
             commits: Family::default(),
@@ -187,7 +183,6 @@ impl Metrics {
         let r = &mut registry;
         r.register("connections", "Open client connections", m.connections.clone());
         r.register("connections_accepted", "Client connections accepted", m.connections_accepted.clone());
-        r.register("connections_refused", "Client connections refused, by reason", m.connections_refused.clone());
         r.register("loads", "Object loads", m.loads.clone());
         r.register("stores", "Object stores", m.stores.clone());
         r.register("commits", "Committed transactions", m.commits.clone());
@@ -281,12 +276,6 @@ impl Metrics {
         }
     }
 
-    /// Counts a refused connection; `reason` is a fixed label such as `Refusal::metric_label()`,
-    /// `"max_connections"` or `"tls"`.
-    pub fn connection_refused(&self, reason: &'static str) {
-        self.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
-    }
-
     /// Counts an error returned to a client. `method` must be a known method name (or `"unknown"`),
     /// never text taken from the wire; `error` is the exception name (e.g. `"POSKeyError"`).
     pub fn error(&self, method: &'static str, error: &'static str) {
@@ -315,7 +304,9 @@ mod tests {
         let m = Metrics::new();
         m.connections.inc();
         m.connections_accepted.inc();
-        m.connection_refused("address");
+        let allow = zeo_listen::AllowList::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        let gate = zeo_listen::Gate::new("zeo", allow, 1, &m.listener_refusals);
+        assert!(gate.admit("127.0.0.2:4000".parse().unwrap()).is_err());
         let s = m.storage("1");
         s.loads.inc_by(3);
         s.stores.inc();
@@ -336,7 +327,7 @@ mod tests {
         for line in [
             "zeo_connections 1",
             "zeo_connections_accepted_total 1",
-            "zeo_connections_refused_total{reason=\"address\"} 1",
+            "zeo_listener_refused_total{listener=\"zeo\",reason=\"address\"} 1",
             "zeo_loads_total{storage=\"1\"} 3",
             "zeo_stores_total{storage=\"1\"} 1",
             "zeo_commits_total{storage=\"1\"} 1",

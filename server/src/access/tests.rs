@@ -24,7 +24,7 @@ fn address_allow_list() {
     for refused in ["11.0.0.1", "192.168.1.8", "::1", "::ffff:11.0.0.1"] {
         let r = p.check_addr(ip(refused)).unwrap_err();
         assert_eq!(r, Refusal::AddressNotAllowed(ip(refused)));
-        assert_eq!(r.metric_label(), "address");
+        assert_eq!(r.reason(), zeo_listen::Reason::Address);
     }
     assert_eq!(
         p.check_addr(IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8))).unwrap_err().to_string(),
@@ -58,6 +58,6 @@ fn access_modes_from_identities() {
     let stranger = identity(Some("mallory"), &["m.example"]);
     let r = p.mode_for(Some(&stranger)).unwrap_err();
     assert_eq!(r.to_string(), "client certificate CN=mallory DNS=m.example matches no configured identity");
-    assert_eq!(r.metric_label(), "identity");
+    assert_eq!(r.reason(), zeo_listen::Reason::Identity);
     assert_eq!(p.mode_for(None), Err(Refusal::NoIdentity));
 }

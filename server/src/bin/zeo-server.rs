@@ -163,6 +163,8 @@ async fn run(config: Config) -> Result<()> {
         output_limit: config.output_buffer_bytes,
         transaction_timeout: config.transaction_timeout,
         max_connections: config.max_connections,
+        preauth: zeo_listen::PreAuthLimits { deadline: config.register_timeout, max_frame: config.preauth_frame_bytes },
+        preauth_input_bytes: config.preauth_input_bytes,
     };
     let admin_token = match &config.admin_token_file {
         Some(path) => Some(
@@ -204,7 +206,9 @@ async fn run(config: Config) -> Result<()> {
             tokio::net::TcpListener::bind(admin.as_tuple()).await.with_context(|| format!("binding admin {admin}"))?;
         admin_addr = Some(l.local_addr()?);
         let app = admin::router(view.clone(), metrics.clone()).merge(replication::control::router(repl.clone()));
-        admin_task = Some(tokio::spawn(admin::serve_router(l, app, shutdown.clone())));
+        let gate = admin::gate(&config, &metrics);
+        let limits = admin::limits(&config);
+        admin_task = Some(tokio::spawn(admin::serve_router(l, gate, app, limits, shutdown.clone())));
     }
     let mut repl_addr = None;
     if let Some(rl) = &config.replication_listen {

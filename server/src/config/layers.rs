@@ -13,7 +13,8 @@ use super::*;
 const ENV_HELP: &str = "Environment variables (below flags, above the YAML file): ZEO_CONFIG, ZEO_LISTEN, ZEO_PATH, \
 ZEO_STORAGES (NAME=FILE,...), ZEO_BLOB_DIR, ZEO_STORAGE_BLOB_DIRS (NAME=DIR,...), ZEO_READ_ONLY, \
 ZEO_READ_ONLY_STORAGES (NAME,...), ZEO_MSGPACK, ZEO_INVALIDATION_QUEUE_SIZE, ZEO_TRANSACTION_TIMEOUT, \
-ZEO_MAX_CONNECTIONS, ZEO_MAX_FRAME_BYTES, ZEO_OUTPUT_BUFFER_BYTES, ZEO_ADMIN, ZEO_TLS_CERT, ZEO_TLS_KEY, \
+ZEO_MAX_CONNECTIONS, ZEO_MAX_FRAME_BYTES, ZEO_OUTPUT_BUFFER_BYTES, ZEO_REGISTER_TIMEOUT, ZEO_PREAUTH_FRAME_BYTES, \
+ZEO_PREAUTH_INPUT_BYTES, ZEO_ADMIN_ALLOW (CIDR,...), ZEO_ADMIN_MAX_CONNECTIONS, ZEO_ADMIN_HEAD_TIMEOUT, ZEO_ADMIN, ZEO_TLS_CERT, ZEO_TLS_KEY, \
 ZEO_TLS_CLIENT_CA, ZEO_ALLOW (CIDR,...), ZEO_IDENTITIES (NAME=rw|ro,...), ZEO_LOG_FORMAT, ZEO_SHUTDOWN_GRACE, \
 ZEO_READY_FILE, ZEO_REPLICATION_LISTEN, ZEO_STANDBY_OF, ZEO_STANDBY_NAME, ZEO_SYNC_STANDBYS, ZEO_SYNC_TIMEOUT, \
 ZEO_ADMIN_TOKEN_FILE, ZEO_WAIT_FOR_SUPERVISOR, ZEO_REQUIRE_WRITE_LEASE, ZEO_MAX_WRITE_GRANT. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
@@ -61,6 +62,24 @@ pub(super) struct Cli {
     /// Largest frame accepted from a client [default: 64MiB].
     #[arg(long, value_name = "BYTES", value_parser = ByteSize::parse)]
     max_frame_bytes: Option<ByteSize>,
+    /// Close ZEO connections that have not called register this long after connecting [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = Seconds::parse)]
+    register_timeout: Option<Seconds>,
+    /// Largest frame accepted before register [default: 64KiB].
+    #[arg(long, value_name = "BYTES", value_parser = ByteSize::parse)]
+    preauth_frame_bytes: Option<ByteSize>,
+    /// Total input buffered for connections not yet registered; past it they are closed [default: 32MiB].
+    #[arg(long, value_name = "BYTES", value_parser = ByteSize::parse)]
+    preauth_input_bytes: Option<ByteSize>,
+    /// Allowed network on the admin port (repeatable) [default: the --allow list].
+    #[arg(long = "admin-allow", value_name = "CIDR", value_parser = Cidr::parse)]
+    admin_allow: Vec<Cidr>,
+    /// Maximum simultaneous admin HTTP connections [default: 128].
+    #[arg(long, value_name = "N", value_parser = values::parse_count)]
+    admin_max_connections: Option<usize>,
+    /// Close admin HTTP connections whose request head takes longer than this [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = Seconds::parse)]
+    admin_head_timeout: Option<Seconds>,
     /// Per-connection bound on queued outgoing bytes; slower readers are disconnected [default: 16MiB].
     #[arg(long, value_name = "BYTES", value_parser = ByteSize::parse)]
     output_buffer_bytes: Option<ByteSize>,
@@ -152,6 +171,12 @@ pub(super) struct Layer {
     pub(super) transaction_timeout: Option<Toggle<Seconds>>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_frame_bytes: Option<ByteSize>,
+    pub(super) register_timeout: Option<Seconds>,
+    pub(super) preauth_frame_bytes: Option<ByteSize>,
+    pub(super) preauth_input_bytes: Option<ByteSize>,
+    pub(super) admin_allow: Option<Vec<Cidr>>,
+    pub(super) admin_max_connections: Option<usize>,
+    pub(super) admin_head_timeout: Option<Seconds>,
     pub(super) output_buffer_bytes: Option<ByteSize>,
     pub(super) admin: Option<Toggle<HostPort>>,
     pub(super) tls_cert: Option<PathBuf>,
@@ -194,6 +219,12 @@ impl From<Cli> for Layer {
             transaction_timeout: c.transaction_timeout,
             max_connections: c.max_connections,
             max_frame_bytes: c.max_frame_bytes,
+            register_timeout: c.register_timeout,
+            preauth_frame_bytes: c.preauth_frame_bytes,
+            preauth_input_bytes: c.preauth_input_bytes,
+            admin_allow: non_empty(c.admin_allow),
+            admin_max_connections: c.admin_max_connections,
+            admin_head_timeout: c.admin_head_timeout,
             output_buffer_bytes: c.output_buffer_bytes,
             admin: c.admin,
             tls_cert: c.tls_cert,
@@ -255,6 +286,12 @@ impl Layer {
             transaction_timeout: parsed(get(ENV_TRANSACTION_TIMEOUT), Toggle::parse)?,
             max_connections: parsed(get(ENV_MAX_CONNECTIONS), values::parse_count)?,
             max_frame_bytes: parsed(get(ENV_MAX_FRAME_BYTES), ByteSize::parse)?,
+            register_timeout: parsed(get(ENV_REGISTER_TIMEOUT), Seconds::parse)?,
+            preauth_frame_bytes: parsed(get(ENV_PREAUTH_FRAME_BYTES), ByteSize::parse)?,
+            preauth_input_bytes: parsed(get(ENV_PREAUTH_INPUT_BYTES), ByteSize::parse)?,
+            admin_allow: list(get(ENV_ADMIN_ALLOW), Cidr::parse)?,
+            admin_max_connections: parsed(get(ENV_ADMIN_MAX_CONNECTIONS), values::parse_count)?,
+            admin_head_timeout: parsed(get(ENV_ADMIN_HEAD_TIMEOUT), Seconds::parse)?,
             output_buffer_bytes: parsed(get(ENV_OUTPUT_BUFFER_BYTES), ByteSize::parse)?,
             admin: parsed(get(ENV_ADMIN), Toggle::parse)?,
             tls_cert: parsed(get(ENV_TLS_CERT), path)?,
@@ -301,6 +338,12 @@ impl Layer {
             transaction_timeout: self.transaction_timeout.or(lower.transaction_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
             max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
+            register_timeout: self.register_timeout.or(lower.register_timeout),
+            preauth_frame_bytes: self.preauth_frame_bytes.or(lower.preauth_frame_bytes),
+            preauth_input_bytes: self.preauth_input_bytes.or(lower.preauth_input_bytes),
+            admin_allow: self.admin_allow.or(lower.admin_allow),
+            admin_max_connections: self.admin_max_connections.or(lower.admin_max_connections),
+            admin_head_timeout: self.admin_head_timeout.or(lower.admin_head_timeout),
             output_buffer_bytes: self.output_buffer_bytes.or(lower.output_buffer_bytes),
             admin: self.admin.or(lower.admin),
             tls_cert: self.tls_cert.or(lower.tls_cert),

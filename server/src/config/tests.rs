@@ -326,3 +326,49 @@ fn write_lease_settings_from_every_layer_and_their_rules() {
     assert!(err(&["--path", "/d", "--max-write-grant", "11m"], &[]).contains("--max-write-grant"));
     assert!(err(&["--path", "/d"], &[(ENV_REQUIRE_WRITE_LEASE, "maybe")]).contains(ENV_REQUIRE_WRITE_LEASE));
 }
+
+#[test]
+fn listener_bounds_from_every_layer_and_their_rules() {
+    let p = ["--path", "/a"];
+    let c = load(&p, &[]).unwrap();
+    assert_eq!(c.register_timeout, DEFAULT_REGISTER_TIMEOUT);
+    assert_eq!((c.preauth_frame_bytes, c.preauth_input_bytes), (64 << 10, 32 << 20));
+    assert_eq!((c.admin_allow.clone(), c.admin_max_connections), (None, 128));
+    assert_eq!(c.admin_head_timeout, Duration::from_secs(5));
+    // The pre-auth defaults follow a small full frame cap and a big pre-auth cap.
+    let c = load(&[&p[..], &["--max-frame-bytes", "4KiB"]].concat(), &[]).unwrap();
+    assert_eq!(c.preauth_frame_bytes, 4 << 10);
+    let c = load(&[&p[..], &["--preauth-frame-bytes", "48MiB"]].concat(), &[]).unwrap();
+    assert_eq!(c.preauth_input_bytes, 48 << 20);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = yaml(&dir, "path: /y\nregister-timeout: 3s\npreauth-frame-bytes: 8KiB\nadmin-allow: [10.1.0.0/16]\n");
+    let env = [
+        (ENV_CONFIG, file.as_str()),
+        (ENV_PREAUTH_INPUT_BYTES, "1MiB"),
+        (ENV_ADMIN_MAX_CONNECTIONS, "9"),
+        (ENV_ADMIN_HEAD_TIMEOUT, "2s"),
+        (ENV_REGISTER_TIMEOUT, "4s"),
+    ];
+    let c = load(&["--register-timeout", "1s", "--admin-allow", "127.0.0.1"], &env).unwrap();
+    assert_eq!(c.register_timeout, Duration::from_secs(1), "flag beats env beats yaml");
+    assert_eq!((c.preauth_frame_bytes, c.preauth_input_bytes), (8 << 10, 1 << 20));
+    assert_eq!(c.admin_allow.unwrap().iter().map(ToString::to_string).collect::<Vec<_>>(), ["127.0.0.1/32"]);
+    assert_eq!((c.admin_max_connections, c.admin_head_timeout), (9, Duration::from_secs(2)));
+    let c = load(&[], &[(ENV_CONFIG, file.as_str())]).unwrap();
+    assert_eq!(c.admin_allow.unwrap().len(), 1, "yaml list");
+
+    let with = |extra: &[&str]| err(&[&p[..], extra].concat(), &[]);
+    assert!(with(&["--register-timeout", "0"]).contains("--register-timeout must be positive"));
+    assert!(with(&["--register-timeout", "1h"]).contains("at most 10m"));
+    assert!(with(&["--admin-head-timeout", "0"]).contains("--admin-head-timeout must be positive"));
+    assert!(with(&["--preauth-frame-bytes", "100"]).contains("--preauth-frame-bytes must be at least 1KiB"));
+    let over = with(&["--max-frame-bytes", "1MiB", "--preauth-frame-bytes", "2MiB"]);
+    assert!(over.contains("at most --max-frame-bytes"), "{over}");
+    let small = with(&["--preauth-frame-bytes", "64KiB", "--preauth-input-bytes", "32KiB"]);
+    assert!(small.contains("--preauth-input-bytes must be at least --preauth-frame-bytes"), "{small}");
+    assert!(with(&["--admin-max-connections", "0"]).contains("--admin-max-connections must be at least 1"));
+    assert!(with(&["--admin-allow", "bogus"]).contains("bogus"));
+    let e = err(&p, &[(ENV_REGISTER_TIMEOUT, "soon")]);
+    assert!(e.starts_with("ZEO_REGISTER_TIMEOUT=\"soon\""), "{e}");
+}

@@ -7,12 +7,14 @@
 //! of methods) and `blobs` (blob transfer). Adding a method is one line in `dispatch` and its
 //! handler in one of those files.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use zeo_proto::frame::FrameDecoder;
+use zeo_listen::{PreAuth, PreAuthError, Reason};
+use zeo_proto::frame::{FrameDecoder, FrameError};
 use zeo_proto::message::{self, Message};
 use zeo_proto::pickle::Value;
 
@@ -23,9 +25,22 @@ use super::host::{ConnId, StorageHost};
 use super::methods::iter::Iterators;
 use super::outbox::{Outbox, OutboxReceiver};
 
-/// Why a connection is closed by the server (logged).
+/// Why a connection is closed by the server.
 #[derive(Debug)]
-struct Close(String);
+enum Close {
+    /// Something the client did or that failed (logged; before `register`, as a refusal).
+    Error(String),
+    /// A pre-register bound: the register deadline, the pre-register frame cap or the input budget.
+    Refused(PreAuthError),
+    /// The client's protocol greeting is not the one the server announced.
+    Handshake(String),
+}
+
+/// How much one read may add to a pre-register connection's buffer: its budget reservation grows
+/// by this much ahead of each read, so the budget covers every byte buffered.
+const PREAUTH_READ_CHUNK: usize = 8 << 10;
+/// The read buffer once registered (big frames are expected then).
+const READ_BUFFER: usize = 64 << 10;
 
 /// How the read loop ended without an error.
 enum Ended {
@@ -125,9 +140,14 @@ fn dispatch(method: &str) -> Option<(Reply, bool)> {
     })
 }
 
+/// Serves one accepted (and, with TLS, handshaken) connection. `preauth` bounds it until
+/// `register`: the deadline counts from accept, frames are capped small and buffered input draws
+/// from the server's pre-auth budget.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
 pub async fn serve<S>(
     stream: S,
-    peer: Arc<str>,
+    addr: SocketAddr,
+    preauth: PreAuth,
     access_read_only: bool,
     server: Arc<Server>,
     shutdown: CancellationToken,
@@ -135,6 +155,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let peer: Arc<str> = Arc::from(addr.to_string());
     let (mut rd, wr) = tokio::io::split(stream);
     let close = force.child_token();
     let encoding = server.opts.encoding;
@@ -156,7 +177,7 @@ pub async fn serve<S>(
     };
     server.metrics.connections.inc();
     server.metrics.connections_accepted.inc();
-    let result = conn.read_loop(&mut rd, &close, &shutdown).await;
+    let result = conn.read_loop(&mut rd, preauth, &close, &shutdown).await;
     conn.tasks.close();
     match &result {
         Ok(Ended::Drained) => {
@@ -171,7 +192,21 @@ pub async fn serve<S>(
             tracing::debug!(%peer, "connection closed");
             close.cancel();
         }
-        Err(Close(why)) => {
+        // Before register nobody is authenticated: such closes are refusals, logged rate-limited so
+        // a flood of junk connections cannot flood the log.
+        Err(Close::Refused(why)) => {
+            server.gate.refuse(addr, why.reason(), &why);
+            close.cancel();
+        }
+        Err(Close::Handshake(why)) => {
+            server.gate.refuse(addr, Reason::Handshake, &why);
+            close.cancel();
+        }
+        Err(Close::Error(why)) if conn.host.is_none() => {
+            server.gate.refuse(addr, Reason::Protocol, &why);
+            close.cancel();
+        }
+        Err(Close::Error(why)) => {
             tracing::warn!(%peer, reason = %why, "closing connection");
             close.cancel();
         }
@@ -238,15 +273,18 @@ impl Conn {
     async fn read_loop<R: AsyncRead + Unpin>(
         &mut self,
         rd: &mut R,
+        preauth: PreAuth,
         close: &CancellationToken,
         shutdown: &CancellationToken,
     ) -> Result<Ended, Close> {
-        let mut decoder = FrameDecoder::new(self.server.opts.max_frame);
-        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut decoder = FrameDecoder::new(preauth.limits().max_frame);
+        // `Some` until register: the connection is not authenticated yet.
+        let mut preauth = Some(preauth);
+        let mut buf = Vec::with_capacity(PREAUTH_READ_CHUNK);
         let mut handshaken = false;
         let mut draining = false;
         loop {
-            while let Some(frame) = decoder.decode(&mut buf).map_err(|e| Close(format!("bad frame: {e}")))? {
+            while let Some(frame) = decoder.decode(&mut buf).map_err(|e| frame_error(e, preauth.is_some()))? {
                 self.server.metrics.bytes_received.inc_by(frame.len() as u64 + 4);
                 if !handshaken {
                     if frame == b"ruok" {
@@ -254,25 +292,53 @@ impl Conn {
                         return Ok(Ended::Drained);
                     }
                     if message::Encoding::from_hello(&frame) != Some(self.server.opts.encoding) {
-                        return Err(Close(format!("bad handshake {:?}", String::from_utf8_lossy(&frame))));
+                        return Err(Close::Handshake(format!("bad handshake {:?}", String::from_utf8_lossy(&frame))));
                     }
                     handshaken = true;
                     continue;
                 }
                 let msg = message::decode(&frame, self.server.opts.encoding)
-                    .map_err(|e| Close(format!("undecodable message: {e}")))?;
+                    .map_err(|e| Close::Error(format!("undecodable message: {e}")))?;
                 self.handle(msg)?;
+                if self.host.is_some()
+                    && let Some(registered) = preauth.take()
+                {
+                    // Registered: the pre-auth bounds end, its budget goes back, full frames allowed.
+                    registered.authenticated();
+                    decoder = FrameDecoder::new(self.server.opts.max_frame);
+                    buf.reserve(READ_BUFFER);
+                }
             }
             if draining && self.idle() {
                 return Ok(Ended::Drained);
             }
-            let n = tokio::select! {
-                r = rd.read_buf(&mut buf) => r.map_err(|e| Close(format!("read: {e}")))?,
-                _ = close.cancelled() => return Ok(Ended::Gone),
-                _ = shutdown.cancelled(), if !draining => {
-                    draining = true;
-                    continue;
+            let n = match &mut preauth {
+                Some(pre) => {
+                    pre.reserve(buf.len() + PREAUTH_READ_CHUNK).map_err(Close::Refused)?;
+                    buf.reserve(PREAUTH_READ_CHUNK);
+                    let mut chunk = (&mut *rd).take(PREAUTH_READ_CHUNK as u64);
+                    tokio::select! {
+                        // A peer that resets before registering just went away: nothing to report.
+                        r = chunk.read_buf(&mut buf) => match r {
+                            Ok(n) => n,
+                            Err(_) => return Ok(Ended::Gone),
+                        },
+                        why = pre.expired("register") => return Err(Close::Refused(why)),
+                        _ = close.cancelled() => return Ok(Ended::Gone),
+                        _ = shutdown.cancelled(), if !draining => {
+                            draining = true;
+                            continue;
+                        }
+                    }
                 }
+                None => tokio::select! {
+                    r = rd.read_buf(&mut buf) => r.map_err(|e| Close::Error(format!("read: {e}")))?,
+                    _ = close.cancelled() => return Ok(Ended::Gone),
+                    _ = shutdown.cancelled(), if !draining => {
+                        draining = true;
+                        continue;
+                    }
+                },
             };
             if n == 0 {
                 return Ok(Ended::Gone);
@@ -291,7 +357,7 @@ impl Conn {
             return Ok(());
         };
         if self.host.is_none() && method != "register" {
-            return Err(Close(format!("{method}() before register")));
+            return Err(Close::Error(format!("{method}() before register")));
         }
         let Some((reply, both_ways)) = dispatch(&method) else { return Err(unknown(&method, is_async)) };
         match (reply, is_async) {
@@ -317,19 +383,29 @@ impl Conn {
     }
 }
 
+/// The close for a frame the decoder refuses: before register, the pre-register cap.
+fn frame_error(e: FrameError, before_register: bool) -> Close {
+    match e {
+        FrameError::TooLarge { len, max } if before_register => {
+            Close::Refused(PreAuthError::FrameTooLarge { len, max })
+        }
+        e => Close::Error(format!("bad frame: {e}")),
+    }
+}
+
 /// The close for a method the table does not have (or not called that way).
 fn unknown(method: &str, is_async: bool) -> Close {
     if is_async {
         let why = exception("builtins.AttributeError", vec![Value::Str(format!("unknown async method {method}"))]);
         async_failed(method, why)
     } else {
-        Close(format!("unknown method {method:?}"))
+        Close::Error(format!("unknown method {method:?}"))
     }
 }
 
 /// The close for a failed async call: there is no reply to carry the error.
 fn async_failed(method: &str, (class, payload): ErrorReply) -> Close {
-    Close(format!("async {method}() failed: {class} {payload:?}"))
+    Close::Error(format!("async {method}() failed: {class} {payload:?}"))
 }
 
 impl std::fmt::Debug for Conn {

@@ -1,8 +1,8 @@
 //! The ZEO 5 server: what unmodified Python `ZEO.ClientStorage` processes connect to.
 //!
 //! # Layout
-//! - `mod.rs`: `Server` (shared state) and `run`, the accept loop (connection limit, access policy,
-//!   TLS, graceful shutdown).
+//! - `mod.rs`: `Server` (shared state) and `run`, the accept loop (the listener's gate: allow-list
+//!   and connection cap; TLS under the register deadline; access policy; graceful shutdown).
 //! - `conn`: one connection: handshake, read loop, and the dispatch table (method name → handler,
 //!   and whether its reply is immediate, deferred or async).
 //! - `methods/`: the method handlers, one file per group (session, load, history, txn, iter, pack).
@@ -41,6 +41,8 @@ use zeo_proto::pickle::Value;
 pub use blobs::BlobDir;
 pub use host::StorageHost;
 
+use zeo_listen::{Gate, InputBudget, PreAuth, PreAuthLimits, Reason};
+
 use crate::access::{AccessMode, AccessPolicy};
 use crate::metrics::Metrics;
 use crate::tls::PeerIdentity;
@@ -56,6 +58,10 @@ pub struct ServerOptions {
     pub output_limit: usize,
     pub transaction_timeout: Option<Duration>,
     pub max_connections: usize,
+    /// Until `register`: the deadline from accept (TLS handshake included) and the frame cap.
+    pub preauth: PreAuthLimits,
+    /// What all connections together may buffer before `register`.
+    pub preauth_input_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +73,8 @@ impl Default for ServerOptions {
             output_limit: 16 << 20,
             transaction_timeout: None,
             max_connections: 1000,
+            preauth: PreAuthLimits::default(),
+            preauth_input_bytes: 32 << 20,
         }
     }
 }
@@ -78,6 +86,10 @@ pub struct Server {
     pub metrics: Arc<Metrics>,
     pub access: AccessPolicy,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The ZEO listener's allow-list and connection cap, and where its refusals are reported.
+    pub gate: Gate,
+    /// The pre-auth input budget (`preauth_input_bytes`); other pre-auth listeners may share it.
+    pub input_budget: InputBudget,
     next_conn: AtomicU64,
     connections: AtomicU64,
 }
@@ -90,7 +102,19 @@ impl Server {
         access: AccessPolicy,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Self {
-        Server { hosts, opts, metrics, access, tls, next_conn: AtomicU64::new(1), connections: AtomicU64::new(0) }
+        let gate = Gate::new("zeo", access.allow_list().clone(), opts.max_connections, &metrics.listener_refusals);
+        let input_budget = InputBudget::new(opts.preauth_input_bytes);
+        Server {
+            hosts,
+            opts,
+            metrics,
+            access,
+            tls,
+            gate,
+            input_budget,
+            next_conn: AtomicU64::new(1),
+            connections: AtomicU64::new(0),
+        }
     }
 
     /// Open client connections.
@@ -188,7 +212,6 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
     let tracker = TaskTracker::new();
     // Cancelled when the grace period is over: closes whatever is still open.
     let force = CancellationToken::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(server.opts.max_connections));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -203,16 +226,9 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %addr, limit = server.opts.max_connections, "refusing connection: too many connections");
-            server.metrics.connection_refused("max_connections");
-            continue;
-        };
-        if let Err(why) = server.access.check_addr(addr.ip()) {
-            tracing::warn!(peer = %addr, reason = %why, "refusing connection");
-            server.metrics.connection_refused(why.metric_label());
-            continue;
-        }
+        // Before any byte is read or TLS starts: the allow-list, then the connection cap. A refused
+        // stream is dropped, which closes it.
+        let Ok(admission) = server.gate.admit(addr) else { continue };
         let _ = stream.set_nodelay(true);
         let server = server.clone();
         let shutdown = shutdown.clone();
@@ -221,7 +237,7 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
             server.connections.fetch_add(1, Ordering::Relaxed);
             accept_one(stream, addr, server.clone(), shutdown, force).await;
             server.connections.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
+            drop(admission);
         });
     }
     tracker.close();
@@ -240,35 +256,33 @@ async fn accept_one(
     shutdown: CancellationToken,
     force: CancellationToken,
 ) {
-    let peer: Arc<str> = Arc::from(addr.to_string());
+    // The register deadline runs from here, so a slow TLS handshake spends it too.
+    let preauth = PreAuth::start(server.opts.preauth, &server.input_budget);
     match &server.tls {
         None => {
-            let Some(read_only) = read_only_for(&server, &peer, None) else { return };
-            conn::serve(stream, peer, read_only, server, shutdown, force).await;
+            let Some(read_only) = read_only_for(&server, addr, None) else { return };
+            conn::serve(stream, addr, preauth, read_only, server, shutdown, force).await;
         }
         Some(acceptor) => {
-            let (tls, identity) = match crate::tls::accept_tls(acceptor, stream).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "refusing connection: TLS handshake failed");
-                    server.metrics.connection_refused("tls");
-                    return;
-                }
+            let handshake = preauth.within("TLS handshake", crate::tls::accept_tls(acceptor, stream)).await;
+            let (tls, identity) = match handshake {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => return server.gate.refuse(addr, Reason::Tls, &format_args!("TLS handshake failed: {e}")),
+                Err(e) => return server.gate.refuse(addr, e.reason(), &e),
             };
-            let Some(read_only) = read_only_for(&server, &peer, identity.as_ref()) else { return };
-            conn::serve(tls, peer, read_only, server, shutdown, force).await;
+            let Some(read_only) = read_only_for(&server, addr, identity.as_ref()) else { return };
+            conn::serve(tls, addr, preauth, read_only, server, shutdown, force).await;
         }
     }
 }
 
 /// Whether the access policy makes this client read-only; `None` (logged and counted) when it
 /// refuses the client. `identity` is `None` on a plain connection.
-fn read_only_for(server: &Server, peer: &str, identity: Option<&PeerIdentity>) -> Option<bool> {
+fn read_only_for(server: &Server, addr: SocketAddr, identity: Option<&PeerIdentity>) -> Option<bool> {
     match server.access.mode_for(identity) {
         Ok(mode) => Some(mode == AccessMode::ReadOnly),
         Err(why) => {
-            tracing::warn!(%peer, reason = %why, "refusing connection");
-            server.metrics.connection_refused(why.metric_label());
+            server.gate.refuse(addr, why.reason(), &why);
             None
         }
     }
