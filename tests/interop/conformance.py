@@ -106,7 +106,7 @@ def _zeo_options(zeo_conf):
             opts[name] = int(v)
     if getattr(zeo_conf, "msgpack", None):
         opts["msgpack"] = True
-    # Only the Python server reads this; zeo-server always resolves on the client.
+    # Both servers follow the test: server-side resolution (the default of both) unless set.
     opts["client_conflict_resolution"] = bool(
         getattr(zeo_conf, "client_conflict_resolution", False))
     log = getattr(zeo_conf, "logpath", None) if getattr(zeo_conf, "log", None) else None

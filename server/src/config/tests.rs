@@ -284,3 +284,21 @@ fn replication_settings_from_every_layer_and_their_rules() {
             .contains("--replication-listen")
     );
 }
+
+#[test]
+fn client_conflict_resolution_from_flag_env_or_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        !load(&["--path", "/d/Data.fs"], &[]).unwrap().client_conflict_resolution,
+        "the server resolves by default"
+    );
+    assert!(load(&["--path", "/d/Data.fs", "--client-conflict-resolution"], &[]).unwrap().client_conflict_resolution);
+    let env = [(ENV_CLIENT_CONFLICT_RESOLUTION, "true")];
+    assert!(load(&["--path", "/d/Data.fs"], &env).unwrap().client_conflict_resolution);
+    let file = yaml(&dir, "path: /y/Data.fs\nclient-conflict-resolution: true\n");
+    assert!(load(&["--config", &file], &[]).unwrap().client_conflict_resolution);
+    assert!(
+        err(&["--path", "/d/Data.fs"], &[(ENV_CLIENT_CONFLICT_RESOLUTION, "maybe")])
+            .contains("ZEO_CLIENT_CONFLICT_RESOLUTION")
+    );
+}
