@@ -344,9 +344,11 @@ KNOWN_GAPS = {
         "is checked by checkTimeoutBehaviour and checkTimeoutAfterVote."),
 }
 _UNDO_RESOLUTION = (
-    "undo of a non-current revision needs the server to run the object's Python "
-    "_p_resolveConflict (PCounter); in client-conflict-resolution mode the server cannot, "
-    "so the undo fails with MultipleUndoErrors. The Python server in that mode fails it "
+    "undo of a non-current revision merged by the Python test class "
+    "ZODB.tests.ConflictResolution.PCounter's _p_resolveConflict: runzeo imports it, "
+    "zeo-server resolves in Rust only BTrees and BTrees.Length (zeo-resolve; undo in BTree "
+    "folders and catalogs is covered by test_resolution.py), so the undo fails with "
+    "MultipleUndoErrors. In client-conflict-resolution mode the Python server fails it "
     "identically (ExtClientConflictResolutionTests against python).")
 for _name in ("testUndoConflictResolution", "testUndoMultipleConflictResolution",
               "testUndoMultipleConflictResolutionReversed"):
