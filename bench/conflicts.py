@@ -62,7 +62,7 @@ def client(addr, index, lengths, seconds, attempts, start_at, results):
     from ZEO.ClientStorage import ClientStorage
 
     storage = ClientStorage(addr, wait_timeout=30)
-    counts = {"commits": 0, "conflicts": 0, "client_resolved": 0, "exhausted": 0}
+    counts = {"commits": 0, "conflicts": 0, "client_resolved": 0, "exhausted": 0, "kinds": {}}
     resolve = storage.tryToResolveConflict
 
     def counting_resolve(*args, **kw):
@@ -89,9 +89,11 @@ def client(addr, index, lengths, seconds, attempts, start_at, results):
                 tm.commit()
                 counts["commits"] += 1
                 break
-            except ConflictError:
+            except ConflictError as e:
                 tm.abort()
                 counts["conflicts"] += 1
+                kind = type(e).__name__
+                counts["kinds"][kind] = counts["kinds"].get(kind, 0) + 1
         else:
             counts["exhausted"] += 1
     conn.close()
@@ -112,11 +114,13 @@ def measure(name, kind, options, args, workdir):
             for i in range(args.clients)]
         for p in procs:
             p.start()
-        totals = {"commits": 0, "conflicts": 0, "client_resolved": 0, "exhausted": 0}
+        totals = {"commits": 0, "conflicts": 0, "client_resolved": 0, "exhausted": 0, "kinds": {}}
         for _ in procs:
             counts = results.get(timeout=args.seconds + 60)
-            for k in totals:
+            for k in ("commits", "conflicts", "client_resolved", "exhausted"):
                 totals[k] += counts[k]
+            for kind, n in counts["kinds"].items():
+                totals["kinds"][kind] = totals["kinds"].get(kind, 0) + n
         for p in procs:
             p.join(30)
             if p.is_alive():
@@ -150,11 +154,15 @@ def table(rows, args):
         f"up to {args.attempts} attempts per transaction (as Zope retries a request); the servers one after "
         "the other on fresh FileStorages, zeo-server the release build.",
         "",
-        "| server | commits/s | conflicts that reached clients | resolved by clients | transactions that exhausted retries |",
+        "| server | commits/s | conflicts that reached clients (per 1000 commits; kinds) | resolved by clients "
+        "| transactions that exhausted retries |",
         "|---|---|---|---|---|",
     ]
     for name, r in rows:
-        lines.append(f"| {name} | {r['tx_per_s']} | {r['conflicts']} | {r['client_resolved']} | {r['exhausted']} |")
+        rate = round(1000 * r["conflicts"] / max(1, r["commits"]))
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(r["kinds"].items())) or "-"
+        lines.append(f"| {name} | {r['tx_per_s']} | {r['conflicts']} ({rate}; {kinds}) | {r['client_resolved']} "
+                     f"| {r['exhausted']} |")
     return "\n".join(lines) + "\n"
 
 
