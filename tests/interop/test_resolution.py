@@ -278,3 +278,42 @@ def test_concurrent_store_conflicts_never_reach_the_client(both):
         assert contents["count"] == 1 + total, kind
         assert contents["length"] == 1 + 2 * total, kind
         assert len(contents["mt"]["Document"]) == 1 + total, kind
+
+
+def test_client_conflict_resolution_mode_sends_conflicts_back(tmp_path):
+    """With client-conflict-resolution on both servers (zeo-server's --client-conflict-resolution),
+    a Length conflict goes back to the client, which merges it itself; undo of a changed
+    bucket is not merged."""
+    for kind in servers.KINDS:
+        srv = servers.Server(kind, str(tmp_path / kind), 0, client_conflict_resolution=True)
+        srv.start()
+        try:
+            site = Site(srv)
+            calls = []
+            resolve = ClientStorage.tryToResolveConflict.__get__(site.storage)
+
+            def counting(*args, **kw):
+                calls.append(args[0])
+                return resolve(*args, **kw)
+
+            site.storage.tryToResolveConflict = counting
+            try:
+                site.setup(["a"])
+                other = site.db.open(transaction_manager=transaction.TransactionManager())
+                other.root()["folder"]["count"].change(5)
+                site.root["folder"]["count"].change(3)
+                other.transaction_manager.commit()
+                site.commit("count")
+                other.close()
+                assert len(calls) == 1, (kind, calls)
+                site.root["catalog"]["scores"][1] = 11
+                site.commit("score a")
+                site.root["catalog"]["scores"][3] = 30
+                site.commit("score c")
+                result = site.undo("score a")
+                assert result is not None and result[0] == "MultipleUndoErrors", (kind, result)
+                assert site.observe()[0]["count"] == 9, kind
+            finally:
+                site.close()
+        finally:
+            srv.stop()
