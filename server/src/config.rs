@@ -54,6 +54,7 @@ pub const ENV_READ_ONLY: &str = "ZEO_READ_ONLY";
 /// Comma-separated storage names.
 pub const ENV_READ_ONLY_STORAGES: &str = "ZEO_READ_ONLY_STORAGES";
 pub const ENV_MSGPACK: &str = "ZEO_MSGPACK";
+pub const ENV_CLIENT_CONFLICT_RESOLUTION: &str = "ZEO_CLIENT_CONFLICT_RESOLUTION";
 pub const ENV_INVALIDATION_QUEUE_SIZE: &str = "ZEO_INVALIDATION_QUEUE_SIZE";
 pub const ENV_TRANSACTION_TIMEOUT: &str = "ZEO_TRANSACTION_TIMEOUT";
 pub const ENV_MAX_CONNECTIONS: &str = "ZEO_MAX_CONNECTIONS";
@@ -213,6 +214,10 @@ pub struct Config {
     pub read_only: bool,
     /// Announce the msgpack protocol (`M5`) instead of pickle (`Z5`).
     pub msgpack: bool,
+    /// runzeo's `client-conflict-resolution`: never merge conflicts on the server (stores go back
+    /// to the client, undo of a changed object fails). Off: BTrees and Length conflicts are merged
+    /// at vote and undo, as Python's server merges them.
+    pub client_conflict_resolution: bool,
     pub invalidation_queue_size: usize,
     /// Abort a transaction holding the commit lock for longer than this; `None` = never.
     pub transaction_timeout: Option<Duration>,
@@ -374,6 +379,7 @@ impl Config {
             storages,
             read_only,
             msgpack: l.msgpack.unwrap_or(false),
+            client_conflict_resolution: l.client_conflict_resolution.unwrap_or(false),
             invalidation_queue_size: l.invalidation_queue_size.unwrap_or(DEFAULT_INVALIDATION_QUEUE_SIZE),
             transaction_timeout: l.transaction_timeout.and_then(|t| t.0).map(|s| s.0),
             max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
@@ -551,7 +557,7 @@ impl Config {
         };
         let identities: Vec<String> = self.identities.iter().map(|(n, r)| format!("{n}={r}")).collect();
         format!(
-            "listen={} storages=[{}] read-only={} protocol={} admin={} tls={} allow={} identities=[{}] \
+            "listen={} storages=[{}] read-only={} protocol={} client-conflict-resolution={} admin={} tls={} allow={} identities=[{}] \
              invalidation-queue-size={} transaction-timeout={} max-connections={} max-frame-bytes={} \
              output-buffer-bytes={} register-timeout={} preauth-frame-bytes={} preauth-input-bytes={} \
              admin-allow={} admin-max-connections={} admin-head-timeout={} shutdown-grace={} config-file={} \
@@ -561,6 +567,7 @@ impl Config {
             storages.join(", "),
             self.read_only,
             if self.msgpack { "M5" } else { "Z5" },
+            self.client_conflict_resolution,
             opt(self.admin.as_ref().map(ToString::to_string)),
             opt(tls),
             allow,

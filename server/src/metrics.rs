@@ -29,6 +29,8 @@ pub struct StorageLabel {
 enum ConflictKind {
     Write,
     Read,
+    /// Write conflicts the server merged (they never reached the client).
+    Resolved,
 }
 
 impl EncodeLabelValue for ConflictKind {
@@ -36,6 +38,7 @@ impl EncodeLabelValue for ConflictKind {
         encoder.write_str(match self {
             ConflictKind::Write => "write",
             ConflictKind::Read => "read",
+            ConflictKind::Resolved => "resolved",
         })
     }
 }
@@ -128,6 +131,7 @@ pub struct StorageMetrics {
     pub aborts: Counter,
     pub write_conflicts: Counter,
     pub read_conflicts: Counter,
+    pub resolved_conflicts: Counter,
     /// Set at scrape time (`AdminSource::refresh_metrics`) or after commits.
     pub objects: Gauge,
     pub bytes: Gauge,
@@ -187,7 +191,11 @@ impl Metrics {
         r.register("stores", "Object stores", m.stores.clone());
         r.register("commits", "Committed transactions", m.commits.clone());
         r.register("aborts", "Aborted transactions", m.aborts.clone());
-        r.register("conflicts", "Conflicts, by kind (write or read)", m.conflicts.clone());
+        r.register(
+            "conflicts",
+            "Conflicts, by kind (write or read: reported to the client; resolved: merged by the server)",
+            m.conflicts.clone(),
+        );
         r.register("commit_lock_wait_seconds", "Time waited for the commit lock", m.commit_lock_wait_seconds.clone());
         r.register("fsync_seconds", "Duration of log fsyncs", m.fsync_seconds.clone());
         r.register("fsync_batch_transactions", "Transactions per fsync", m.fsync_batch_transactions.clone());
@@ -270,6 +278,7 @@ impl Metrics {
             aborts: self.aborts.get_or_create_owned(&label),
             write_conflicts: self.conflicts.get_or_create_owned(&conflict(ConflictKind::Write)),
             read_conflicts: self.conflicts.get_or_create_owned(&conflict(ConflictKind::Read)),
+            resolved_conflicts: self.conflicts.get_or_create_owned(&conflict(ConflictKind::Resolved)),
             objects: self.storage_objects.get_or_create_owned(&label),
             bytes: self.storage_bytes.get_or_create_owned(&label),
             last_tid_seconds: self.last_tid_seconds.get_or_create_owned(&label),
@@ -334,6 +343,7 @@ mod tests {
             "zeo_aborts_total{storage=\"1\"} 1",
             "zeo_conflicts_total{storage=\"1\",kind=\"write\"} 1",
             "zeo_conflicts_total{storage=\"1\",kind=\"read\"} 0",
+            "zeo_conflicts_total{storage=\"1\",kind=\"resolved\"} 0",
             "zeo_storage_objects{storage=\"1\"} 42",
             "zeo_storage_bytes{storage=\"1\"} 4096",
             "zeo_last_tid_seconds{storage=\"1\"} 1700000000.5",

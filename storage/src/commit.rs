@@ -10,6 +10,7 @@ use super::error::{Result, StorageError};
 use super::filestorage::{FileStorage, PendingTxn, VotedTxn};
 use super::format::{RecordBody, TXN_HEADER_LEN, TxnWriter, status};
 use super::records::{data_find, live_tid_at, read_data_header, txn_find};
+use super::resolution::resolve_store;
 use super::txn::{Op, Tid, Transaction, TxnState, WriteConflict};
 use super::vote::{Body, VoteCtx};
 use zeo_proto::timestamp::TimeStamp;
@@ -19,8 +20,9 @@ use zeo_proto::{p64, u64_of};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VoteOutcome {
     /// Written; `finish` or `abort` next. `undone` lists the oids an undo changed (they must be
-    /// invalidated like stored ones).
-    Voted { tid: Tid, undone: Vec<[u8; 8]> },
+    /// invalidated like stored ones); `resolved` the stored oids whose conflict the storage merged
+    /// (what was written is not what the caller stored: FileStorage's `tpc_vote` result).
+    Voted { tid: Tid, undone: Vec<[u8; 8]>, resolved: Vec<[u8; 8]> },
     /// Nothing was written: these stores conflict. They were dropped from the transaction; the caller
     /// may store resolved data (based on `committed`) and vote again, or abort.
     Conflicts(Vec<WriteConflict>),
@@ -47,7 +49,8 @@ impl FileStorage {
     /// Votes: assigns the tid (strictly increasing, TimeStamp rules), applies the buffered operations
     /// against the committed state, and writes the transaction with status 'c'. Read conflicts,
     /// deletion conflicts, missing objects and undo failures are errors (the transaction stays open and
-    /// should be aborted); write conflicts are returned as values.
+    /// should be aborted). A write conflict is merged when the storage resolves conflicts and the class
+    /// is one `zeo-resolve` handles (`resolution`); any other is returned as a value.
     pub fn vote(&self, txn: &mut Transaction) -> Result<VoteOutcome> {
         if self.read_only {
             return Err(StorageError::ReadOnly);
@@ -70,29 +73,41 @@ impl FileStorage {
         let s = self.shared();
         let header_len =
             TXN_HEADER_LEN + (txn.meta.user.len() + txn.meta.description.len() + txn.meta.extension.len()) as u64;
-        let mut ctx = VoteCtx::new(&s.file, &s.index, &w.overlay, w.pos, tid, w.pos + header_len);
+        let mut ctx =
+            VoteCtx::new(&s.file, &s.index, &w.overlay, w.pos, tid, w.pos + header_len, self.conflict_resolution);
         let mut conflicts = Vec::new();
         let mut undone = Vec::new();
+        let mut resolved = Vec::new();
         let mut oids_seen = Vec::new();
         for op in &txn.ops {
             match op {
                 Op::Store { oid, serial, data } => {
                     let oid_n = u64_of(*oid);
                     let prev = ctx.committed_pos(oid_n);
+                    let mut record = data.clone();
                     if let Some(p) = prev {
                         let h = read_data_header(ctx.file, p, ctx.end, oid_n)?;
                         if h.tid != u64_of(*serial) {
-                            conflicts.push(WriteConflict {
-                                oid: *oid,
-                                committed: p64(h.tid),
-                                expected: *serial,
-                                data: data.clone(),
-                            });
-                            continue;
+                            match resolve_store(&ctx, oid_n, p, u64_of(*serial), data) {
+                                Some(merged) => {
+                                    record = merged;
+                                    resolved.retain(|o| o != oid);
+                                    resolved.push(*oid);
+                                }
+                                None => {
+                                    conflicts.push(WriteConflict {
+                                        oid: *oid,
+                                        committed: p64(h.tid),
+                                        expected: *serial,
+                                        data: data.clone(),
+                                    });
+                                    continue;
+                                }
+                            }
                         }
                     }
                     oids_seen.push(oid_n);
-                    ctx.push(oid_n, tid, prev.unwrap_or(0), Body::Data(data.clone()));
+                    ctx.push(oid_n, tid, prev.unwrap_or(0), Body::Data(record));
                 }
                 Op::CheckCurrent { oid, serial } => {
                     let oid_n = u64_of(*oid);
@@ -187,7 +202,7 @@ impl FileStorage {
         w.next_ticket += 1;
         w.voted = Some(VotedTxn { ticket, tpos, tlen, tid, status: txn.meta.status, records });
         txn.state = TxnState::Voted { ticket };
-        Ok(VoteOutcome::Voted { tid: p64(tid), undone })
+        Ok(VoteOutcome::Voted { tid: p64(tid), undone, resolved })
     }
 
     /// Finishes and waits until the transaction is durable.

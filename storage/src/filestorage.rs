@@ -34,6 +34,8 @@ pub struct OpenOptions {
     pub faults: Option<Arc<Faults>>,
     /// Memory for the record cache (`None`: the default, 16 MiB; 0 disables).
     pub cache_bytes: Option<usize>,
+    /// Whether votes and undos merge conflicts of the classes `zeo-resolve` handles.
+    pub conflict_resolution: super::resolution::ConflictResolution,
 }
 
 /// Default size of the record cache (memory, overhead included).
@@ -104,6 +106,7 @@ pub struct FileStorage {
     pub(crate) packing: AtomicBool,
     pub(crate) faults: Option<Arc<Faults>>,
     pub(crate) sync_observer: std::sync::OnceLock<SyncObserver>,
+    pub(crate) conflict_resolution: super::resolution::ConflictResolution,
     _lock: Option<LockFile>,
 }
 
@@ -245,6 +248,7 @@ impl FileStorage {
             packing: AtomicBool::new(false),
             faults: opts.faults,
             sync_observer: std::sync::OnceLock::new(),
+            conflict_resolution: opts.conflict_resolution,
             _lock: lock,
             path,
         };

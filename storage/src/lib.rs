@@ -17,7 +17,8 @@
 //! - `records`: navigating records (bounds-checked headers, backpointer chains, finding a
 //!   transaction or an object's record in it).
 //! - `txn`: a transaction's buffered operations; `commit`: vote, finish, sync (group commit), abort;
-//!   `vote`: the state a vote works on (shared by `commit` and `undo`).
+//!   `vote`: the state a vote works on (shared by `commit` and `undo`); `resolution`: where they
+//!   merge conflicts with `zeo-resolve`.
 //! - `undo`: undo and the undo log; `iter`: transaction iteration; `pack`: pack with GC.
 //! - `rewind`: cutting the history back, or replacing the file (replication).
 //! - `verify`: a full read-only consistency check (fstest).
@@ -37,6 +38,7 @@ mod oids;
 mod pack;
 mod records;
 mod recovery;
+mod resolution;
 mod rewind;
 mod txn;
 mod undo;
@@ -50,6 +52,7 @@ pub use filestorage::{FileStorage, HistoryEntry, IterNext, LoadBefore, OpenOptio
 pub use format::{MAX_METADATA_LEN, status};
 pub use iter::{DataRecord, TransactionIterator, TransactionRecord};
 pub use pack::PackStats;
+pub use resolution::ConflictResolution;
 pub use rewind::{DurableCopy, Truncated};
 pub use txn::{Oid, Op, Tid, Transaction, TxnMeta, WriteConflict};
 pub use undo::{UndoEntry, parse_undo_id, undo_id};

@@ -1,9 +1,11 @@
-//! Transactional undo and the undo log, with FileStorage's rules: an undo writes, for each record of
-//! the undone transaction, a backpointer to the revision before it (or "no data" when undoing a
-//! creation). It is allowed when that record is still current, or when the current data equals the
-//! data being undone; otherwise the object fails. There is no server-side conflict resolution (a
-//! Rust server cannot run application classes), so such undos fail with MultipleUndoErrors, which is
-//! what ZEO with client-side conflict resolution also does.
+//! Transactional undo and the undo log, with FileStorage's rules (`_transactionalUndoRecord`): an
+//! undo writes, for each record of the undone transaction, a backpointer to the revision before it
+//! (or "no data" when undoing a creation). It is allowed when that record is still current, or when
+//! the current data equals the data being undone. Otherwise FileStorage calls
+//! `tryToResolveConflict(oid, current tid, undone tid, revision before, current data)`, and so do we
+//! (`resolution`, for the classes `zeo-resolve` handles: BTrees, `Length`): the merged record is
+//! written as data. When that refuses, or the storage leaves resolution to clients, the object
+//! fails and the undo raises MultipleUndoErrors.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -12,6 +14,7 @@ use super::error::{Result, StorageError};
 use super::filestorage::FileStorage;
 use super::format::{DATA_HEADER_LEN, status};
 use super::records::{load_back, read_any_data_header, read_backpointer, read_data_header, read_txn_meta, txn_find};
+use super::resolution::try_to_resolve;
 use super::txn::Tid;
 use super::vote::{Body, VoteCtx};
 use zeo_proto::p64;
@@ -103,8 +106,8 @@ pub(crate) fn undo_records(ctx: &mut VoteCtx<'_>, target: u64) -> Result<Vec<u64
         failures.retain(|(o, _)| *o != h.oid);
         match undo_one(ctx, h.oid, pos, h.prev) {
             Err(reason) => failures.push((h.oid, reason)),
-            Ok((back, ipos)) => {
-                ctx.push(h.oid, ctx.tid, ipos, Body::Back(back));
+            Ok((body, ipos)) => {
+                ctx.push(h.oid, ctx.tid, ipos, body);
                 changed.push(h.oid);
             }
         }
@@ -116,8 +119,9 @@ pub(crate) fn undo_records(ctx: &mut VoteCtx<'_>, target: u64) -> Result<Vec<u64
     Ok(changed)
 }
 
-/// Decides one record: `Ok((backpointer to write, prev))` or the reason it cannot be undone.
-fn undo_one(ctx: &VoteCtx<'_>, oid: u64, pos: u64, pre: u64) -> Result<(u64, u64), String> {
+/// Decides one record: `Ok((body to write, prev))`, the body being a backpointer or the merged
+/// record, or the reason it cannot be undone.
+fn undo_one(ctx: &VoteCtx<'_>, oid: u64, pos: u64, pre: u64) -> Result<(Body, u64), String> {
     let ipos = ctx.committed_pos(oid).unwrap_or(0);
     let in_txn = ctx.tindex.get(&oid).map(|&i| &ctx.records[i]);
     let tipos = in_txn.map_or(ipos, |r| r.pos);
@@ -151,11 +155,16 @@ fn undo_one(ctx: &VoteCtx<'_>, oid: u64, pos: u64, pre: u64) -> Result<(u64, u64
                 if pre == 0 {
                     return Err("Can't undo an add transaction followed by conflicting transactions.".into());
                 }
-                return Err("Some data were modified by a later transaction".into());
+                // FileStorage's message, its "%s" never filled in.
+                let before = data_at(ctx, oid, pre).map_err(|_| "_loadBack() failed for %s".to_owned())?;
+                return match try_to_resolve(ctx, oid, &undone, &current, &before) {
+                    Some(merged) => Ok((Body::Data(merged), ipos)),
+                    None => Err("Some data were modified by a later transaction".into()),
+                };
             }
         }
     }
-    Ok((pre, ipos))
+    Ok((Body::Back(pre), ipos))
 }
 
 /// The data of the record at `pos` (following backpointers); a failure is an undo failure.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::file::DataFile;
 use super::format::DATA_HEADER_LEN;
 use super::index::Index;
+use super::resolution::ConflictResolution;
 
 /// The body of a record being built.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub(crate) struct VoteCtx<'a> {
     /// End of finished transactions: where this one goes.
     pub end: u64,
     pub tid: u64,
+    /// Whether conflicts are merged here (see `resolution`).
+    pub resolution: ConflictResolution,
     pub records: Vec<NewRecord>,
     /// oid → index in `records` of its latest record in this transaction.
     pub tindex: HashMap<u64, usize>,
@@ -48,6 +51,7 @@ impl<'a> VoteCtx<'a> {
         end: u64,
         tid: u64,
         first_record_pos: u64,
+        resolution: ConflictResolution,
     ) -> Self {
         VoteCtx {
             file,
@@ -55,6 +59,7 @@ impl<'a> VoteCtx<'a> {
             overlay,
             end,
             tid,
+            resolution,
             records: Vec::new(),
             tindex: HashMap::new(),
             next_pos: first_record_pos,

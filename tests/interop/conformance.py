@@ -106,7 +106,7 @@ def _zeo_options(zeo_conf):
             opts[name] = int(v)
     if getattr(zeo_conf, "msgpack", None):
         opts["msgpack"] = True
-    # Only the Python server reads this; zeo-server always resolves on the client.
+    # Both servers follow the test: server-side resolution (the default of both) unless set.
     opts["client_conflict_resolution"] = bool(
         getattr(zeo_conf, "client_conflict_resolution", False))
     log = getattr(zeo_conf, "logpath", None) if getattr(zeo_conf, "log", None) else None
@@ -344,9 +344,11 @@ KNOWN_GAPS = {
         "is checked by checkTimeoutBehaviour and checkTimeoutAfterVote."),
 }
 _UNDO_RESOLUTION = (
-    "undo of a non-current revision needs the server to run the object's Python "
-    "_p_resolveConflict (PCounter); in client-conflict-resolution mode the server cannot, "
-    "so the undo fails with MultipleUndoErrors. The Python server in that mode fails it "
+    "undo of a non-current revision merged by the Python test class "
+    "ZODB.tests.ConflictResolution.PCounter's _p_resolveConflict: runzeo imports it, "
+    "zeo-server resolves in Rust only BTrees and BTrees.Length (zeo-resolve; undo in BTree "
+    "folders and catalogs is covered by test_resolution.py), so the undo fails with "
+    "MultipleUndoErrors. In client-conflict-resolution mode the Python server fails it "
     "identically (ExtClientConflictResolutionTests against python).")
 for _name in ("testUndoConflictResolution", "testUndoMultipleConflictResolution",
               "testUndoMultipleConflictResolutionReversed"):

@@ -9,8 +9,10 @@
 kind:
   "rust"    the zeo-server binary: $ZEORS_SERVER_BIN, default <repo>/target/debug/zeo-server.
   "python"  ZEO's runzeo (through pyserver.py, which only adds a ready file) on a zeo.conf
-            generated here. It always runs with `client-conflict-resolution true`, the mode
-            the Rust server always has, unless client_conflict_resolution=False is passed.
+            generated here.
+  Both run with client-side conflict resolution (runzeo's `client-conflict-resolution true`,
+  zeo-server's `--client-conflict-resolution`) unless client_conflict_resolution=False is
+  passed: then both resolve BTrees and Length conflicts on the server (their defaults).
   None      $ZEORS_SERVER, default "rust".
 
 Both kinds write a ready file ({"listen": "127.0.0.1:PORT", ...}) once they accept
@@ -26,7 +28,7 @@ Options (keyword arguments of start_server, also accepted by restart to change t
   transaction_timeout        seconds (int)
   msgpack                    serve the msgpack encoding (M5)
   tls                        dict(cert=..., key=..., client_ca=...): TLS with client certs
-  client_conflict_resolution python only (default True)
+  client_conflict_resolution both kinds (default True, see above)
   log_path                   default DATADIR/server-<kind>.log
   extra_args                 extra command-line arguments (rust only)
   start_timeout              seconds to wait for the ready file (default 30)
@@ -130,6 +132,8 @@ class Server:
             argv += ["--read-only-storage", "1"]
         if o.get("msgpack"):
             argv.append("--msgpack")
+        if o.get("client_conflict_resolution", True):
+            argv.append("--client-conflict-resolution")
         if o.get("invalidation_queue_size"):
             argv += ["--invalidation-queue-size", str(int(o["invalidation_queue_size"]))]
         if o.get("transaction_timeout"):

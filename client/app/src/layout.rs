@@ -4,8 +4,9 @@
 //! root (oid 0, PersistentMapping)
 //!  └─ "zeo_app": PersistentMapping {"schema": 1, "wiki": ref, "counters": ref, "kv": [ref; 16]}
 //!      ├─ wiki:     PersistentMapping  page name -> ref Page (see `wiki`)
-//!      ├─ counters: PersistentMapping  counter name -> int: one object for every counter, the
-//!      │            deliberately hot spot where concurrent increments conflict
+//!      ├─ counters: PersistentMapping  counter name -> ref BTrees.Length.Length (see `counters`):
+//!      │            concurrent increments of one counter conflict on its Length, which the
+//!      │            server merges at vote
 //!      └─ kv:       16 PersistentMapping buckets, key -> value, picked by a hash of the key, so
 //!                   that writes to different keys rarely touch the same object
 //! ```

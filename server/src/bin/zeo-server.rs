@@ -17,7 +17,7 @@ use zeo_server::admin::{self, AdminSource};
 use zeo_server::config::Config;
 use zeo_server::metrics::Metrics;
 use zeo_server::replication::{self, Replication, ReplicationOptions};
-use zeo_server::storage::{FileStorage, OpenOptions};
+use zeo_server::storage::{ConflictResolution, FileStorage, OpenOptions};
 use zeo_server::zeo::{self, BlobDir, Server, ServerOptions, StorageHost};
 
 /// Set by zeo-supervisor in exec mode to its pid: the server gets SIGTERM (and drains) when that
@@ -130,10 +130,17 @@ async fn run(config: Config) -> Result<()> {
         tracing::info!(storage = %sc.name, path = %sc.path.display(), "opening storage");
         let path = sc.path.clone();
         let read_only = sc.read_only;
+        let resolution =
+            if config.client_conflict_resolution { ConflictResolution::Client } else { ConflictResolution::Server };
         let fs = tokio::task::spawn_blocking(move || {
             FileStorage::open(
                 &path,
-                OpenOptions { read_only: false, create: !read_only || !path.exists(), ..Default::default() },
+                OpenOptions {
+                    read_only: false,
+                    create: !read_only || !path.exists(),
+                    conflict_resolution: resolution,
+                    ..Default::default()
+                },
             )
         })
         .await?

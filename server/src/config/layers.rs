@@ -12,9 +12,10 @@ use super::*;
 
 const ENV_HELP: &str = "Environment variables (below flags, above the YAML file): ZEO_CONFIG, ZEO_LISTEN, ZEO_PATH, \
 ZEO_STORAGES (NAME=FILE,...), ZEO_BLOB_DIR, ZEO_STORAGE_BLOB_DIRS (NAME=DIR,...), ZEO_READ_ONLY, \
-ZEO_READ_ONLY_STORAGES (NAME,...), ZEO_MSGPACK, ZEO_INVALIDATION_QUEUE_SIZE, ZEO_TRANSACTION_TIMEOUT, \
-ZEO_MAX_CONNECTIONS, ZEO_MAX_FRAME_BYTES, ZEO_OUTPUT_BUFFER_BYTES, ZEO_REGISTER_TIMEOUT, ZEO_PREAUTH_FRAME_BYTES, \
-ZEO_PREAUTH_INPUT_BYTES, ZEO_ADMIN_ALLOW (CIDR,...), ZEO_ADMIN_MAX_CONNECTIONS, ZEO_ADMIN_HEAD_TIMEOUT, ZEO_ADMIN, ZEO_TLS_CERT, ZEO_TLS_KEY, \
+ZEO_READ_ONLY_STORAGES (NAME,...), ZEO_MSGPACK, ZEO_CLIENT_CONFLICT_RESOLUTION, ZEO_INVALIDATION_QUEUE_SIZE, \
+ZEO_TRANSACTION_TIMEOUT, ZEO_MAX_CONNECTIONS, ZEO_MAX_FRAME_BYTES, ZEO_OUTPUT_BUFFER_BYTES, ZEO_REGISTER_TIMEOUT, \
+ZEO_PREAUTH_FRAME_BYTES, ZEO_PREAUTH_INPUT_BYTES, ZEO_ADMIN_ALLOW (CIDR,...), ZEO_ADMIN_MAX_CONNECTIONS, \
+ZEO_ADMIN_HEAD_TIMEOUT, ZEO_ADMIN, ZEO_TLS_CERT, ZEO_TLS_KEY, \
 ZEO_TLS_CLIENT_CA, ZEO_ALLOW (CIDR,...), ZEO_IDENTITIES (NAME=rw|ro,...), ZEO_LOG_FORMAT, ZEO_SHUTDOWN_GRACE, \
 ZEO_READY_FILE, ZEO_REPLICATION_LISTEN, ZEO_STANDBY_OF, ZEO_STANDBY_NAME, ZEO_SYNC_STANDBYS, ZEO_SYNC_TIMEOUT, \
 ZEO_ADMIN_TOKEN_FILE, ZEO_WAIT_FOR_SUPERVISOR, ZEO_REQUIRE_WRITE_LEASE, ZEO_MAX_WRITE_GRANT. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
@@ -50,6 +51,10 @@ pub(super) struct Cli {
     /// Announce msgpack (M5) instead of pickle (Z5).
     #[arg(long)]
     msgpack: bool,
+    /// Leave every write conflict to the client, as runzeo's client-conflict-resolution (default: the server
+    /// merges BTrees and Length conflicts at vote and undo).
+    #[arg(long)]
+    client_conflict_resolution: bool,
     /// Invalidations kept for reconnecting clients [default: 100].
     #[arg(long, value_name = "N", value_parser = values::parse_count)]
     invalidation_queue_size: Option<usize>,
@@ -167,6 +172,7 @@ pub(super) struct Layer {
     #[serde(skip)]
     pub(super) read_only_storages: Option<Vec<String>>,
     pub(super) msgpack: Option<bool>,
+    pub(super) client_conflict_resolution: Option<bool>,
     pub(super) invalidation_queue_size: Option<usize>,
     pub(super) transaction_timeout: Option<Toggle<Seconds>>,
     pub(super) max_connections: Option<usize>,
@@ -215,6 +221,7 @@ impl From<Cli> for Layer {
             read_only: c.read_only.then_some(true),
             read_only_storages: non_empty(c.read_only_storages),
             msgpack: c.msgpack.then_some(true),
+            client_conflict_resolution: c.client_conflict_resolution.then_some(true),
             invalidation_queue_size: c.invalidation_queue_size,
             transaction_timeout: c.transaction_timeout,
             max_connections: c.max_connections,
@@ -282,6 +289,7 @@ impl Layer {
             read_only: parsed(get(ENV_READ_ONLY), values::parse_bool)?,
             read_only_storages: list(get(ENV_READ_ONLY_STORAGES), |s| Ok(s.to_owned()))?,
             msgpack: parsed(get(ENV_MSGPACK), values::parse_bool)?,
+            client_conflict_resolution: parsed(get(ENV_CLIENT_CONFLICT_RESOLUTION), values::parse_bool)?,
             invalidation_queue_size: parsed(get(ENV_INVALIDATION_QUEUE_SIZE), values::parse_count)?,
             transaction_timeout: parsed(get(ENV_TRANSACTION_TIMEOUT), Toggle::parse)?,
             max_connections: parsed(get(ENV_MAX_CONNECTIONS), values::parse_count)?,
@@ -334,6 +342,7 @@ impl Layer {
             read_only: self.read_only.or(lower.read_only),
             read_only_storages: self.read_only_storages.or(lower.read_only_storages),
             msgpack: self.msgpack.or(lower.msgpack),
+            client_conflict_resolution: self.client_conflict_resolution.or(lower.client_conflict_resolution),
             invalidation_queue_size: self.invalidation_queue_size.or(lower.invalidation_queue_size),
             transaction_timeout: self.transaction_timeout.or(lower.transaction_timeout),
             max_connections: self.max_connections.or(lower.max_connections),

@@ -372,3 +372,21 @@ fn listener_bounds_from_every_layer_and_their_rules() {
     let e = err(&p, &[(ENV_REGISTER_TIMEOUT, "soon")]);
     assert!(e.starts_with("ZEO_REGISTER_TIMEOUT=\"soon\""), "{e}");
 }
+
+#[test]
+fn client_conflict_resolution_from_flag_env_or_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        !load(&["--path", "/d/Data.fs"], &[]).unwrap().client_conflict_resolution,
+        "the server resolves by default"
+    );
+    assert!(load(&["--path", "/d/Data.fs", "--client-conflict-resolution"], &[]).unwrap().client_conflict_resolution);
+    let env = [(ENV_CLIENT_CONFLICT_RESOLUTION, "true")];
+    assert!(load(&["--path", "/d/Data.fs"], &env).unwrap().client_conflict_resolution);
+    let file = yaml(&dir, "path: /y/Data.fs\nclient-conflict-resolution: true\n");
+    assert!(load(&["--config", &file], &[]).unwrap().client_conflict_resolution);
+    assert!(
+        err(&["--path", "/d/Data.fs"], &[(ENV_CLIENT_CONFLICT_RESOLUTION, "maybe")])
+            .contains("ZEO_CLIENT_CONFLICT_RESOLUTION")
+    );
+}

@@ -203,12 +203,15 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
     };
     t.engine = Some(engine);
     match outcome {
-        Ok(VoteOutcome::Voted { undone, .. }) => {
+        Ok(VoteOutcome::Voted { undone, resolved, .. }) => {
             t.phase = Phase::Voted;
             t.lock = Some(guard);
             t.invalidate.extend(undone.iter().copied());
             drop(st);
-            ctx.outbox.reply(msgid, Ok(bytes_list(undone.iter().copied())));
+            // ZEO's vote result: the undone oids, then those the storage merged (the client must not
+            // cache what it stored for them). Resolved oids are stores, already in `invalidate`.
+            ctx.host.metrics.resolved_conflicts.inc_by(resolved.len() as u64);
+            ctx.outbox.reply(msgid, Ok(bytes_list(undone.iter().chain(&resolved).copied())));
             if let Some(timeout) = ctx.transaction_timeout {
                 tokio::spawn(transaction_timer(ctx.clone(), round, timeout));
             }
