@@ -723,3 +723,20 @@ def test_drill_script_is_valid_bash_and_shellcheck_clean():
     # The drill installs the chart with values the chart's schema accepts.
     values = yaml.safe_load((REPO / "k8s" / "kind" / "values.yaml").read_text())
     Render(values)
+
+
+@pytest.mark.parametrize(
+    "server, expected",
+    [
+        ({}, None),
+        ({"allow": ["10.0.0.0/8"]}, "0.0.0.0/0,::/0"),
+        ({"allow": ["10.0.0.0/8"], "adminAllow": ["10.244.0.0/16", "127.0.0.1"]}, "10.244.0.0/16,127.0.0.1"),
+        ({"adminAllow": ["192.0.2.0/24"]}, "192.0.2.0/24"),
+    ],
+)
+def test_the_admin_port_never_inherits_the_zeo_client_list(server, expected):
+    # zeo-server applies --allow to the admin port too unless --admin-allow is set: the ZEO client
+    # list alone would refuse the kubelet's probes, the peer supervisors and the sidecar.
+    r = Render({"server": server})
+    env = r.env(r.container("server"))
+    assert env.get("ZEO_ADMIN_ALLOW") == expected

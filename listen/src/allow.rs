@@ -16,6 +16,21 @@ impl AllowList {
         AllowList { nets }
     }
 
+    /// Parses entries given as text (a flag, an env list, a file): each a CIDR network or a bare
+    /// address (that host alone).
+    ///
+    /// # Errors
+    /// The first entry that is neither, quoted.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<AllowList, String> {
+        let net = |s: &str| {
+            let t = s.trim();
+            t.parse::<IpNet>()
+                .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s:?} is not a CIDR network or an IP address"))
+        };
+        entries.iter().map(|e| net(e.as_ref())).collect::<Result<_, _>>().map(AllowList::new)
+    }
+
     /// No network configured: every peer is allowed.
     pub fn is_open(&self) -> bool {
         self.nets.is_empty()
@@ -63,6 +78,18 @@ mod tests {
         assert!(!allow.allows("11.0.0.1".parse().unwrap()));
         assert!(allow.allows("2001:db8:1::5".parse().unwrap()));
         assert!(!allow.allows("2001:db9::5".parse().unwrap()));
+    }
+
+    #[test]
+    fn parses_networks_and_bare_addresses() {
+        let allow = AllowList::parse(&["10.0.0.0/8", " 192.0.2.7 ", "::1"]).unwrap();
+        let nets: Vec<String> = allow.nets().iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]);
+        assert_eq!(
+            AllowList::parse(&["10.0.0.0/8", "nope"]).unwrap_err(),
+            "\"nope\" is not a CIDR network or an IP address"
+        );
+        assert!(AllowList::parse::<&str>(&[]).unwrap().is_open());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Every listener bounded (issue 13 part 4), against the real binary: silent ZEO connections past
-//! the register deadline (and a real Python ClientStorage that then connects and commits), the
-//! rate-limited refusal log, the pre-register frame cap, the pre-register input budget (RSS stays
-//! bounded), the connection cap, slow HTTP heads on the admin port, and the allow-list on
-//! `/status` and `/metrics`.
+//! the register deadline (and a real Python ClientStorage that then connects and commits), a silent
+//! TLS handshake under the same deadline, the rate-limited refusal log, the pre-register frame cap,
+//! the pre-register input budget (RSS stays bounded), the connection cap, slow HTTP heads on the
+//! admin port, and the allow-list on `/status` and `/metrics`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -382,4 +382,45 @@ fn invalid_listener_bounds_exit_64_naming_the_setting() {
         assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
         assert!(stderr.contains(setting), "{args:?}: {stderr}");
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1, as the files `--tls-*` take.
+fn tls_files(dir: &Path) -> [String; 6] {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "listeners test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let put = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    [
+        "--tls-cert".into(),
+        put("server.pem", &cert.pem()),
+        "--tls-key".into(),
+        put("server-key.pem", &key.serialize_pem()),
+        "--tls-client-ca".into(),
+        put("ca.pem", &ca.pem()),
+    ]
+}
+
+#[test]
+fn a_silent_tls_handshake_spends_the_register_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files(dir.path());
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let args = [&tls[..], &["--admin", "127.0.0.1:0", "--register-timeout", "2s"]].concat();
+    let server = ServerProc::start(dir.path(), &args);
+    // TCP connected, no ClientHello: the deadline from accept closes them (before the TLS layer's own).
+    let mut silent: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(server.zeo).unwrap()).collect();
+    for s in &mut silent {
+        assert_eq!(read_until_closed(s), b"", "nothing is sent before the handshake");
+    }
+    wait_until("every silent handshake is counted", || server.refused("zeo", "auth_timeout") == 20);
+    assert!(server.log().contains("no TLS handshake within 2s"), "{}", server.log());
 }

@@ -30,6 +30,9 @@ use crate::lease::LeaseSettings;
 use crate::mover::AddressSettings;
 pub use settings::Settings;
 
+/// Longer head deadlines would let silent peers hold admin slots for nothing.
+const MAX_HEAD_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The loop period's accepted range; 100ms-500ms is what the timings are tuned for.
 const TICK_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_millis(50)..=Duration::from_secs(2);
 
@@ -60,6 +63,12 @@ pub enum ConfigError {
     Peer(String),
     #[error("--tick {0:?}: expected 100ms-500ms (50ms-2s accepted)")]
     Tick(Duration),
+    #[error("--allow: {0}")]
+    Allow(String),
+    #[error("--max-connections must be at least 1")]
+    MaxConnections,
+    #[error("--head-timeout {0:?}: must be positive and at most 10m")]
+    HeadTimeout(Duration),
     #[error("--kill-command and --kill-container: give one way to kill the server")]
     TwoKillers,
     #[cfg(not(feature = "docker"))]
@@ -102,8 +111,12 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// The other members (never ourselves, though deployments may list every member).
     pub peers: Vec<PeerSettings>,
-    /// Our admin port.
+    /// Our admin port, and its bounds: the allow-list (every route, probes included), the
+    /// connection cap and the request head deadline.
     pub listen: String,
+    pub allow: zeo_listen::AllowList,
+    pub max_connections: usize,
+    pub head_timeout: Duration,
     pub lease: LeaseSettings,
     pub address: AddressSettings,
     pub tick: Duration,
@@ -135,6 +148,9 @@ impl Config {
             token_file: s.token_file.clone(),
             peers: peers(s.peers.as_deref().unwrap_or_default(), &identity)?,
             listen: s.listen.clone().unwrap_or_else(|| "127.0.0.1:8190".into()),
+            allow: zeo_listen::AllowList::parse(s.allow.as_deref().unwrap_or_default()).map_err(ConfigError::Allow)?,
+            max_connections: s.max_connections.unwrap_or(64),
+            head_timeout: s.head_timeout.unwrap_or(Duration::from_secs(5)),
             lease: LeaseSettings {
                 backend: s.lease_backend.unwrap_or_default(),
                 file: s.lease_file.clone(),
@@ -177,6 +193,12 @@ impl Config {
         self.decide.validate()?;
         if !TICK_RANGE.contains(&self.tick) {
             return Err(ConfigError::Tick(self.tick));
+        }
+        if self.max_connections < 1 {
+            return Err(ConfigError::MaxConnections);
+        }
+        if self.head_timeout.is_zero() || self.head_timeout > MAX_HEAD_TIMEOUT {
+            return Err(ConfigError::HeadTimeout(self.head_timeout));
         }
         if self.kill_command.is_some() && self.kill_container.is_some() {
             return Err(ConfigError::TwoKillers);

@@ -31,6 +31,8 @@ pub struct Metrics {
     /// From the first tick that saw the lease free or expired to our successful promotion.
     pub last_failover_seconds: Gauge<f64, AtomicU64>,
     pub renew_latency: Histogram,
+    /// `zeo_supervisor_listener_refused_total{listener="http",reason}` (zeo-listen).
+    pub listener_refusals: zeo_listen::RefusalMetrics,
 }
 
 impl Metrics {
@@ -43,6 +45,7 @@ impl Metrics {
             failovers: Counter::default(),
             last_failover_seconds: Gauge::default(),
             renew_latency: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            listener_refusals: zeo_listen::RefusalMetrics::register(&mut registry),
             registry: Registry::default(),
         };
         registry.register("server_role", "Role of the supervised server (1 = current)", m.role.clone());

@@ -127,6 +127,9 @@ struct Parts {
     supervisor: Supervisor,
     token: Option<String>,
     listen: String,
+    /// The admin port's gate (allow-list, connection cap) and HTTP bounds.
+    gate: Arc<zeo_listen::Gate>,
+    limits: zeo_listen::HttpLimits,
     metrics: Arc<Metrics>,
 }
 
@@ -171,7 +174,10 @@ async fn build(config: Config) -> Result<Parts> {
         killer,
         metrics: metrics.clone(),
     };
-    Ok(Parts { supervisor, token, listen: config.listen, metrics })
+    let gate =
+        Arc::new(zeo_listen::Gate::new("http", config.allow, config.max_connections, &metrics.listener_refusals));
+    let limits = zeo_listen::HttpLimits { head_timeout: config.head_timeout, ..zeo_listen::HttpLimits::default() };
+    Ok(Parts { supervisor, token, listen: config.listen, gate, limits, metrics })
 }
 
 async fn serve(parts: Parts) -> Result<()> {
@@ -180,12 +186,8 @@ async fn serve(parts: Parts) -> Result<()> {
     let (tx, rx) = mpsc::channel(4);
     let listener =
         tokio::net::TcpListener::bind(&parts.listen).await.with_context(|| format!("binding {}", parts.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "admin port listening");
     let app = zeo_supervisor::http::router(parts.metrics, tx, ready.clone(), parts.token.as_deref().map(Arc::from));
-    let http_stop = shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await
-    });
+    let http = tokio::spawn(zeo_listen::serve_http(listener, parts.gate, app, parts.limits, shutdown.clone()));
     let signals = shutdown.clone();
     tokio::spawn(async move {
         let mut term =

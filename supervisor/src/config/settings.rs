@@ -43,6 +43,17 @@ pub struct Settings {
     /// Our admin port (/livez /readyz /metrics /switchover).
     #[arg(long, env = "ZEO_SUPERVISOR_LISTEN")]
     pub(super) listen: Option<String>,
+    /// Networks (CIDR or address) allowed on our admin port, every route included; repeat or
+    /// comma-separate [default: everyone].
+    #[arg(long = "allow", env = "ZEO_SUPERVISOR_ALLOW", value_delimiter = ',')]
+    pub(super) allow: Option<Vec<String>>,
+    /// Maximum simultaneous connections to our admin port [default: 64].
+    #[arg(long, env = "ZEO_SUPERVISOR_MAX_CONNECTIONS")]
+    pub(super) max_connections: Option<usize>,
+    /// Close admin connections whose request head takes longer than this [default: 5s].
+    #[arg(long, env = "ZEO_SUPERVISOR_HEAD_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub(super) head_timeout: Option<Duration>,
     /// Where the lease is kept [default: static].
     #[arg(long, env = "ZEO_SUPERVISOR_LEASE_BACKEND")]
     pub(super) lease_backend: Option<LeaseBackend>,

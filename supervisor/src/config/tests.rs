@@ -100,3 +100,20 @@ fn every_rule_is_checked_before_anything_starts() {
     let err = config(&["--address", "local"]).unwrap_err();
     assert!(err.to_string().contains("--service-address"), "{err}");
 }
+
+#[test]
+fn admin_port_bounds_from_flags_and_the_file() {
+    let c = config(&[]).unwrap();
+    assert!(c.allow.is_open(), "everyone by default");
+    assert_eq!((c.max_connections, c.head_timeout), (64, Duration::from_secs(5)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.yaml");
+    std::fs::write(&path, "allow: [10.0.0.0/8]\nmax_connections: 7\nhead_timeout: 2s\n").unwrap();
+    let c = config(&["--config", path.to_str().unwrap(), "--allow", "192.0.2.1,198.51.100.0/24"]).unwrap();
+    let nets: Vec<String> = c.allow.nets().iter().map(ToString::to_string).collect();
+    assert_eq!(nets, ["192.0.2.1/32", "198.51.100.0/24"], "the flag list replaces the file's");
+    assert_eq!((c.max_connections, c.head_timeout), (7, Duration::from_secs(2)));
+    assert!(matches!(config(&["--allow", "10.0.0.0/33"]), Err(ConfigError::Allow(_))));
+    assert!(matches!(config(&["--max-connections", "0"]), Err(ConfigError::MaxConnections)));
+    assert!(matches!(config(&["--head-timeout", "1h"]), Err(ConfigError::HeadTimeout(_))));
+}
