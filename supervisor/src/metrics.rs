@@ -31,6 +31,12 @@ pub struct Metrics {
     /// From the first tick that saw the lease free or expired to our successful promotion.
     pub last_failover_seconds: Gauge<f64, AtomicU64>,
     pub renew_latency: Histogram,
+    /// Write-lease grants our server accepted, and grant calls that failed or were withheld.
+    pub grants: Counter,
+    pub grant_failures: Counter,
+    /// The loop's heartbeat (`/livez`); shared here because the loop and the admin port both hold
+    /// the metrics.
+    pub liveness: std::sync::Arc<crate::liveness::Liveness>,
 }
 
 impl Metrics {
@@ -43,6 +49,9 @@ impl Metrics {
             failovers: Counter::default(),
             last_failover_seconds: Gauge::default(),
             renew_latency: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            grants: Counter::default(),
+            grant_failures: Counter::default(),
+            liveness: std::sync::Arc::default(),
             registry: Registry::default(),
         };
         registry.register("server_role", "Role of the supervised server (1 = current)", m.role.clone());
@@ -55,6 +64,12 @@ impl Metrics {
             m.last_failover_seconds.clone(),
         );
         registry.register("lease_renew_latency_seconds", "Latency of lease renewals", m.renew_latency.clone());
+        registry.register("write_lease_grants", "Write-lease grants our server accepted", m.grants.clone());
+        registry.register(
+            "write_lease_grant_failures",
+            "Write-lease grants that failed or were withheld (the server fences itself at the last one's end)",
+            m.grant_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 
