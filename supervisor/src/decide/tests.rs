@@ -14,6 +14,8 @@ use crate::status::{
 };
 use crate::testkit::admin_fake::no_extras;
 
+mod fencing_rows;
+
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
@@ -743,6 +745,7 @@ fn rows(now: Instant) -> Vec<Row> {
         vec![],
         "serving",
     ));
+    out.extend(fencing_rows::rows(now));
     out
 }
 
@@ -762,7 +765,7 @@ fn scenario_table() {
         }
     }
     assert!(failures.is_empty(), "{} of {} rows failed:\n{}", failures.len(), rows.len(), failures.join("\n"));
-    for s in 1..=10 {
+    for s in 1..=12 {
         assert!(rows.iter().any(|r| r.scenario == s), "no row for scenario {s}");
     }
 }

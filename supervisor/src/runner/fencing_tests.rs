@@ -219,3 +219,56 @@ async fn a_failed_promotion_gives_the_lease_back_to_the_old_primary() {
     task_a.await.unwrap();
     task_b.await.unwrap();
 }
+
+/// The primary asks to degrade past its standby: the supervisor writes the mark into the lease
+/// and only then tells the server; with the store stalled it never tells it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_degrades_only_after_the_mark_is_in_the_lease() {
+    let a = FakeServer::start_with_write_lease(primary_status(0)).await;
+    let b = FakeServer::start_with_write_lease(standby_status(1, "a:9000", true, false)).await;
+    let stall = Arc::new(StallStore::new(Arc::new(StaticLeaseStore::in_memory())));
+    let store: Arc<dyn LeaseStore> = stall.clone();
+    let mut sup = supervisor("a", &a, ("b", &b), store.clone());
+    // A renew deadline far beyond the stalled writes below: no fencing muddles the picture.
+    sup.cfg.lease_duration = Duration::from_secs(20);
+    sup.cfg.renew_deadline = Duration::from_secs(15);
+    sup.cfg.validate().unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sup.run(mpsc::channel(1).1, CancellationToken::new(), stop.clone()));
+    wait_role(&a, ServerRole::Primary, 1).await;
+    wait_for("a writable", || a.status().writable).await;
+    let ask_to_degrade = |a: &FakeServer| {
+        let mut st = a.status();
+        if let crate::status::Replication::Primary(p) = &mut st.replication {
+            p.standbys = vec![crate::status::StandbyLink {
+                name: "b".into(),
+                connected: false,
+                acked_tid: st.last_tid,
+                lag_transactions: 1,
+                lag_bytes: None,
+                lag_seconds: 0.5,
+                in_sync: false,
+                out_of_sync: false,
+            }];
+            p.degrade_requested = vec!["b".into()];
+        }
+        a.set_status(st);
+    };
+
+    // The store does not answer: the mark cannot be written, so the server is never told.
+    stall.set_stalled(true);
+    ask_to_degrade(&a);
+    // Two writes of the mark timed out (the second starts only after the first gave up).
+    wait_for("two stalled writes", || stall.stalled_writes() >= 2).await;
+    assert_eq!(count(&a, "out-of-sync"), 0, "told without the mark in the lease: {:?}", a.calls());
+
+    // The store answers: mark first, then the server is told.
+    stall.set_stalled(false);
+    assert_eq!(a.wait_call("out-of-sync").await, "out-of-sync 1 b");
+    let record = store.get().await.unwrap().unwrap().record;
+    assert_eq!(record.out_of_sync, ["b"], "the mark was in the lease when the server was told");
+    let link = a.status().primary().unwrap().standbys[0].clone();
+    assert!(link.out_of_sync && a.status().degrade_requested().is_empty(), "the server degraded: {link:?}");
+    stop.cancel();
+    task.await.unwrap();
+}
