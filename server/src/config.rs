@@ -77,6 +77,11 @@ pub const ENV_SYNC_STANDBYS: &str = "ZEO_SYNC_STANDBYS";
 pub const ENV_SYNC_TIMEOUT: &str = "ZEO_SYNC_TIMEOUT";
 pub const ENV_ADMIN_TOKEN_FILE: &str = "ZEO_ADMIN_TOKEN_FILE";
 pub const ENV_WAIT_FOR_SUPERVISOR: &str = "ZEO_WAIT_FOR_SUPERVISOR";
+pub const ENV_REQUIRE_WRITE_LEASE: &str = "ZEO_REQUIRE_WRITE_LEASE";
+pub const ENV_MAX_WRITE_GRANT: &str = "ZEO_MAX_WRITE_GRANT";
+
+/// The default `--max-write-grant`.
+pub const DEFAULT_MAX_WRITE_GRANT: Duration = crate::replication::DEFAULT_MAX_WRITE_GRANT;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8100";
 pub const DEFAULT_INVALIDATION_QUEUE_SIZE: usize = 100;
@@ -90,6 +95,8 @@ pub const MIN_FRAME_BYTES: usize = 1 << 10;
 pub const MAX_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// A longer grace period would outlive any orchestrator's kill timeout.
 pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
+/// The longest `--max-write-grant`: a grant is a promise not to be fenced for that long.
+pub const MAX_WRITE_GRANT: Duration = Duration::from_secs(600);
 
 /// Why the configuration could not be loaded. The binary exits with `exit_code()` (64, `EX_USAGE`,
 /// except for `--help`/`--version`).
@@ -221,6 +228,10 @@ pub struct Config {
     /// Bearer token file for the admin API's POST calls.
     pub admin_token_file: Option<PathBuf>,
     pub wait_for_supervisor: bool,
+    /// Acknowledge commits only within the supervisor's write grant (docs/FAILOVER.md).
+    pub require_write_lease: bool,
+    /// The longest write grant kept.
+    pub max_write_grant: Duration,
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -348,6 +359,9 @@ impl Config {
             sync_timeout: l.sync_timeout.map(|s| s.0),
             admin_token_file: l.admin_token_file,
             wait_for_supervisor: l.wait_for_supervisor.unwrap_or(false),
+            // The final design: `--wait-for-supervisor` implies it (one line: `|| wait_for_supervisor`).
+            require_write_lease: l.require_write_lease.unwrap_or(false),
+            max_write_grant: l.max_write_grant.map_or(DEFAULT_MAX_WRITE_GRANT, |s| s.0),
         })
     }
 
@@ -406,6 +420,17 @@ impl Config {
         }
         if self.sync_timeout.is_some_and(|t| t.is_zero()) {
             return Err(invalid("--sync-timeout must be positive (leave it out for strict sync mode)"));
+        }
+        if self.max_write_grant.is_zero() || self.max_write_grant > MAX_WRITE_GRANT {
+            return Err(invalid("--max-write-grant must be positive and at most 10m"));
+        }
+        if self.require_write_lease && self.admin_token_file.is_none() {
+            return Err(invalid(
+                "--require-write-lease needs --admin-token-file: grants come through the admin API, which is off without a token",
+            ));
+        }
+        if self.require_write_lease && self.admin.is_none() {
+            return Err(invalid("--require-write-lease needs --admin HOST:PORT: grants come through the admin API"));
         }
         if self.standby_name.is_empty() || self.standby_name.len() > 255 {
             return Err(invalid("--standby-name must be 1 to 255 characters"));
@@ -466,7 +491,8 @@ impl Config {
             "listen={} storages=[{}] read-only={} protocol={} admin={} tls={} allow={} identities=[{}] \
              invalidation-queue-size={} transaction-timeout={} max-connections={} max-frame-bytes={} \
              output-buffer-bytes={} shutdown-grace={} config-file={} replication-listen={} standby-of={} \
-             standby-name={} sync-standbys={} sync-timeout={} admin-token-file={} wait-for-supervisor={}",
+             standby-name={} sync-standbys={} sync-timeout={} admin-token-file={} wait-for-supervisor={} \
+             require-write-lease={} max-write-grant={}",
             self.listen,
             storages.join(", "),
             self.read_only,
@@ -489,6 +515,8 @@ impl Config {
             opt(self.sync_timeout.map(|t| humantime::format_duration(t).to_string())),
             opt(self.admin_token_file.as_ref().map(|p| p.display().to_string())),
             self.wait_for_supervisor,
+            self.require_write_lease,
+            humantime::format_duration(self.max_write_grant),
         )
     }
 }

@@ -100,6 +100,9 @@ pub struct Metrics {
     pub repl_standby_applied_lag_transactions: Family<StorageLabel, Gauge>,
     pub repl_sync_degraded: Counter,
     pub repl_commits_waiting: Family<StorageLabel, Gauge>,
+    pub write_lease_remaining_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub write_lease_expiries: Counter,
+    pub commits_refused_not_writable: Counter,
 }
 
 /// A role name (`primary`, `standby`, `demoted`).
@@ -176,6 +179,9 @@ impl Metrics {
             repl_standby_applied_lag_transactions: Family::default(),
             repl_sync_degraded: Counter::default(),
             repl_commits_waiting: Family::default(),
+            write_lease_remaining_seconds: Gauge::default(),
+            write_lease_expiries: Counter::default(),
+            commits_refused_not_writable: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -239,6 +245,21 @@ impl Metrics {
             "replication_commits_waiting",
             "Durable commits waiting for standby acknowledgements",
             m.repl_commits_waiting.clone(),
+        );
+        r.register(
+            "write_lease_remaining_seconds",
+            "Seconds left on the write lease (0: none granted or expired)",
+            m.write_lease_remaining_seconds.clone(),
+        );
+        r.register(
+            "write_lease_expiries",
+            "Times the write lease ran out and the server fenced itself",
+            m.write_lease_expiries.clone(),
+        );
+        r.register(
+            "commits_refused_not_writable",
+            "Commits refused or left unacknowledged because the write lease did not allow them",
+            m.commits_refused_not_writable.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

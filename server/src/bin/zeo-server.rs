@@ -95,6 +95,10 @@ impl AdminSource for AdminView {
             {
                 for (name, section) in rs {
                     if let Some(serde_json::Value::Object(entry)) = ds.get_mut(&name) {
+                        // The supervisor reads which standbys this primary waits to drop per storage.
+                        if let Some(requested) = section.get("degrade_requested") {
+                            entry.insert("degrade_requested".into(), requested.clone());
+                        }
                         entry.insert("replication".into(), section);
                     }
                 }
@@ -173,6 +177,8 @@ async fn run(config: Config) -> Result<()> {
         sync_timeout: config.sync_timeout,
         admin_token,
         wait_for_supervisor: config.wait_for_supervisor,
+        require_write_lease: config.require_write_lease,
+        max_write_grant: config.max_write_grant,
         read_only_storages: config.storages.iter().filter(|s| s.read_only).map(|s| s.name.clone()).collect(),
     };
     let first_path = &config.storages[0].path;

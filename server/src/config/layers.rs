@@ -16,7 +16,7 @@ ZEO_READ_ONLY_STORAGES (NAME,...), ZEO_MSGPACK, ZEO_INVALIDATION_QUEUE_SIZE, ZEO
 ZEO_MAX_CONNECTIONS, ZEO_MAX_FRAME_BYTES, ZEO_OUTPUT_BUFFER_BYTES, ZEO_ADMIN, ZEO_TLS_CERT, ZEO_TLS_KEY, \
 ZEO_TLS_CLIENT_CA, ZEO_ALLOW (CIDR,...), ZEO_IDENTITIES (NAME=rw|ro,...), ZEO_LOG_FORMAT, ZEO_SHUTDOWN_GRACE, \
 ZEO_READY_FILE, ZEO_REPLICATION_LISTEN, ZEO_STANDBY_OF, ZEO_STANDBY_NAME, ZEO_SYNC_STANDBYS, ZEO_SYNC_TIMEOUT, \
-ZEO_ADMIN_TOKEN_FILE, ZEO_WAIT_FOR_SUPERVISOR. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
+ZEO_ADMIN_TOKEN_FILE, ZEO_WAIT_FOR_SUPERVISOR, ZEO_REQUIRE_WRITE_LEASE, ZEO_MAX_WRITE_GRANT. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
 
 /// The command line. Every setting is optional here so that lower layers can fill it in.
 #[derive(Debug, Parser)]
@@ -112,6 +112,13 @@ pub(super) struct Cli {
     /// Start read-only until promoted or told to rejoin, even if last a primary (HA deployments).
     #[arg(long)]
     wait_for_supervisor: bool,
+    /// Acknowledge commits only within a write grant from the supervisor (POST /write-lease); at
+    /// its deadline, demote (HA deployments: without it, a stalled supervisor cannot fence this server).
+    #[arg(long)]
+    require_write_lease: bool,
+    /// The longest write grant kept, whatever the supervisor asks for [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = Seconds::parse)]
+    max_write_grant: Option<Seconds>,
 }
 
 /// A YAML `storages:` entry (and what `--storage NAME=FILE` becomes).
@@ -162,6 +169,8 @@ pub(super) struct Layer {
     pub(super) sync_timeout: Option<Seconds>,
     pub(super) admin_token_file: Option<PathBuf>,
     pub(super) wait_for_supervisor: Option<bool>,
+    pub(super) require_write_lease: Option<bool>,
+    pub(super) max_write_grant: Option<Seconds>,
 }
 
 /// `Some(v)` for a non-empty list, so an absent repeatable flag leaves the lower layers in charge.
@@ -202,6 +211,8 @@ impl From<Cli> for Layer {
             sync_timeout: c.sync_timeout,
             admin_token_file: c.admin_token_file,
             wait_for_supervisor: c.wait_for_supervisor.then_some(true),
+            require_write_lease: c.require_write_lease.then_some(true),
+            max_write_grant: c.max_write_grant,
         }
     }
 }
@@ -261,6 +272,8 @@ impl Layer {
             sync_timeout: parsed(get(ENV_SYNC_TIMEOUT), Seconds::parse)?,
             admin_token_file: parsed(get(ENV_ADMIN_TOKEN_FILE), path)?,
             wait_for_supervisor: parsed(get(ENV_WAIT_FOR_SUPERVISOR), values::parse_bool)?,
+            require_write_lease: parsed(get(ENV_REQUIRE_WRITE_LEASE), values::parse_bool)?,
+            max_write_grant: parsed(get(ENV_MAX_WRITE_GRANT), Seconds::parse)?,
         })
     }
 
@@ -305,6 +318,8 @@ impl Layer {
             sync_timeout: self.sync_timeout.or(lower.sync_timeout),
             admin_token_file: self.admin_token_file.or(lower.admin_token_file),
             wait_for_supervisor: self.wait_for_supervisor.or(lower.wait_for_supervisor),
+            require_write_lease: self.require_write_lease.or(lower.require_write_lease),
+            max_write_grant: self.max_write_grant.or(lower.max_write_grant),
         }
     }
 }

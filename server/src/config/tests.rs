@@ -284,3 +284,45 @@ fn replication_settings_from_every_layer_and_their_rules() {
             .contains("--replication-listen")
     );
 }
+
+#[test]
+fn write_lease_settings_from_every_layer_and_their_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let file = yaml(
+        &dir,
+        &format!(
+            "path: /y/Data.fs\nadmin: 127.0.0.1:8110\nadmin-token-file: {}\nrequire-write-lease: true\nmax-write-grant: 12s\n",
+            token.display()
+        ),
+    );
+    let c = load(&["--config", &file], &[]).unwrap();
+    assert!(c.require_write_lease);
+    assert_eq!(c.max_write_grant, Duration::from_secs(12));
+    let env = [(ENV_CONFIG, file.as_str()), (ENV_MAX_WRITE_GRANT, "20s")];
+    assert_eq!(load(&[], &env).unwrap().max_write_grant, Duration::from_secs(20));
+    assert_eq!(load(&["--max-write-grant", "3s"], &env).unwrap().max_write_grant, Duration::from_secs(3));
+    // Defaults: no lease (a lone server, a pair without supervisors), 30 s cap.
+    let c = load(&["--path", "/d/Data.fs"], &[]).unwrap();
+    assert!(!c.require_write_lease);
+    assert_eq!(c.max_write_grant, DEFAULT_MAX_WRITE_GRANT);
+    let tok = token.to_str().unwrap();
+    let c = load(
+        &["--path", "/d", "--admin", "127.0.0.1:0", "--admin-token-file", tok],
+        &[(ENV_REQUIRE_WRITE_LEASE, "true")],
+    )
+    .unwrap();
+    assert!(c.require_write_lease, "from the environment");
+    // Rules: grants need the admin API; the cap is bounded.
+    assert!(
+        err(&["--path", "/d", "--require-write-lease"], &[]).contains("--require-write-lease needs --admin-token-file")
+    );
+    assert!(
+        err(&["--path", "/d", "--require-write-lease", "--admin-token-file", tok], &[])
+            .contains("--require-write-lease needs --admin")
+    );
+    assert!(err(&["--path", "/d", "--max-write-grant", "0s"], &[]).contains("--max-write-grant"));
+    assert!(err(&["--path", "/d", "--max-write-grant", "11m"], &[]).contains("--max-write-grant"));
+    assert!(err(&["--path", "/d"], &[(ENV_REQUIRE_WRITE_LEASE, "maybe")]).contains(ENV_REQUIRE_WRITE_LEASE));
+}

@@ -15,7 +15,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::{Replication, ServerRole};
+use super::{Replication, ServerRole, lease_control, write_lease};
 use crate::storage::StorageError;
 
 /// Why a role change was refused.
@@ -35,10 +35,30 @@ impl Replication {
     /// (a transaction being applied completes or is cut), and becomes writable; its next tid is above
     /// every tid it holds, whatever the clock says. A standby marked out of sync is refused unless
     /// `force`.
-    pub async fn promote(self: &Arc<Self>, epoch: u64, force: bool) -> Result<bool, ControlError> {
+    ///
+    /// `until` is the first write grant (boottime nanoseconds, see `write_lease`); with
+    /// `--require-write-lease` a promotion without one is refused, and so is one already past.
+    pub async fn promote(self: &Arc<Self>, epoch: u64, force: bool, until: Option<u64>) -> Result<bool, ControlError> {
+        let lease = self.write_lease.clone();
+        if lease.required() && until.is_none() {
+            return Err(ControlError::BadRequest(
+                "until_boottime_ns is required: this server runs with --require-write-lease, and a promotion carries the first write grant".into(),
+            ));
+        }
         let _serial = self.control.lock().await;
+        let now = write_lease::boottime_ns();
+        if let Some(until) = until
+            && !write_lease::allows(write_lease::capped(until, now, lease.max_grant()), now)
+        {
+            return Err(ControlError::Conflict(format!(
+                "until_boottime_ns {until} is not after the server's boottime now ({now}): the grant is already over"
+            )));
+        }
         let (role, current) = self.role();
         if role == ServerRole::Primary && epoch == current {
+            if let Some(until) = until {
+                lease.grant(until, now).map_err(|e| ControlError::Conflict(e.to_string()))?;
+            }
             return Ok(false);
         }
         if epoch <= current {
@@ -73,6 +93,9 @@ impl Replication {
             s.synced = false;
             s.needs_reseed = None;
         })?;
+        if let Some(until) = until {
+            lease.start(until, write_lease::boottime_ns());
+        }
         self.role.send_replace((ServerRole::Primary, epoch));
         self.apply_read_only(ServerRole::Primary);
         self.start_role_tasks(ServerRole::Primary);
@@ -90,6 +113,7 @@ impl Replication {
             return Ok(false);
         }
         self.fence();
+        self.write_lease.end();
         self.state().update(|s| s.role = ServerRole::Demoted)?;
         self.role.send_replace((ServerRole::Demoted, epoch));
         self.start_role_tasks(ServerRole::Demoted);
@@ -98,7 +122,7 @@ impl Replication {
     }
 
     /// Read-only and every client out, before anything else (no await in between).
-    fn fence(&self) {
+    pub(super) fn fence(&self) {
         self.apply_read_only(ServerRole::Demoted);
         let mut closed = 0;
         for s in self.storages.values() {
@@ -122,6 +146,7 @@ impl Replication {
             return Ok(false);
         }
         self.fence();
+        self.write_lease.end();
         self.role_tasks.lock().expect("role tasks lock poisoned").cancel();
         if reseed {
             for s in self.storages.values() {
@@ -163,6 +188,9 @@ struct PromoteBody {
     epoch: u64,
     #[serde(default)]
     force: bool,
+    /// The first write grant (boottime nanoseconds).
+    #[serde(default)]
+    until_boottime_ns: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,21 +208,24 @@ struct RejoinBody {
     reseed: bool,
 }
 
-/// `POST /promote`, `POST /demote`, `POST /rejoin`, to merge into the admin router.
+/// `POST /promote`, `POST /demote`, `POST /rejoin`, and the write lease's `POST /write-lease` and
+/// `POST /out-of-sync`, to merge into the admin router.
 pub fn router(repl: Arc<Replication>) -> Router {
     Router::new()
         .route("/promote", post(promote))
         .route("/demote", post(demote))
         .route("/rejoin", post(rejoin))
+        .route("/write-lease", post(lease_control::write_lease))
+        .route("/out-of-sync", post(lease_control::out_of_sync))
         .with_state(repl)
 }
 
-fn json_error(code: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn json_error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(serde_json::json!({"error": msg.into()}))).into_response()
 }
 
 /// Checks the bearer token in constant time.
-fn authorize(repl: &Replication, headers: &HeaderMap, call: &str) -> Result<(), Box<Response>> {
+pub(super) fn authorize(repl: &Replication, headers: &HeaderMap, call: &str) -> Result<(), Box<Response>> {
     let Some(expected) = &repl.opts.admin_token else {
         tracing::warn!(call, "admin call refused: no --admin-token-file configured");
         return Err(Box::new(json_error(
@@ -250,8 +281,8 @@ async fn promote(State(repl): State<Arc<Replication>>, headers: HeaderMap, body:
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("bad request body (want {{\"epoch\": N}}): {e}")),
     };
-    tracing::info!(epoch = body.epoch, force = body.force, "admin call: promote");
-    let r = repl.promote(body.epoch, body.force).await;
+    tracing::info!(epoch = body.epoch, force = body.force, until = ?body.until_boottime_ns, "admin call: promote");
+    let r = repl.promote(body.epoch, body.force, body.until_boottime_ns).await;
     outcome(&repl, "promote", r)
 }
 

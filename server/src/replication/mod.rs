@@ -17,16 +17,20 @@
 //! - `standby`: following a primary: handshake, probing for the common point and rewinding,
 //!   receiving a snapshot, applying and acknowledging.
 //! - `control`: promote, demote, rejoin, and the admin routes that call them.
+//! - `write_lease`: the server's own fence: the boottime clock and the grant arithmetic.
+//! - `lease_control`: the grant and out-of-sync admin routes, and the expiry timer that demotes.
 
 pub mod control;
 mod error;
 pub mod history;
+mod lease_control;
 mod primary;
 mod standby;
 pub mod state;
 pub mod wire;
+pub mod write_lease;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,9 +45,10 @@ use history::History;
 pub use primary::serve_listener;
 use state::StateFile;
 pub use state::{ReplState, ServerRole};
+use write_lease::WriteLease;
 
 /// Replication settings (from the server configuration).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReplicationOptions {
     /// Follow this primary (its replication address, `host:port`).
     pub standby_of: Option<String>,
@@ -60,6 +65,29 @@ pub struct ReplicationOptions {
     pub wait_for_supervisor: bool,
     /// Storages configured read-only stay read-only whatever the role.
     pub read_only_storages: Vec<String>,
+    /// Acknowledge commits only within a write grant from the supervisor (`POST /write-lease`).
+    pub require_write_lease: bool,
+    /// The longest grant kept, whatever a supervisor asks for.
+    pub max_write_grant: Duration,
+}
+
+/// The default `--max-write-grant`.
+pub const DEFAULT_MAX_WRITE_GRANT: Duration = Duration::from_secs(30);
+
+impl Default for ReplicationOptions {
+    fn default() -> Self {
+        ReplicationOptions {
+            standby_of: None,
+            name: String::new(),
+            sync_standbys: 0,
+            sync_timeout: None,
+            admin_token: None,
+            wait_for_supervisor: false,
+            read_only_storages: Vec::new(),
+            require_write_lease: false,
+            max_write_grant: DEFAULT_MAX_WRITE_GRANT,
+        }
+    }
 }
 
 /// The primary's view of one standby of one storage.
@@ -80,6 +108,8 @@ pub struct FollowView {
     pub primary_last_tid: Tid,
     pub applied: Tid,
     pub last_error: Option<String>,
+    /// Writing what the primary sent failed here (disk full, I/O error), and has not worked since.
+    pub storage_error: Option<String>,
 }
 
 /// Replication state of one storage.
@@ -103,6 +133,11 @@ struct SyncState {
     /// Transactions up to this tid are published without acknowledgements (those before sync
     /// replication started, or published while degraded).
     floor: Tid,
+    /// With a write lease: standbys past the sync timeout that this primary wants to drop, waiting
+    /// for the supervisor to confirm their out-of-sync marks are in the lease record.
+    degrade_requested: BTreeSet<String>,
+    /// Standbys whose out-of-sync marks the supervisor confirmed (`POST /out-of-sync`).
+    mark_confirmed: BTreeSet<String>,
 }
 
 impl StorageRepl {
@@ -162,6 +197,10 @@ pub struct Replication {
     control: tokio::sync::Mutex<()>,
     /// Tasks of the current role (followers, or the primary's history keepers and gate watchdogs).
     role_tasks: Mutex<CancellationToken>,
+    /// The write lease every storage host checks before acknowledging a commit.
+    write_lease: Arc<WriteLease>,
+    /// Stops the write lease's expiry timer (server shutdown).
+    lease_timer: CancellationToken,
     metrics: Arc<Metrics>,
 }
 
@@ -199,8 +238,10 @@ impl Replication {
             (None, ServerRole::Primary) if opts.wait_for_supervisor => s.role = ServerRole::Demoted,
             _ => {}
         })?;
+        let write_lease = Arc::new(WriteLease::new(opts.require_write_lease, opts.max_write_grant));
         let mut storages = BTreeMap::new();
         for (name, host) in hosts {
+            host.set_write_lease(write_lease.clone());
             storages.insert(name.clone(), Arc::new(StorageRepl::new(host.clone())?));
         }
         let (role, epoch) = (state.get().role, state.get().epoch);
@@ -213,6 +254,8 @@ impl Replication {
             marks: watch::channel(0).0,
             control: tokio::sync::Mutex::new(()),
             role_tasks: Mutex::new(CancellationToken::new()),
+            write_lease,
+            lease_timer: CancellationToken::new(),
             metrics,
         });
         repl.apply_read_only(role);
@@ -223,11 +266,20 @@ impl Replication {
     pub fn start(self: &Arc<Self>) {
         let role = self.role.borrow().0;
         self.start_role_tasks(role);
+        if self.write_lease.required() {
+            tokio::spawn(lease_control::expiry_timer(self.clone(), self.lease_timer.clone()));
+        }
     }
 
     /// Stops every task (server shutdown).
     pub fn stop(&self) {
         self.role_tasks.lock().expect("role tasks lock poisoned").cancel();
+        self.lease_timer.cancel();
+    }
+
+    /// The write lease (shared with every storage host).
+    pub fn write_lease(&self) -> &Arc<WriteLease> {
+        &self.write_lease
     }
 
     fn apply_read_only(&self, role: ServerRole) {
@@ -336,10 +388,20 @@ impl Replication {
         }
         // The first storage's section, as already computed (BTreeMap: same order as `self.storages`).
         let first = self.storages.keys().next().and_then(|name| storages.get(name)).cloned();
+        let now = write_lease::boottime_ns();
+        let lease = &self.write_lease;
+        let not_writable_reason = self.not_writable_reason(role, now);
         let mut doc = serde_json::json!({
             "role": role.as_str(),
             "epoch": epoch,
-            "writable": role == ServerRole::Primary && self.storages.values().any(|s| !s.host.is_read_only()),
+            "writable": not_writable_reason.is_none(),
+            "not_writable_reason": not_writable_reason,
+            "write_lease": {
+                "required": lease.required(),
+                "remaining_ms": lease.remaining_ms_at(now),
+                "expired": lease.expired_at(now),
+            },
+            "boottime_ns": now,
             "name": self.opts.name,
             "needs_reseed": st.needs_reseed,
             "storages": storages,
@@ -353,6 +415,20 @@ impl Replication {
             }
         }
         doc
+    }
+
+    /// Why this server would not acknowledge a commit at `now` (`None`: it would).
+    pub fn not_writable_reason(&self, role: ServerRole, now: u64) -> Option<&'static str> {
+        let lease = &self.write_lease;
+        match role {
+            ServerRole::Standby => Some("standby"),
+            ServerRole::Demoted if lease.expired_at(now) => Some(write_lease::REASON_EXPIRED),
+            ServerRole::Demoted => Some("demoted"),
+            ServerRole::Primary if !self.storages.values().any(|s| !s.host.is_read_only()) => {
+                Some("every storage is read-only")
+            }
+            ServerRole::Primary => lease.reason_at(now),
+        }
     }
 
     fn storage_status(&self, s: &StorageRepl, role: ServerRole, st: &ReplState) -> serde_json::Value {
@@ -394,6 +470,7 @@ impl Replication {
                     .collect();
                 drop(h);
                 let sync = s.sync.lock().expect("sync lock poisoned");
+                let degrade_requested: Vec<&String> = sync.degrade_requested.iter().collect();
                 let sync_state = if self.opts.sync_standbys == 0 {
                     "async"
                 } else if sync.degraded {
@@ -408,6 +485,7 @@ impl Replication {
                     "sync_standbys": self.opts.sync_standbys,
                     "sync_timeout_ms": self.opts.sync_timeout.map(|d| d.as_millis() as u64),
                     "sync_state": sync_state,
+                    "degrade_requested": degrade_requested,
                     "standbys": standbys,
                 })
             }
@@ -431,8 +509,10 @@ impl Replication {
                     "lag_transactions": lag,
                     "lag_seconds": lag_seconds.max(0.0),
                     "out_of_sync": st.out_of_sync,
-                    // Promotable: holds every commit its sync primary acknowledged (state.rs).
-                    "in_sync": st.synced && !st.out_of_sync,
+                    // Promotable: holds every commit its sync primary acknowledged (state.rs), and
+                    // can write (a standby that cannot store what it is sent is no candidate).
+                    "in_sync": st.synced && !st.out_of_sync && f.storage_error.is_none(),
+                    "storage_error": f.storage_error,
                     "synced": st.synced,
                     "last_error": f.last_error,
                 })
@@ -445,6 +525,9 @@ impl Replication {
         let (role, epoch) = self.role();
         let m = &self.metrics;
         m.repl_epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        let now = write_lease::boottime_ns();
+        let remaining = if role == ServerRole::Primary { self.write_lease.until().saturating_sub(now) } else { 0 };
+        m.write_lease_remaining_seconds.set(remaining as f64 / 1e9);
         for r in [ServerRole::Primary, ServerRole::Standby, ServerRole::Demoted] {
             m.repl_role.get_or_create(&crate::metrics::RoleLabel { role: r.as_str() }).set(i64::from(r == role));
         }

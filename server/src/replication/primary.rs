@@ -65,30 +65,83 @@ async fn watchdog(repl: Arc<Replication>, s: Arc<StorageRepl>, timeout: Duration
             _ = token.cancelled() => return,
         }
         if s.host.blocked_for().is_some_and(|age| age >= timeout) {
-            repl.degrade(&s);
+            if repl.write_lease.required() {
+                repl.request_degrade(&s);
+            } else {
+                let behind = repl.behind(&s);
+                repl.degrade(&s, &behind);
+            }
         }
     }
 }
 
 impl Replication {
-    /// Gives up waiting for standbys: records durably which ones lack acknowledged data (they are
-    /// never to be promoted automatically until caught up), then publishes without acknowledgements.
-    fn degrade(&self, s: &StorageRepl) {
+    /// The standbys of `s` that lack durable transactions.
+    fn behind(&self, s: &StorageRepl) -> Vec<String> {
         let last = s.host.fs.last_transaction();
-        let behind: Vec<String> = s
-            .standbys
+        s.standbys
             .lock()
             .expect("standbys lock poisoned")
             .iter()
             .filter(|(_, v)| v.acked < last)
             .map(|(n, _)| n.clone())
-            .collect();
+            .collect()
+    }
+
+    /// With a write lease, past the sync timeout: asks (in `/status`, `degrade_requested`) to drop
+    /// the lagging standbys, and degrades only once the supervisor has confirmed every one of their
+    /// out-of-sync marks is in the lease record. Until then commits wait. Returns whom it dropped.
+    pub(super) fn request_degrade(&self, s: &StorageRepl) -> Vec<String> {
+        let behind = self.behind(s);
+        let ready = {
+            let mut sync = s.sync.lock().expect("sync lock poisoned");
+            if sync.degraded {
+                return Vec::new();
+            }
+            let new: Vec<&String> = behind.iter().filter(|n| !sync.degrade_requested.contains(*n)).collect();
+            if !new.is_empty() {
+                tracing::warn!(storage = %s.name, standbys = ?new, timeout = ?self.opts.sync_timeout,
+                    "standbys did not acknowledge in time: waiting for the supervisor to mark them out of sync in the lease before dropping them");
+            }
+            sync.degrade_requested.extend(behind.iter().cloned());
+            !behind.is_empty() && behind.iter().all(|n| sync.mark_confirmed.contains(n))
+        };
+        if !ready {
+            return Vec::new();
+        }
+        self.degrade(s, &behind);
+        behind
+    }
+
+    /// The supervisor has written these standbys' out-of-sync marks into the lease record: they may
+    /// now be dropped from the sync set, wherever a commit waits for them. Returns whom it dropped.
+    pub(super) fn confirm_out_of_sync(&self, names: &[String]) -> Vec<String> {
+        let mut dropped = Vec::new();
+        for s in self.storages.values() {
+            s.sync.lock().expect("sync lock poisoned").mark_confirmed.extend(names.iter().cloned());
+            let waiting = self.opts.sync_timeout.is_some_and(|t| s.host.blocked_for().is_some_and(|age| age >= t));
+            if waiting {
+                dropped.extend(self.request_degrade(s));
+            }
+        }
+        dropped.sort();
+        dropped.dedup();
+        dropped
+    }
+
+    /// Gives up waiting for standbys: records durably which ones lack acknowledged data (they are
+    /// never to be promoted automatically until caught up), then publishes without acknowledgements.
+    fn degrade(&self, s: &StorageRepl, behind: &[String]) {
         if let Err(e) = self.state().update(|st| st.standbys_out_of_sync.extend(behind.iter().cloned())) {
             // Without the record, degrading could later promote a standby that lacks commits.
             tracing::error!(storage = %s.name, error = %e, "cannot record out-of-sync standbys; commits stay blocked");
             return;
         }
-        s.sync.lock().expect("sync lock poisoned").degraded = true;
+        {
+            let mut sync = s.sync.lock().expect("sync lock poisoned");
+            sync.degraded = true;
+            sync.degrade_requested.clear();
+        }
         self.marks.send_modify(|v| *v += 1);
         self.metrics.repl_sync_degraded.inc();
         tracing::error!(storage = %s.name, standbys_out_of_sync = ?behind, timeout = ?self.opts.sync_timeout,
@@ -109,6 +162,10 @@ impl Replication {
         let last = s.host.fs.last_transaction();
         let (degraded, floor) = {
             let mut sync = s.sync.lock().expect("sync lock poisoned");
+            if tid >= last && (sync.degrade_requested.remove(name) | sync.mark_confirmed.remove(name)) {
+                // Caught up: no longer a candidate to drop (its supervisor clears the lease mark).
+                tracing::info!(storage = %s.name, standby = name, "standby caught up: no longer to be dropped");
+            }
             if sync.degraded {
                 let caught_up = s
                     .standbys

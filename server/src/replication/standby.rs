@@ -165,6 +165,7 @@ where
     if dropped > 0 {
         tracing::warn!(storage = %s.name, dropped, "unacknowledged transactions of our time as primary were never published");
     }
+    repl.write_lease.release_hold();
     s.host.set_gate(None);
     repl.adopt_epoch(epoch)?;
     set_out_of_sync(repl, w.out_of_sync)?;
@@ -427,14 +428,18 @@ async fn apply_batch(
         Ok(out)
     })
     .await
-    .map_err(|e| LinkError::Protocol(format!("apply task failed: {e}")))??;
+    .map_err(|e| LinkError::Protocol(format!("apply task failed: {e}")))?
+    .inspect_err(|e| storage_failed(s, e))?;
     let n = applied.len() as u64;
     let mut last = [0; 8];
     {
         let mut h = s.history();
         for (_, tid, _, digest) in &applied {
-            h.append(*tid, *digest)?;
+            h.append(*tid, *digest).inspect_err(|e| storage_failed(s, e))?;
         }
+    }
+    if let Some(was) = s.follow.lock().expect("follow lock poisoned").storage_error.take() {
+        tracing::info!(storage = %s.name, previous_error = %was, "writing the storage works again");
     }
     for (seq, tid, oids, _) in applied {
         s.host.queue_publication(seq, tid, oids, None);
@@ -442,6 +447,13 @@ async fn apply_batch(
     }
     s.host.publish_durable();
     Ok((last, n))
+}
+
+/// This standby could not write what it was sent (ENOSPC, EIO, ...): it reports itself not in
+/// sync, with the error, until an apply succeeds again, so that no supervisor promotes it.
+fn storage_failed(s: &StorageRepl, e: &dyn std::fmt::Display) {
+    tracing::error!(storage = %s.name, error = %e, "cannot write the replicated transactions: this standby is not in sync until it can");
+    s.follow.lock().expect("follow lock poisoned").storage_error = Some(e.to_string());
 }
 
 /// Binary search over our history for the last transaction the primary also has.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use zeo_proto::pickle::Value;
 
 use super::args::bytes_list;
-use super::errors::{read_only, storage_error, transaction_error};
+use super::errors::{not_writable, read_only, storage_error, transaction_error};
 use super::host::{ConnId, StorageHost};
 use super::outbox::Outbox;
 use crate::storage::{Oid, StorageError, Transaction, VoteOutcome};
@@ -147,6 +147,14 @@ pub async fn vote(ctx: TaskCtx, msgid: Value, round: u64) {
         ctx.outbox.reply(msgid, Err(read_only()));
         return;
     }
+    if !ctx.host.lease_allows_ack() {
+        // This commit could not be acknowledged anyway: refuse it before anything is written.
+        let _ = ctx.host.fs.abort(&mut engine);
+        *lock_slot(&ctx.slot) = None;
+        ctx.metrics.commits_refused_not_writable.inc();
+        ctx.outbox.reply(msgid, Err(not_writable(ctx.host.lease_refusal())));
+        return;
+    }
     let fs = ctx.host.fs.clone();
     // A small vote is one pwrite into the page cache: cheaper inline than a thread hand-off (which
     // costs more than the write on these machines). Large ones go to a blocking thread.
@@ -278,6 +286,15 @@ pub async fn finish(ctx: TaskCtx, msgid: Value, mut txn: ServerTxn) {
         let _ = ctx.host.fs.abort(&mut engine);
         drop(txn);
         ctx.outbox.reply(msgid, Err(read_only()));
+        return;
+    }
+    if !ctx.host.lease_allows_ack() {
+        // The write lease ran out since the vote: cut the voted record, nothing is committed. (A
+        // lease running out after this point is caught where the commit would be answered.)
+        let _ = ctx.host.fs.abort(&mut engine);
+        drop(txn);
+        ctx.metrics.commits_refused_not_writable.inc();
+        ctx.outbox.reply(msgid, Err(not_writable(ctx.host.lease_refusal())));
         return;
     }
     let fs = ctx.host.fs.clone();

@@ -54,3 +54,22 @@ pub fn key_error(key: Value) -> ErrorReply {
 pub fn type_error(msg: &str) -> ErrorReply {
     errors::type_error(msg)
 }
+
+/// A commit refused because this server may not acknowledge commits now (its write lease expired
+/// or was never granted, docs/FAILOVER.md). `ReadOnlyError`, as for a demoted server: nothing of
+/// the transaction was committed, and ZEO clients abort it cleanly and reconnect to find a primary.
+pub fn not_writable(reason: &str) -> ErrorReply {
+    errors::other(
+        errors::READ_ONLY_ERROR,
+        vec![Value::Str(format!("{reason}: this server may not acknowledge commits now; nothing was committed"))],
+    )
+}
+
+/// The answer to a `tpc_finish` whose transaction was written and fsynced here but never
+/// acknowledged: the write lease ran out first. Whether it survives depends on which server is
+/// promoted next, as for a connection lost during `tpc_finish`.
+pub fn unacknowledged(reason: &str) -> ErrorReply {
+    errors::storage_transaction(&format!(
+        "{reason} before this commit could be acknowledged: it was not acknowledged, and is kept only if this server is promoted again"
+    ))
+}

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
 use crate::storage::{FileStorage, Oid, Tid};
@@ -22,6 +22,7 @@ use zeo_proto::pickle::Value;
 use super::args::bytes_list;
 use super::blobs::BlobDir;
 use super::outbox::Outbox;
+use crate::replication::write_lease::WriteLease;
 
 /// Identifies a connection.
 pub type ConnId = u64;
@@ -50,6 +51,9 @@ struct PendingPublication {
     /// queued in the same ordered step as everyone else's invalidations, so no client ever sees a
     /// later tid before its own commit's. `None` for transactions applied by replication.
     committer: Option<(ConnId, Outbox, Value)>,
+    /// Committed by a client of this server (not applied from a primary): published only while
+    /// the write lease allows acknowledging.
+    local: bool,
     queued_at: Instant,
 }
 
@@ -78,6 +82,8 @@ pub struct StorageHost {
     /// Sync replication: publish (answer committers, invalidate) only transactions with a tid at or
     /// below this watermark, i.e. acknowledged by enough standbys. `None`: publish once durable.
     gate: Mutex<Option<Tid>>,
+    /// The server's write lease, checked at the moment a local commit would be acknowledged.
+    write_lease: OnceLock<Arc<WriteLease>>,
     /// The last durable tid, for the replication streamers (they ship before publication).
     durable: tokio::sync::watch::Sender<Tid>,
     /// The pack time of the last completed pack, for the replication streamers (standbys pack too).
@@ -119,6 +125,7 @@ impl StorageHost {
             durable: tokio::sync::watch::channel(last_tid).0,
             packed: tokio::sync::watch::channel(None).0,
             gate: Mutex::new(None),
+            write_lease: OnceLock::new(),
             fs,
             blobs,
             commit_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -232,6 +239,42 @@ impl StorageHost {
         self.publish_durable();
     }
 
+    /// Makes local commits wait for `lease` before they are acknowledged (set once, at startup).
+    pub fn set_write_lease(&self, lease: Arc<WriteLease>) {
+        if self.write_lease.set(lease).is_err() {
+            tracing::error!(storage = %self.name, "the write lease was already set; keeping the first");
+        }
+    }
+
+    /// Whether the write lease lets this server acknowledge a commit now (true without a lease).
+    pub fn lease_allows_ack(&self) -> bool {
+        self.write_lease.get().is_none_or(|l| l.allows_ack_now())
+    }
+
+    /// Why the write lease refuses acknowledgements now (for error messages).
+    pub fn lease_refusal(&self) -> &'static str {
+        let now = crate::replication::write_lease::boottime_ns();
+        self.write_lease.get().and_then(|l| l.reason_at(now)).unwrap_or(crate::replication::write_lease::REASON_EXPIRED)
+    }
+
+    /// Answers every committer whose durable transaction is held back with an error saying why
+    /// (`reason`: the write lease expired) instead of its tid: it is not acknowledged. The
+    /// transactions stay queued, to be published only after a new grant (a promotion) or dropped
+    /// by a rewind. Returns how many.
+    pub fn refuse_held_committers(&self, reason: &str) -> usize {
+        let reply = super::errors::unacknowledged(reason);
+        let mut pending = self.pending.lock().expect("pending lock poisoned");
+        let mut n = 0;
+        for p in pending.values_mut() {
+            if let Some((_, out, msgid)) = p.committer.take() {
+                out.reply(msgid, Err(reply.clone()));
+                self.server_metrics.commits_refused_not_writable.inc();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// How long the oldest durable transaction has been held back by the gate, if one is.
     pub fn blocked_for(&self) -> Option<std::time::Duration> {
         let gate = (*self.gate.lock().expect("gate lock poisoned"))?;
@@ -280,10 +323,10 @@ impl StorageHost {
 
     /// Records a finished (not yet durable) transaction for publication in commit order.
     pub fn queue_publication(&self, seq: u64, tid: Tid, oids: Vec<Oid>, committer: Option<(ConnId, Outbox, Value)>) {
-        self.pending
-            .lock()
-            .expect("pending lock poisoned")
-            .insert(seq, PendingPublication { tid, oids, committer, queued_at: Instant::now() });
+        self.pending.lock().expect("pending lock poisoned").insert(
+            seq,
+            PendingPublication { tid, oids, local: committer.is_some(), committer, queued_at: Instant::now() },
+        );
     }
 
     /// Withdraws a publication that will not happen (its transaction failed to become durable).
@@ -305,9 +348,21 @@ impl StorageHost {
         });
         let gate = *self.gate.lock().expect("gate lock poisoned");
         let mut pending = self.pending.lock().expect("pending lock poisoned");
-        // In commit order, stopping at the first the gate holds back.
-        let ready: Vec<u64> =
-            pending.range(..=durable).take_while(|(_, p)| gate.is_none_or(|g| p.tid <= g)).map(|(s, _)| *s).collect();
+        // The write lease is read here, after the fsync and before anything is queued: past its
+        // deadline no local commit is answered or shown to anyone.
+        let lease_ok = self.lease_allows_ack();
+        // In commit order, stopping at the first the gate or the lease holds back.
+        let ready: Vec<u64> = pending
+            .range(..=durable)
+            .take_while(|(_, p)| gate.is_none_or(|g| p.tid <= g) && (lease_ok || !p.local))
+            .map(|(s, _)| *s)
+            .collect();
+        if !lease_ok && pending.range(..=durable).nth(ready.len()).is_some_and(|(_, p)| p.local) {
+            // Held by the lease: the expiry timer fences the server now rather than at its next tick.
+            if let Some(l) = self.write_lease.get() {
+                l.poke();
+            }
+        }
         if ready.is_empty() {
             return;
         }
