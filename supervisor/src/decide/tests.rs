@@ -826,5 +826,9 @@ fn config_rules() {
     let err = c.validate().unwrap_err();
     assert!(
         matches!(err, DecideConfigError::RenewDeadlineWithinRetry { .. }) && err.to_string().contains("retry_period")
-    );
+    ); // The write lease granted to the server ends at the renew deadline: before any expiry.
+    let mut c = cfg();
+    c.renew_deadline = c.lease_duration;
+    let err = c.validate().unwrap_err();
+    assert!(matches!(err, DecideConfigError::RenewDeadlinePastLease { .. }), "{err}");
 }

@@ -43,16 +43,13 @@ async fn grants_follow_renewals_and_stop_when_the_store_stalls_so_the_server_fen
     let metrics = sup_a.metrics.clone();
     let renew_deadline = sup_a.cfg.renew_deadline;
     let stop = CancellationToken::new();
-    let tasks = [
-        tokio::spawn(sup_a.run(mpsc::channel(1).1, CancellationToken::new(), stop.clone())),
-        tokio::spawn(supervisor("b", &b, ("a", &a), store).run(
-            mpsc::channel(1).1,
-            CancellationToken::new(),
-            stop.clone(),
-        )),
-    ];
+    let task_a = tokio::spawn(sup_a.run(mpsc::channel(1).1, CancellationToken::new(), stop.clone()));
     assert_eq!(a.wait_call("promote").await, "promote 1 false granted", "the promotion carries the first grant");
     wait_role(&a, ServerRole::Primary, 1).await;
+    // b joins once a serves: a primary that has no grant yet is not writable, so a standby
+    // started beside it at bootstrap may win the first lease instead.
+    let sup_b = supervisor("b", &b, ("a", &a), store);
+    let task_b = tokio::spawn(sup_b.run(mpsc::channel(1).1, CancellationToken::new(), stop.clone()));
     wait_for("a grant after a renewal", || count(&a, "write-lease 1") >= 2).await;
     wait_for("a writable", || a.status().writable).await;
 
@@ -73,9 +70,8 @@ async fn grants_follow_renewals_and_stop_when_the_store_stalls_so_the_server_fen
     stall.set_stalled(false);
     wait_for("a writable again", || a.status().writable).await;
     stop.cancel();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    task_a.await.unwrap();
+    task_b.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
