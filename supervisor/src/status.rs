@@ -50,9 +50,11 @@ pub struct ServerStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WriteLease {
     /// The server acknowledges nothing without a grant.
+    #[serde(default)]
     pub required: bool,
     #[serde(default)]
     pub remaining_ms: Option<u64>,
+    #[serde(default)]
     pub expired: bool,
 }
 
@@ -234,6 +236,31 @@ mod tests {
                 .unwrap();
         assert!(matches!(d.replication, Replication::Other(_)));
         assert_eq!(d.last_tid, [0; 8]);
+    }
+
+    #[test]
+    fn reads_the_write_lease_fields_and_degrade_requests_of_every_storage() {
+        let p: ServerStatus = serde_json::from_str(
+            r#"{"role":"primary","epoch":3,"writable":false,"last_tid":"03e0000000000001",
+               "not_writable_reason":"write lease expired","boottime_ns":123456789,
+               "write_lease":{"required":true,"remaining_ms":0,"expired":true},
+               "replication":{"sync_standbys":1,"sync_timeout_ms":500,"sync_state":"sync","standbys":[],
+                 "degrade_requested":["b"]},
+               "storages":{"1":{"connections":0,"replication":{"degrade_requested":["b"],"standbys":[]}},
+                           "2":{"replication":{"degrade_requested":["c"]}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.boottime_ns, Some(123_456_789));
+        assert!(p.write_lease.as_ref().is_some_and(|w| w.required && w.expired));
+        assert_eq!(p.degrade_requested(), ["b", "c"], "over every storage, without repeats");
+        let s: ServerStatus = serde_json::from_str(
+            r#"{"role":"standby","epoch":3,"writable":false,"last_tid":"03e0000000000001",
+               "replication":{"primary":"a:9000","connected":true,"applied_tid":"03e0000000000001",
+                 "lag_transactions":0,"lag_seconds":0.0,"in_sync":false,"out_of_sync":false,
+                 "storage_error":"No space left on device"}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.storage_error(), Some("No space left on device"));
     }
 
     #[test]

@@ -113,3 +113,31 @@ async fn a_stalled_store_costs_at_most_the_budget() {
     stall.set_stalled(false);
     assert!(a.renew().await.unwrap(), "answers again");
 }
+
+/// The grant base is the clock read before the write was sent: a write the store holds for a
+/// while earns a grant counted from before it, never from when it returned.
+#[tokio::test]
+async fn the_grant_base_is_read_before_the_write_is_sent() {
+    use crate::testkit::stall_store::StallStore;
+    let stall = Arc::new(StallStore::new(Arc::new(super::static_store::StaticLeaseStore::in_memory())));
+    let store: Arc<dyn LeaseStore> = stall.clone();
+    let mut a = LeaseElector::new(store, "a", Duration::from_secs(60));
+    a.set_timing(Duration::from_secs(40), Duration::from_secs(10));
+    assert!(a.try_acquire().await.unwrap());
+    stall.set_stalled(true);
+    let releaser = {
+        let stall = stall.clone();
+        tokio::spawn(async move {
+            while stall.stalled_writes() == 0 {
+                tokio::task::yield_now().await;
+            }
+            let released_at = crate::grant::boottime_ns();
+            stall.set_stalled(false);
+            released_at
+        })
+    };
+    assert!(a.renew().await.unwrap());
+    let released_at = releaser.await.unwrap();
+    let base = a.written_from_ns().unwrap();
+    assert!(base < released_at, "grant base {base} read after the write was held until {released_at}");
+}
