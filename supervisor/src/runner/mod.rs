@@ -421,10 +421,13 @@ impl Supervisor {
                 Ok(true)
             }
             Action::Demote => {
+                // No grant for a server we are fencing, even if the demotion's answer is lost.
+                mem.serving_epoch = None;
                 bounded("demote", self.call_budget(), self.server.demote()).await?;
                 Ok(true)
             }
             Action::KillServer => {
+                mem.serving_epoch = None;
                 self.kill().await?;
                 mem.killed = true;
                 Ok(true)

@@ -291,9 +291,11 @@ async fn out_of_sync(State(s): State<Arc<Inner>>, headers: HeaderMap, Json(body)
     let epoch = body["epoch"].as_u64().unwrap_or(0);
     let names: Vec<String> =
         body["standbys"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
-    record(&s, format!("out-of-sync {epoch} {}", names.join(",")));
+    let call = format!("out-of-sync {epoch} {}", names.join(","));
     let mut st = s.status.lock().unwrap();
     if st.role != ServerRole::Primary || st.epoch != epoch {
+        drop(st);
+        record(&s, call);
         return refuse(StatusCode::CONFLICT, &format!("not the primary at epoch {epoch}"));
     }
     // The server degrades past them: out of sync, no longer asked for.
@@ -305,6 +307,9 @@ async fn out_of_sync(State(s): State<Arc<Inner>>, headers: HeaderMap, Json(body)
         p.degrade_requested.retain(|n| !names.contains(n));
         p.sync_state = SyncState::Degraded;
     }
+    drop(st);
+    // Recorded once done, so a test that saw the call sees its effect.
+    record(&s, call);
     Json(json!({"standbys": names})).into_response()
 }
 
