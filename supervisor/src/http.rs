@@ -49,12 +49,23 @@ pub fn router(
     token: Option<Arc<str>>,
 ) -> Router {
     Router::new()
-        .route("/livez", get(|| async { "ok" }))
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .route("/switchover", post(switchover))
         .route("/promote", post(force_promote))
         .with_state(App { metrics, commands, ready, token })
+}
+
+/// 503 once the loop has not made progress within its bound (see [`crate::liveness`]).
+async fn livez(State(app): State<App>) -> Response {
+    let live = &app.metrics.liveness;
+    if live.is_live() {
+        "ok".into_response()
+    } else {
+        let stuck = format!("loop stuck for {:?}", live.since_beat());
+        (StatusCode::SERVICE_UNAVAILABLE, stuck).into_response()
+    }
 }
 
 async fn readyz(State(app): State<App>) -> Response {

@@ -13,6 +13,7 @@
 //! - [`lease`]: the lease record, the [`lease::LeaseStore`] CAS trait and its backends (chosen by
 //!   [`lease::LeaseBackend`], built by [`lease::from_settings`]), and [`lease::LeaseElector`]
 //!   (acquire, renew, release; expiry on the local monotonic clock).
+//! - [`grant`]: the write lease granted to our server (CLOCK_BOOTTIME arithmetic, same-kernel check).
 //! - [`server_admin`]: the client of the server's admin HTTP API.
 //! - [`probe`]: the ZEO round-trip health probe.
 //! - [`mover`]: the [`mover::AddressMover`] trait and its backends (pod label, Docker alias, VIP,
@@ -22,11 +23,14 @@
 //! - [`runner`]: the observe → decide → act loop and the shutdown order.
 //! - [`http`]: the supervisor's admin port (`/livez`, `/readyz`, `/metrics`, `/switchover`).
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`liveness`]: the loop's heartbeat behind `/livez`.
 pub mod config;
 pub mod decide;
+pub mod grant;
 pub mod http;
 pub mod kill;
 pub mod lease;
+pub mod liveness;
 pub mod metrics;
 pub mod mover;
 pub mod probe;

@@ -33,6 +33,12 @@ pub struct Metrics {
     pub renew_latency: Histogram,
     /// `zeo_supervisor_listener_refused_total{listener="http",reason}` (zeo-listen).
     pub listener_refusals: zeo_listen::RefusalMetrics,
+    /// Write-lease grants our server accepted, and grant calls that failed or were withheld.
+    pub grants: Counter,
+    pub grant_failures: Counter,
+    /// The loop's heartbeat (`/livez`); shared here because the loop and the admin port both hold
+    /// the metrics.
+    pub liveness: std::sync::Arc<crate::liveness::Liveness>,
 }
 
 impl Metrics {
@@ -46,6 +52,9 @@ impl Metrics {
             last_failover_seconds: Gauge::default(),
             renew_latency: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             listener_refusals: zeo_listen::RefusalMetrics::register(&mut registry),
+            grants: Counter::default(),
+            grant_failures: Counter::default(),
+            liveness: std::sync::Arc::default(),
             registry: Registry::default(),
         };
         registry.register("server_role", "Role of the supervised server (1 = current)", m.role.clone());
@@ -58,6 +67,12 @@ impl Metrics {
             m.last_failover_seconds.clone(),
         );
         registry.register("lease_renew_latency_seconds", "Latency of lease renewals", m.renew_latency.clone());
+        registry.register("write_lease_grants", "Write-lease grants our server accepted", m.grants.clone());
+        registry.register(
+            "write_lease_grant_failures",
+            "Write-lease grants that failed or were withheld (the server fences itself at the last one's end)",
+            m.grant_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -1,5 +1,5 @@
 //! A client of the zeo-server's admin HTTP API, as the supervisor calls it: `/status`,
-//! `/promote`, `/demote`, `/rejoin`. POSTs carry the bearer token.
+//! `/promote`, `/demote`, `/rejoin`, `/write-lease`, `/out-of-sync`. POSTs carry the bearer token.
 
 use std::time::Duration;
 
@@ -15,6 +15,13 @@ pub struct RoleChange {
     #[serde(default)]
     pub epoch: Option<u64>,
     pub changed: bool,
+}
+
+/// What a write-lease grant answered.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Granted {
+    pub writable: bool,
+    pub until_boottime_ns: u64,
 }
 
 /// Why an admin call failed.
@@ -71,12 +78,36 @@ impl ServerAdmin {
         decode(url, resp).await
     }
 
-    /// `POST /promote {"epoch": N, "force": F}`.
+    /// `POST /promote {"epoch": N, "force": F, "until_boottime_ns": T}`: `until` is the first
+    /// write-lease grant; a server without write leases gets none (it would refuse the field).
     ///
     /// # Errors
     /// See [`ServerAdminError`]; 409 when `epoch` is not above the server's or it is out of sync.
-    pub async fn promote(&self, epoch: u64, force: bool) -> Result<RoleChange, ServerAdminError> {
-        self.post("promote", json!({"epoch": epoch, "force": force})).await
+    pub async fn promote(&self, epoch: u64, force: bool, until: Option<u64>) -> Result<RoleChange, ServerAdminError> {
+        let body = match until {
+            Some(t) => json!({"epoch": epoch, "force": force, "until_boottime_ns": t}),
+            None => json!({"epoch": epoch, "force": force}),
+        };
+        self.post("promote", body).await
+    }
+
+    /// `POST /write-lease {"epoch": N, "until_boottime_ns": T}`: the server may acknowledge
+    /// commits until T on its CLOCK_BOOTTIME.
+    ///
+    /// # Errors
+    /// See [`ServerAdminError`]; 409 when the server is not the primary at `epoch`.
+    pub async fn write_lease(&self, epoch: u64, until_boottime_ns: u64) -> Result<Granted, ServerAdminError> {
+        self.post("write-lease", json!({"epoch": epoch, "until_boottime_ns": until_boottime_ns})).await
+    }
+
+    /// `POST /out-of-sync {"epoch": N, "standbys": [..]}`: these standbys' marks are in the lease
+    /// (compare-and-swap confirmed), so the server may degrade past them.
+    ///
+    /// # Errors
+    /// See [`ServerAdminError`]; 409 when the server is not the primary at `epoch`.
+    pub async fn out_of_sync(&self, epoch: u64, standbys: &[String]) -> Result<(), ServerAdminError> {
+        let _: serde_json::Value = self.post("out-of-sync", json!({"epoch": epoch, "standbys": standbys})).await?;
+        Ok(())
     }
 
     /// `POST /demote {}`: stop commits, close every client connection.
@@ -95,7 +126,11 @@ impl ServerAdmin {
         self.post("rejoin", json!({"primary": primary, "reseed": false})).await
     }
 
-    async fn post(&self, what: &str, body: serde_json::Value) -> Result<RoleChange, ServerAdminError> {
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        body: serde_json::Value,
+    ) -> Result<T, ServerAdminError> {
         let url = format!("{}/{what}", self.base);
         let mut req = self.http.post(&url).json(&body);
         if let Some(token) = &self.token {
@@ -134,13 +169,13 @@ mod tests {
         let fake = FakeServer::start(standby_status(3, "b:9000", false, false)).await;
         let c = client(&fake, Some(TOKEN));
         assert_eq!(c.status().await.unwrap().role, ServerRole::Standby);
-        match c.promote(3, false).await {
+        match c.promote(3, false, None).await {
             Err(ServerAdminError::Refused { status: 409, message, .. }) => assert!(message.contains("not above")),
             other => panic!("promote at the same epoch must be refused: {other:?}"),
         }
-        let p = c.promote(4, false).await.unwrap();
+        let p = c.promote(4, false, None).await.unwrap();
         assert_eq!((p.role, p.epoch, p.changed), (ServerRole::Primary, Some(4), true));
-        assert!(!c.promote(4, false).await.unwrap().changed, "promote is idempotent at its epoch");
+        assert!(!c.promote(4, false, None).await.unwrap().changed, "promote is idempotent at its epoch");
         assert!(c.demote().await.unwrap().changed);
         let r = c.rejoin("b:9000").await.unwrap();
         assert_eq!((r.role, r.changed), (ServerRole::Standby, true));
@@ -151,13 +186,13 @@ mod tests {
     async fn out_of_sync_needs_force_and_posts_need_the_token() {
         let fake = FakeServer::start(standby_status(3, "b:9000", false, true)).await;
         let c = client(&fake, Some(TOKEN));
-        assert!(matches!(c.promote(4, false).await, Err(ServerAdminError::Refused { status: 409, .. })));
+        assert!(matches!(c.promote(4, false, None).await, Err(ServerAdminError::Refused { status: 409, .. })));
         assert!(matches!(
             client(&fake, Some("wrong")).demote().await,
             Err(ServerAdminError::Refused { status: 401, .. })
         ));
         assert!(matches!(client(&fake, None).demote().await, Err(ServerAdminError::Refused { status: 401, .. })));
-        assert_eq!(c.promote(4, true).await.unwrap().epoch, Some(4));
+        assert_eq!(c.promote(4, true, None).await.unwrap().epoch, Some(4));
     }
 
     #[tokio::test]

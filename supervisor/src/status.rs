@@ -4,6 +4,8 @@
 //! supervisor of an older release running beside it during a rolling upgrade. Tids are read into
 //! [`Tid`]s here, so the rules compare them as tids, never as text.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use zeo_proto::Tid;
 
@@ -30,6 +32,48 @@ pub struct ServerStatus {
     pub last_tid: Tid,
     #[serde(default)]
     pub replication: Replication,
+    /// The server's CLOCK_BOOTTIME (ns) when it wrote this answer; absent on a server without
+    /// write leases (an older release): then nothing is granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boottime_ns: Option<u64>,
+    /// Why `writable` is false (the write lease ran out, read-only, ...), for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_writable_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_lease: Option<WriteLease>,
+    /// Per storage, its own `replication` section (the first one is also `replication`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub storages: BTreeMap<String, StorageSection>,
+}
+
+/// `write_lease` in `/status`: the deadline the supervisor last granted, as the server sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteLease {
+    /// The server acknowledges nothing without a grant.
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub remaining_ms: Option<u64>,
+    #[serde(default)]
+    pub expired: bool,
+}
+
+/// One storage's entry in `storages`, as far as the supervisor reads it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StorageSection {
+    #[serde(default)]
+    pub replication: Option<StorageReplication>,
+}
+
+/// The part of a storage's `replication` section that differs between storages and matters here.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StorageReplication {
+    /// A primary's standbys it would drop from the sync set: it waits for their marks in the lease.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degrade_requested: Vec<String>,
+    /// A standby's write error on this storage (disk full): it is not in sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_error: Option<String>,
 }
 
 /// The role-dependent `replication` object.
@@ -55,6 +99,10 @@ pub struct PrimaryReplication {
     pub sync_timeout_ms: Option<u64>,
     pub sync_state: SyncState,
     pub standbys: Vec<StandbyLink>,
+    /// Standbys the server would drop from the sync set (the sync timeout passed): it degrades
+    /// past them only once their out-of-sync marks are in the lease (`POST /out-of-sync`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degrade_requested: Vec<String>,
 }
 
 /// Whether the primary waits for standby acknowledgements.
@@ -96,6 +144,9 @@ pub struct StandbyReplication {
     pub in_sync: bool,
     /// Durable: the primary degraded past this standby, so it may lack acknowledged commits.
     pub out_of_sync: bool,
+    /// Its own storage failed a write (disk full): it may lack what it acknowledged applying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_error: Option<String>,
 }
 
 impl ServerStatus {
@@ -113,6 +164,24 @@ impl ServerStatus {
             Replication::Primary(p) => Some(p),
             _ => None,
         }
+    }
+
+    /// The standbys a primary asks to degrade past, over every storage, sorted, no repeats.
+    pub fn degrade_requested(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.primary().map(|p| p.degrade_requested.clone()).unwrap_or_default();
+        names.extend(
+            self.storages.values().filter_map(|s| s.replication.as_ref()).flat_map(|r| r.degrade_requested.clone()),
+        );
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A standby's storage write error, on any storage.
+    pub fn storage_error(&self) -> Option<&str> {
+        self.standby()
+            .and_then(|r| r.storage_error.as_deref())
+            .or_else(|| self.storages.values().filter_map(|s| s.replication.as_ref()?.storage_error.as_deref()).next())
     }
 
     /// The newest transaction this server has: applied on a standby, committed otherwise.
@@ -167,6 +236,31 @@ mod tests {
                 .unwrap();
         assert!(matches!(d.replication, Replication::Other(_)));
         assert_eq!(d.last_tid, [0; 8]);
+    }
+
+    #[test]
+    fn reads_the_write_lease_fields_and_degrade_requests_of_every_storage() {
+        let p: ServerStatus = serde_json::from_str(
+            r#"{"role":"primary","epoch":3,"writable":false,"last_tid":"03e0000000000001",
+               "not_writable_reason":"write lease expired","boottime_ns":123456789,
+               "write_lease":{"required":true,"remaining_ms":0,"expired":true},
+               "replication":{"sync_standbys":1,"sync_timeout_ms":500,"sync_state":"sync","standbys":[],
+                 "degrade_requested":["b"]},
+               "storages":{"1":{"connections":0,"replication":{"degrade_requested":["b"],"standbys":[]}},
+                           "2":{"replication":{"degrade_requested":["c"]}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.boottime_ns, Some(123_456_789));
+        assert!(p.write_lease.as_ref().is_some_and(|w| w.required && w.expired));
+        assert_eq!(p.degrade_requested(), ["b", "c"], "over every storage, without repeats");
+        let s: ServerStatus = serde_json::from_str(
+            r#"{"role":"standby","epoch":3,"writable":false,"last_tid":"03e0000000000001",
+               "replication":{"primary":"a:9000","connected":true,"applied_tid":"03e0000000000001",
+                 "lag_transactions":0,"lag_seconds":0.0,"in_sync":false,"out_of_sync":false,
+                 "storage_error":"No space left on device"}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.storage_error(), Some("No space left on device"));
     }
 
     #[test]

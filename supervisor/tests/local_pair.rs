@@ -112,3 +112,55 @@ fn a_sigkilled_supervisor_leaves_no_orphan_server() {
             || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
     });
 }
+
+/// The primary's supervisor is SIGSTOPped for longer than the lease (exec mode: its server runs
+/// on). Nothing tells that server to stop, yet it fences itself when its write lease ends, the
+/// standby takes over, and at no moment are two servers writable. After SIGCONT the old
+/// supervisor finds the lease gone and its server rejoins as a standby.
+#[test]
+fn sigstop_of_the_primary_supervisor_past_the_lease_never_leaves_two_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "local-pair-test-token-0123456789").unwrap();
+    let ports = |_| Ports { zeo: free_port(), admin: free_port(), repl: free_port(), sup: free_port() };
+    let (pa, pb) = (ports(0), ports(1));
+    let service = format!("127.0.0.1:{}", free_port());
+    let members = Arc::new(vec![
+        start(dir.path(), "a", &pa, "b", &pb, &service),
+        start(dir.path(), "b", &pb, "a", &pa, &service),
+    ]);
+    wait_until("a primary", Duration::from_secs(60), || primary(&members).is_some());
+    let victim = primary(&members).unwrap().name;
+    let (v, o) = if victim == "a" { (0, 1) } else { (1, 0) };
+    wait_until("the other server a standby", Duration::from_secs(60), || {
+        role(&members[o].admin).is_some_and(|(r, _)| r == "standby")
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (members, stop) = (members.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut samples = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let writable = members.iter().filter(|m| role(&m.admin).is_some_and(|(_, w)| w)).count();
+                assert!(writable <= 1, "two writable servers at once");
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            samples
+        })
+    };
+    let pid = members[v].supervisor.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    wait_until("the victim's server fenced by its own write lease", Duration::from_secs(30), || {
+        role(&members[v].admin).is_some_and(|(_, w)| !w)
+    });
+    wait_until("the other server writable primary", Duration::from_secs(60), || {
+        role(&members[o].admin).is_some_and(|(r, w)| r == "primary" && w)
+    });
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    wait_until("the old primary back as a standby", Duration::from_secs(60), || {
+        role(&members[v].admin).is_some_and(|(r, _)| r == "standby")
+    });
+    stop.store(true, Ordering::SeqCst);
+    let samples = watcher.join().unwrap();
+    assert!(samples > 50, "the watcher ran: {samples}\n{}", decisions(dir.path()));
+}

@@ -20,6 +20,7 @@ pub fn decide(obs: &Observation, state: &State, cfg: &DecideConfig, now: Instant
         as_holder(obs, &mut s, cfg, now)
     } else {
         s.promoting = None;
+        s.promote_failures = 0;
         s.switchover = None;
         as_follower(obs, &mut s, cfg, now)
     };
@@ -35,6 +36,10 @@ fn learn(obs: &Observation, s: &mut State) {
             (Action::ReleaseLease { .. }, Outcome::Succeeded | Outcome::Failed) => s.address = None,
             (Action::MoveAddress { .. }, Outcome::Failed) => s.address = None,
             (Action::Rejoin { .. }, Outcome::Failed) => s.rejoin = None,
+            // A refusal, an error reply and a timeout all count: the server did not say yes.
+            (Action::Promote { epoch, .. }, Outcome::Failed) if s.promoting.is_some_and(|(e, _)| e == *epoch) => {
+                s.promote_failures = s.promote_failures.saturating_add(1);
+            }
             _ => {}
         }
     }
@@ -173,17 +178,29 @@ fn as_holder(obs: &Observation, s: &mut State, cfg: &DecideConfig, now: Instant)
     match status.role {
         ServerRole::Primary if status.epoch == epoch => {
             s.promoting = None;
+            s.promote_failures = 0;
             s.force = false;
             s.fencing = None;
             let mut actions = Vec::new();
-            if marks_changed(obs, status) {
+            let marks = out_of_sync_marks(status, &lease.out_of_sync);
+            if marks != lease.out_of_sync {
                 // Standbys degraded past must be on record before anyone may take over.
                 actions.push(Action::RenewLease);
             } else {
                 renew_if_due(obs, cfg, now, &mut actions);
             }
+            // The server degrades past a standby only once its mark is in the lease: after the
+            // write above (the loop stops at a failed one), or as already recorded.
+            let requested = status.degrade_requested();
+            if !requested.is_empty() && requested.iter().all(|n| marks.contains(n)) {
+                actions.push(Action::ConfirmOutOfSync { epoch, standbys: requested.clone() });
+            }
             point_address(s, epoch, &cfg.identity, &mut actions);
-            decision(actions, Reason::Serving { epoch })
+            if requested.is_empty() {
+                decision(actions, Reason::Serving { epoch })
+            } else {
+                decision(actions, Reason::Degrading { epoch, standbys: requested })
+            }
         }
         ServerRole::Primary if status.epoch > epoch => {
             let mut actions = Vec::new();
@@ -208,34 +225,42 @@ fn as_holder(obs: &Observation, s: &mut State, cfg: &DecideConfig, now: Instant)
 }
 
 fn promote(obs: &Observation, s: &mut State, cfg: &DecideConfig, now: Instant, epoch: u64) -> Decision {
-    if let Some((e, since)) = s.promoting
-        && e == epoch
-        && now.duration_since(since) >= cfg.promote_timeout
-    {
+    let this_epoch = s.promoting.filter(|(e, _)| *e == epoch);
+    let timed_out = this_epoch.is_some_and(|(_, since)| now.duration_since(since) >= cfg.promote_timeout);
+    let attempts = if this_epoch.is_some() { s.promote_failures } else { 0 };
+    if timed_out || attempts >= cfg.promote_attempts {
+        // Give the lease back rather than burn epochs: whoever has the data takes it, and we stay
+        // out of the running for a while.
         s.promoting = None;
+        s.promote_failures = 0;
         s.force = false;
-        return decision(vec![Action::ReleaseLease { to: None }], Reason::PromoteTimedOut { epoch });
+        s.promotion_backoff_until = Some(now + cfg.promotion_backoff);
+        let reason =
+            if timed_out { Reason::PromoteTimedOut { epoch } } else { Reason::PromoteFailed { epoch, attempts } };
+        return decision(vec![Action::GiveUpPromotion { epoch }], reason);
     }
-    if s.promoting.is_none_or(|(e, _)| e != epoch) {
+    if this_epoch.is_none() {
         s.promoting = Some((epoch, now));
+        s.promote_failures = 0;
     }
     let mut actions = vec![Action::Promote { epoch, force: s.force }];
     renew_if_due(obs, cfg, now, &mut actions);
     decision(actions, Reason::Promoting { epoch, force: s.force })
 }
 
-/// Our primary server's out-of-sync standbys differ from the lease's record of them.
-fn marks_changed(obs: &Observation, status: &ServerStatus) -> bool {
-    out_of_sync_marks(status) != obs.lease.out_of_sync
-}
-
-/// The standbys a primary server reports out of sync (none for other roles), sorted and without
-/// repeats, as the lease records them.
-pub fn out_of_sync_marks(status: &ServerStatus) -> Vec<String> {
-    let mut marks: Vec<String> = status
-        .primary()
-        .map(|p| p.standbys.iter().filter(|l| l.out_of_sync).map(|l| l.name.clone()).collect())
-        .unwrap_or_default();
+/// The out-of-sync marks the lease should hold, given what it `recorded` and what our primary
+/// server reports: every standby it reports out of sync or asks to degrade past is added; a mark
+/// is cleared only when that standby is back in sync (connected, caught up, not out of sync). A
+/// standby the server no longer lists keeps its mark. Sorted, without repeats.
+pub fn out_of_sync_marks(status: &ServerStatus, recorded: &[String]) -> Vec<String> {
+    let requested = status.degrade_requested();
+    let links = status.primary().map(|p| p.standbys.as_slice()).unwrap_or_default();
+    let back_in_sync = |name: &String| {
+        !requested.contains(name) && links.iter().any(|l| &l.name == name && l.in_sync && !l.out_of_sync)
+    };
+    let mut marks: Vec<String> = recorded.iter().filter(|n| !back_in_sync(n)).cloned().collect();
+    marks.extend(links.iter().filter(|l| l.out_of_sync).map(|l| l.name.clone()));
+    marks.extend(requested.iter().cloned());
     marks.sort();
     marks.dedup();
     marks
@@ -406,6 +431,9 @@ fn candidacy(obs: &Observation, s: &mut State, cfg: &DecideConfig, now: Instant)
     if !forced && !handoff && s.yield_until.is_some_and(|t| now < t) {
         return wait(Reason::Yielding);
     }
+    if let Some(until) = s.promotion_backoff_until.filter(|t| !forced && now < *t) {
+        return wait(Reason::Ineligible(Ineligible::PromotionBackoff { left: until.duration_since(now) }));
+    }
     if let Some(to) = lease.preferred_holder.as_deref().filter(|to| *to != me && lease.holder.is_none()) {
         let recent = lease.changed_at.is_some_and(|t| now.duration_since(t) < cfg.lease_duration);
         if recent && !forced {
@@ -421,11 +449,14 @@ fn candidacy(obs: &Observation, s: &mut State, cfg: &DecideConfig, now: Instant)
             return wait(Reason::PrimaryStillVisible { peer });
         }
     }
+    // A holder that gave the lease back after a failed promotion made no primary: the interval
+    // between failovers does not count that transition (the old primary must come back fast).
+    let recovering = lease.holder.is_none() && !lease.promotion_failed.is_empty();
     if !forced && !handoff {
         if s.transitions_seen.len() >= cfg.max_transitions {
             return wait(Reason::RateLimited { transitions_in_window: s.transitions_seen.len() });
         }
-        if let Some(last) = s.transitions_seen.back() {
+        if let Some(last) = s.transitions_seen.back().filter(|_| !recovering) {
             let since_transition = now.duration_since(*last);
             if since_transition < cfg.min_failover_interval {
                 return wait(Reason::TooSoon { since_transition });
@@ -459,7 +490,11 @@ fn eligible(
     match status.role {
         // Promoted servers keep their right only while nobody was promoted after them.
         ServerRole::Primary | ServerRole::Demoted if status.epoch < transitions => {
-            Err(Ineligible::StaleEpoch { epoch: status.epoch, transitions })
+            if nobody_promoted_since(obs, status, cfg, now) {
+                ranked_first(obs, status, cfg, now)
+            } else {
+                Err(Ineligible::StaleEpoch { epoch: status.epoch, transitions })
+            }
         }
         ServerRole::Primary => Ok(()),
         ServerRole::Demoted => ranked_first(obs, status, cfg, now),
@@ -480,8 +515,19 @@ fn eligible(
     }
 }
 
+/// The epochs after our server's were taken by holders that gave the lease back, their
+/// promotions failed (on record), and every peer's fresh status shows no epoch above ours: no
+/// server was promoted after ours, so ours still has every acknowledged commit.
+fn nobody_promoted_since(obs: &Observation, status: &ServerStatus, cfg: &DecideConfig, now: Instant) -> bool {
+    !obs.lease.promotion_failed.is_empty()
+        && obs.peers.iter().all(|p| fresh(p, cfg, now).is_some_and(|st| st.epoch <= status.epoch))
+}
+
 fn standby_promotable(obs: &Observation, status: &ServerStatus, cfg: &DecideConfig) -> Result<(), Ineligible> {
     let r = status.standby().ok_or(Ineligible::NoStatus)?;
+    if let Some(e) = status.storage_error() {
+        return Err(Ineligible::StorageError(e.to_string()));
+    }
     if r.out_of_sync {
         return Err(Ineligible::OutOfSync);
     }
@@ -513,7 +559,9 @@ fn ranked_first(obs: &Observation, status: &ServerStatus, cfg: &DecideConfig, no
         let Some(st) = fresh(p, cfg, now).filter(|st| st.role == ServerRole::Standby) else {
             continue;
         };
-        if standby_promotable(obs, st, cfg).is_err() || obs.lease.out_of_sync.contains(&p.identity) {
+        let passed_over =
+            obs.lease.out_of_sync.contains(&p.identity) || obs.lease.promotion_failed.contains(&p.identity);
+        if standby_promotable(obs, st, cfg).is_err() || passed_over {
             continue;
         }
         let theirs = st.position();

@@ -12,6 +12,9 @@ use super::*;
 use crate::status::{
     PrimaryReplication, Replication, ServerRole, ServerStatus, StandbyLink, StandbyReplication, SyncState,
 };
+use crate::testkit::admin_fake::no_extras;
+
+mod fencing_rows;
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
@@ -32,7 +35,9 @@ fn primary(epoch: u64, sync_state: SyncState, standbys: Vec<StandbyLink>) -> Ser
             sync_timeout_ms: None,
             sync_state,
             standbys,
+            degrade_requested: Vec::new(),
         }),
+        ..no_extras()
     }
 }
 
@@ -64,7 +69,9 @@ fn standby(epoch: u64, following: &str, connected: bool, in_sync: bool, out_of_s
             lag_seconds: lag as f64 * 0.1,
             in_sync,
             out_of_sync,
+            storage_error: None,
         }),
+        ..no_extras()
     }
 }
 
@@ -75,6 +82,7 @@ fn demoted(epoch: u64) -> ServerStatus {
         writable: false,
         last_tid: tid(100),
         replication: Replication::default(),
+        ..no_extras()
     }
 }
 
@@ -89,6 +97,7 @@ fn lease(holder: Option<&str>, transitions: u64, expired: bool, renewed_at: Opti
         preferred_holder: None,
         transitions,
         out_of_sync: Vec::new(),
+        promotion_failed: Vec::new(),
         expired,
         renewed_at,
         changed_at: None,
@@ -650,7 +659,7 @@ fn rows(now: Instant) -> Vec<Row> {
             lease(Some("a"), 4, false, just_renewed),
         ),
         st,
-        vec![Action::ReleaseLease { to: None }],
+        vec![Action::GiveUpPromotion { epoch: 4 }],
         "promote_timed_out",
     ));
     out.push(row(
@@ -736,6 +745,7 @@ fn rows(now: Instant) -> Vec<Row> {
         vec![],
         "serving",
     ));
+    out.extend(fencing_rows::rows(now));
     out
 }
 
@@ -755,7 +765,7 @@ fn scenario_table() {
         }
     }
     assert!(failures.is_empty(), "{} of {} rows failed:\n{}", failures.len(), rows.len(), failures.join("\n"));
-    for s in 1..=10 {
+    for s in 1..=12 {
         assert!(rows.iter().any(|r| r.scenario == s), "no row for scenario {s}");
     }
 }
@@ -816,5 +826,9 @@ fn config_rules() {
     let err = c.validate().unwrap_err();
     assert!(
         matches!(err, DecideConfigError::RenewDeadlineWithinRetry { .. }) && err.to_string().contains("retry_period")
-    );
+    ); // The write lease granted to the server ends at the renew deadline: before any expiry.
+    let mut c = cfg();
+    c.renew_deadline = c.lease_duration;
+    let err = c.validate().unwrap_err();
+    assert!(matches!(err, DecideConfigError::RenewDeadlinePastLease { .. }), "{err}");
 }

@@ -43,6 +43,11 @@ pub struct DecideConfig {
     pub promote_timeout: Duration,
     /// A planned switchover waits this long for the target to catch up after the demotion.
     pub switchover_timeout: Duration,
+    /// Failed promote calls (refused, error reply, timeout) at one epoch before the lease is given
+    /// back.
+    pub promote_attempts: u32,
+    /// After giving the lease back, we are not a candidate for this long.
+    pub promotion_backoff: Duration,
 }
 
 /// The most a standby may be behind to be promoted in async mode.
@@ -72,6 +77,8 @@ impl DecideConfig {
             failsafe: true,
             promote_timeout: Duration::from_secs(10),
             switchover_timeout: Duration::from_secs(10),
+            promote_attempts: 3,
+            promotion_backoff: Duration::from_secs(60),
         }
     }
 
@@ -82,6 +89,14 @@ impl DecideConfig {
     pub fn validate(&self) -> Result<(), DecideConfigError> {
         if self.identity.is_empty() {
             return Err(DecideConfigError::EmptyIdentity);
+        }
+        // The write lease granted to our server ends at the renew deadline: it must end before
+        // any peer may take the lease.
+        if self.renew_deadline >= self.lease_duration {
+            return Err(DecideConfigError::RenewDeadlinePastLease {
+                renew_deadline: self.renew_deadline,
+                lease_duration: self.lease_duration,
+            });
         }
         // client-go's rule: a holder must be able to retry a renewal before it gives up.
         if self.renew_deadline <= self.retry_period.mul_f64(1.2) {
@@ -113,6 +128,8 @@ impl DecideConfig {
 pub enum DecideConfigError {
     #[error("identity must not be empty")]
     EmptyIdentity,
+    #[error("renew_deadline ({renew_deadline:?}) must be < lease_duration ({lease_duration:?})")]
+    RenewDeadlinePastLease { renew_deadline: Duration, lease_duration: Duration },
     #[error("renew_deadline ({renew_deadline:?}) must be > 1.2 x retry_period ({retry_period:?})")]
     RenewDeadlineWithinRetry { renew_deadline: Duration, retry_period: Duration },
     #[error(
@@ -189,6 +206,9 @@ pub struct LeaseView {
     pub transitions: u64,
     /// Standbys the holder's server degraded past, as recorded in the lease.
     pub out_of_sync: Vec<String>,
+    /// Members whose server could not be promoted when they held the lease (cleared once a
+    /// holder serves): passed over as candidates.
+    pub promotion_failed: Vec<String>,
     /// Nobody renewed it for `lease_duration` as seen locally, or it was released or never existed.
     pub expired: bool,
     /// When we started our last successful acquire or renew, while we hold it.
@@ -228,6 +248,17 @@ pub enum Action {
     MoveAddress {
         to: String,
     },
+    /// Tell our primary server that these standbys' out-of-sync marks are in the lease (the loop
+    /// checks the record it holds names them first), so it may degrade past them.
+    ConfirmOutOfSync {
+        epoch: u64,
+        standbys: Vec<String>,
+    },
+    /// Our server could not be promoted at `epoch`: give the lease back, named as a failed
+    /// promotion so the others pass us over.
+    GiveUpPromotion {
+        epoch: u64,
+    },
 }
 
 /// The loop's output for one tick.
@@ -242,9 +273,23 @@ pub struct Decision {
 pub enum Ineligible {
     NoStatus,
     OutOfSync,
-    NotInSync { lag_transactions: u64, lag_seconds: f64 },
-    StaleEpoch { epoch: u64, transitions: u64 },
-    PeerMoreEligible { peer: String },
+    /// Our server's storage failed a write: it may lack what it reported applied.
+    StorageError(String),
+    /// We gave the lease back after a failed promotion, a while ago.
+    PromotionBackoff {
+        left: Duration,
+    },
+    NotInSync {
+        lag_transactions: u64,
+        lag_seconds: f64,
+    },
+    StaleEpoch {
+        epoch: u64,
+        transitions: u64,
+    },
+    PeerMoreEligible {
+        peer: String,
+    },
 }
 
 /// Why the actions were chosen; `code()` is the stable label for logs and metrics.
@@ -254,6 +299,8 @@ pub enum Reason {
     Following { primary: String },
     Promoting { epoch: u64, force: bool },
     PromoteTimedOut { epoch: u64 },
+    PromoteFailed { epoch: u64, attempts: u32 },
+    Degrading { epoch: u64, standbys: Vec<String> },
     RenewOverdue { since_renew: Duration },
     FailsafeWitness { peer: String },
     ServerExited,
@@ -289,6 +336,8 @@ impl Reason {
             Reason::Following { .. } => "following",
             Reason::Promoting { .. } => "promoting",
             Reason::PromoteTimedOut { .. } => "promote_timed_out",
+            Reason::PromoteFailed { .. } => "promote_failed",
+            Reason::Degrading { .. } => "degrading",
             Reason::RenewOverdue { .. } => "renew_overdue",
             Reason::FailsafeWitness { .. } => "failsafe_witness",
             Reason::ServerExited => "server_exited",
@@ -334,6 +383,10 @@ pub struct State {
     pub fencing: Option<Fencing>,
     /// The promotion we asked for, and since when.
     pub promoting: Option<(u64, Instant)>,
+    /// Promote calls that failed at the epoch of `promoting`.
+    pub promote_failures: u32,
+    /// Not a candidate before then: our server could not be promoted.
+    pub promotion_backoff_until: Option<Instant>,
     /// The (epoch, holder) the service address was last pointed for.
     pub address: Option<(u64, String)>,
     /// The (epoch, primary address) we last asked our server to rejoin.

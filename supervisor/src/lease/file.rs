@@ -118,6 +118,7 @@ mod tests {
             lease_duration: Duration::from_secs(6),
             transitions,
             out_of_sync: Vec::new(),
+            promotion_failed: Vec::new(),
         }
     }
 

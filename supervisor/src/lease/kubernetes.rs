@@ -75,6 +75,8 @@ fn from_lease(lease: Lease) -> Result<Versioned, LeaseError> {
         lease_duration: Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0)),
         transitions: u64::try_from(spec.lease_transitions.unwrap_or(0)).unwrap_or(0),
         out_of_sync,
+        // Not carried in a Lease (yet): the failed member's own back-off still holds it off.
+        promotion_failed: Vec::new(),
     };
     Ok(Versioned { record, version: Version(version) })
 }

@@ -50,6 +50,10 @@ pub struct LeaseRecord {
     /// its primary, yet must read the lease before it may take over.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub out_of_sync: Vec<String>,
+    /// Members that held the lease and could not get their server promoted: the others pass them
+    /// over until a holder serves again (which clears the list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotion_failed: Vec<String>,
 }
 
 /// A backend's opaque version of the record (etcd mod revision, Kubernetes resourceVersion).
@@ -101,6 +105,10 @@ pub enum LeaseError {
     /// The stored record could not be decoded.
     #[error("lease record is not valid: {0}")]
     Corrupt(String),
+    /// The store did not answer within the call's budget (never longer than the retry period,
+    /// never past the renew deadline). A write that timed out may still land: the next read shows.
+    #[error("lease store: no answer to {call} within {after:?}")]
+    TimedOut { call: &'static str, after: Duration },
     /// The static store's file could not be read or written.
     #[error("lease file {path}: {source}")]
     File {
@@ -114,6 +122,19 @@ impl LeaseError {
     pub(crate) fn backend(backend: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> LeaseError {
         LeaseError::Backend { backend, source: Box::new(e) }
     }
+}
+
+/// Runs one store call within `budget`: every backend's calls are bounded here, whatever its
+/// client does (a stalled connection, a server that accepts and never answers).
+///
+/// # Errors
+/// The call's own error, or [`LeaseError::TimedOut`].
+pub async fn bounded<T>(
+    call: &'static str,
+    budget: Duration,
+    fut: impl std::future::Future<Output = Result<T, LeaseError>>,
+) -> Result<T, LeaseError> {
+    tokio::time::timeout(budget, fut).await.unwrap_or(Err(LeaseError::TimedOut { call, after: budget }))
 }
 
 #[cfg(test)]

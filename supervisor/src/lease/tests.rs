@@ -8,9 +8,17 @@ use super::{Cas, LeaseElector, LeaseRecord, LeaseStore};
 /// Whole seconds (the Kubernetes Lease field is in seconds); under paused time it costs nothing.
 pub(crate) const DURATION: Duration = Duration::from_secs(1);
 
+/// An elector whose store calls may take up to the whole duration: the contract is about the
+/// algorithm, not about how fast a loaded test machine syncs a file.
+fn elector(store: &Arc<dyn LeaseStore>, identity: &str) -> LeaseElector {
+    let mut e = LeaseElector::new(store.clone(), identity, DURATION);
+    e.set_timing(DURATION, DURATION);
+    e
+}
+
 pub(crate) async fn elector_contract(store: Arc<dyn LeaseStore>) {
-    let mut a = LeaseElector::new(store.clone(), "a", DURATION);
-    let mut b = LeaseElector::new(store.clone(), "b", DURATION);
+    let mut a = elector(&store, "a");
+    let mut b = elector(&store, "b");
     let v = a.observe().await;
     assert!(v.reachable && v.expired && v.holder.is_none() && v.transitions == 0, "absent lease: {v:?}");
 
@@ -40,7 +48,7 @@ pub(crate) async fn elector_contract(store: Arc<dyn LeaseStore>) {
 
     // A planned release names the next holder; two candidates race, exactly one wins.
     assert!(b.release(Some("a".into())).await.unwrap());
-    let mut c = LeaseElector::new(store.clone(), "c", DURATION);
+    let mut c = elector(&store, "c");
     let (va, vc) = (a.observe().await, c.observe().await);
     assert!(va.expired && vc.expired && va.holder.is_none());
     assert_eq!(va.preferred_holder.as_deref(), Some("a"));
@@ -75,7 +83,61 @@ pub(crate) async fn elector_contract(store: Arc<dyn LeaseStore>) {
         matches!(store.compare_and_swap(Some(&current.version), &skewed).await.unwrap(), Cas::Conflict),
         "a stale version is refused"
     );
-    let mut d = LeaseElector::new(store, "d", DURATION);
+    let mut d = elector(&store, "d");
     let v = d.observe().await;
     assert!(!v.expired && v.holder.as_deref() == Some("z"), "clock skew does not expire a lease: {v:?}");
+}
+
+/// A store that accepts and never answers costs a call no more than its budget, and the elector
+/// reports it unreachable instead of waiting forever.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_store_costs_at_most_the_budget() {
+    use crate::testkit::stall_store::StallStore;
+    let stall = Arc::new(StallStore::new(Arc::new(super::static_store::StaticLeaseStore::in_memory())));
+    let store: Arc<dyn LeaseStore> = stall.clone();
+    let mut a = LeaseElector::new(store, "a", Duration::from_secs(6));
+    a.set_timing(Duration::from_secs(4), Duration::from_secs(1));
+    assert!(a.try_acquire().await.unwrap());
+    assert!(a.written_from_ns().is_some(), "a write we made is a grant base");
+    stall.set_stalled(true);
+    let start = tokio::time::Instant::now();
+    assert!(!a.observe().await.reachable);
+    assert!(start.elapsed() <= Duration::from_secs(1), "a read waits at most the retry period");
+    // 3.5 s into the lease: half a second is left before the renew deadline.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let start = tokio::time::Instant::now();
+    let renewed = a.renew().await;
+    assert!(matches!(renewed, Err(super::LeaseError::TimedOut { call: "compare-and-swap", .. })), "{renewed:?}");
+    let took = start.elapsed();
+    assert!(took <= Duration::from_millis(500), "never past the renew deadline: {took:?}");
+    stall.set_stalled(false);
+    assert!(a.renew().await.unwrap(), "answers again");
+}
+
+/// The grant base is the clock read before the write was sent: a write the store holds for a
+/// while earns a grant counted from before it, never from when it returned.
+#[tokio::test]
+async fn the_grant_base_is_read_before_the_write_is_sent() {
+    use crate::testkit::stall_store::StallStore;
+    let stall = Arc::new(StallStore::new(Arc::new(super::static_store::StaticLeaseStore::in_memory())));
+    let store: Arc<dyn LeaseStore> = stall.clone();
+    let mut a = LeaseElector::new(store, "a", Duration::from_secs(60));
+    a.set_timing(Duration::from_secs(40), Duration::from_secs(10));
+    assert!(a.try_acquire().await.unwrap());
+    stall.set_stalled(true);
+    let releaser = {
+        let stall = stall.clone();
+        tokio::spawn(async move {
+            while stall.stalled_writes() == 0 {
+                tokio::task::yield_now().await;
+            }
+            let released_at = crate::grant::boottime_ns();
+            stall.set_stalled(false);
+            released_at
+        })
+    };
+    assert!(a.renew().await.unwrap());
+    let released_at = releaser.await.unwrap();
+    let base = a.written_from_ns().unwrap();
+    assert!(base < released_at, "grant base {base} read after the write was held until {released_at}");
 }

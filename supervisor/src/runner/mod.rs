@@ -11,8 +11,10 @@ use zeo_proto::Tid;
 use crate::decide::{
     Action, ActionOutcome, Command, DecideConfig, Decision, Observation, Outcome, PeerView, ServerHealth, State, decide,
 };
+use crate::grant::{KernelMismatch, boottime_ns, grant_until, same_kernel};
 use crate::kill::KillError;
 use crate::lease::{LeaseElector, LeaseError};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::mover::{AddressMover, MoveError};
 use crate::probe::probe;
@@ -91,6 +93,13 @@ pub enum ActionError {
     Process(#[from] ProcessError),
     #[error("no way to kill the server: run with --exec, --kill-command or --kill-container")]
     NoKiller,
+    /// The call did not finish within its budget (the retry period, cut to the renew deadline).
+    #[error("{call}: no answer within {after:?}")]
+    TimedOut { call: &'static str, after: Duration },
+    /// The lease record we hold does not carry these out-of-sync marks: the server may not
+    /// degrade past them.
+    #[error("out-of-sync marks {0:?} are not in the lease we hold")]
+    MarksNotRecorded(Vec<String>),
 }
 
 /// An operator command and where to send the decision it led to.
@@ -132,6 +141,11 @@ struct Memory {
     peer_slots: Vec<PeerSlot>,
     /// How the last decision's actions went, for the next observation.
     outcomes: Vec<ActionOutcome>,
+    /// Our server serves at this epoch (primary, at the lease's epoch, which we hold): the
+    /// epoch a write-lease grant names.
+    serving_epoch: Option<u64>,
+    /// Whether our server can be granted a write lease (`None`: not known yet).
+    grantable: Option<Result<(), KernelMismatch>>,
 }
 
 impl Supervisor {
@@ -158,10 +172,14 @@ impl Supervisor {
             ..Memory::default()
         };
         let mut pending: Option<CommandRequest> = None;
+        self.elector.set_timing(self.cfg.renew_deadline, self.cfg.retry_period);
+        self.liveness().set_bound(Liveness::bound_for(self.tick, self.cfg.retry_period, self.max_call()));
+        self.liveness().beat();
         loop {
             for _ in 0..MAX_IMMEDIATE_TICKS {
                 let command = pending.as_ref().map(|(c, _)| c.clone());
                 let obs = self.observe(&mut mem, command).await;
+                self.liveness().beat();
                 let (decision, next) = decide(&obs, &state, &self.cfg, Instant::now());
                 state = next;
                 self.log(&mut mem, &obs, &decision);
@@ -196,18 +214,41 @@ impl Supervisor {
         self.stop().await;
     }
 
+    fn liveness(&self) -> &Liveness {
+        &self.metrics.liveness
+    }
+
+    /// The longest any single call of the loop may take.
+    fn max_call(&self) -> Duration {
+        self.cfg.retry_period.max(self.probe_timeout)
+    }
+
+    /// The budget of one admin, mover or kill call: the retry period, cut to what is left of the
+    /// renew deadline while we hold a lease that is not overdue (the fence must not wait on it).
+    fn call_budget(&self) -> Duration {
+        let now = Instant::now();
+        let left = self.elector.view(now).renewed_at.map(|t| self.cfg.renew_deadline.saturating_sub(now - t));
+        match left {
+            Some(left) if !left.is_zero() => left.min(self.cfg.retry_period),
+            _ => self.cfg.retry_period,
+        }
+    }
+
     async fn observe(&mut self, mem: &mut Memory, command: Option<Command>) -> Observation {
         let exited = self.process.as_ref().is_some_and(ServerProcess::exited);
         if exited && mem.exited_at.is_none() {
             mem.exited_at = Some(Instant::now());
         }
         let requests: Vec<_> = self.peers.iter().zip(&mem.peer_slots).filter_map(|(p, s)| s.poll(&p.admin)).collect();
+        // Brackets our server's reading of its clock, for the same-kernel check.
+        let before_ns = boottime_ns();
         let (probed, status, _, lease) = tokio::join!(
             probe(&self.zeo_addr, &self.storage, self.probe_timeout),
             self.server.status(),
             tokio::time::timeout(PEER_WAIT, futures::future::join_all(requests)),
             self.elector.observe(),
         );
+        let after_ns = boottime_ns();
         match probed {
             Ok(_) => {
                 mem.misses = 0;
@@ -238,13 +279,26 @@ impl Supervisor {
             mem.free_since = Some(now);
         }
         let status = status.ok();
-        // What the next lease write records: our primary's marks; otherwise the record's own.
-        self.elector.set_out_of_sync(
-            status
-                .as_ref()
-                .filter(|s| s.role == crate::status::ServerRole::Primary)
-                .map(crate::decide::out_of_sync_marks),
-        );
+        let held = lease.holder.as_deref() == Some(self.cfg.identity.as_str());
+        let serving = status
+            .as_ref()
+            .filter(|s| held && s.role == crate::status::ServerRole::Primary && s.epoch == lease.transitions);
+        mem.serving_epoch = serving.map(|s| s.epoch);
+        // What the next lease write records: our serving primary's marks; otherwise the record's.
+        self.elector.set_out_of_sync(serving.map(|s| crate::decide::out_of_sync_marks(s, &lease.out_of_sync)));
+        if let Some(st) = &status {
+            let check = same_kernel(st.boottime_ns, before_ns, after_ns);
+            if mem.grantable.as_ref() != Some(&check) {
+                match &check {
+                    Ok(()) => tracing::info!("server shares our CLOCK_BOOTTIME: write leases are granted"),
+                    Err(KernelMismatch::Unknown) => {
+                        tracing::warn!("server has no write lease: it stops writing only when told to")
+                    }
+                    Err(e) => tracing::error!(error = %e, "no write lease granted: the server fences itself"),
+                }
+            }
+            mem.grantable = Some(check);
+        }
         self.metrics.set_role(status.as_ref().map_or("unknown", |s| match s.role {
             crate::status::ServerRole::Primary => "primary",
             crate::status::ServerRole::Standby => "standby",
@@ -293,7 +347,9 @@ impl Supervisor {
             let outcome = if failed {
                 Outcome::NotRun
             } else {
-                match self.carry_out(action, mem).await {
+                let done = self.carry_out(action, mem).await;
+                self.liveness().beat();
+                match done {
                     Ok(changed) => {
                         again |= changed;
                         Outcome::Succeeded
@@ -319,20 +375,42 @@ impl Supervisor {
                 let start = Instant::now();
                 let renewed = self.elector.renew().await;
                 self.metrics.renew_latency.observe(start.elapsed().as_secs_f64());
+                let renewed = renewed?;
+                if renewed {
+                    self.liveness().beat();
+                    self.grant(mem).await;
+                }
                 // A lost renewal is news: look again now.
-                Ok(!renewed?)
+                Ok(!renewed)
             }
             Action::ReleaseLease { to } => {
                 let released = self.elector.release(to.clone()).await;
-                // Whoever gave the lease up stops attracting clients at once, so the next
-                // holder can take the address (a local listener cannot be taken over).
-                if let Err(e) = self.mover.release().await {
-                    tracing::warn!(error = %e, "releasing the service address failed");
-                }
+                self.release_address().await;
                 Ok(released?)
             }
+            Action::GiveUpPromotion { epoch } => {
+                tracing::warn!(epoch, "our server could not be promoted: giving the lease back");
+                let released = self.elector.give_up_promotion().await;
+                self.release_address().await;
+                Ok(released?)
+            }
+            Action::ConfirmOutOfSync { epoch, standbys } => {
+                let recorded = self.elector.recorded_out_of_sync().unwrap_or_default();
+                if !standbys.iter().all(|n| recorded.contains(n)) {
+                    return Err(ActionError::MarksNotRecorded(standbys.clone()));
+                }
+                let budget = self.call_budget();
+                bounded("out-of-sync", budget, self.server.out_of_sync(*epoch, standbys)).await?;
+                tracing::warn!(epoch, ?standbys, "out-of-sync marks in the lease: the server may degrade past them");
+                Ok(true)
+            }
             Action::Promote { epoch, force } => {
-                let change = self.server.promote(*epoch, *force).await?;
+                let until = self.first_grant(mem);
+                let budget = self.call_budget();
+                let change = bounded("promote", budget, self.server.promote(*epoch, *force, until)).await?;
+                if change.epoch.is_none_or(|e| e == *epoch) && change.role == crate::status::ServerRole::Primary {
+                    mem.serving_epoch = Some(*epoch);
+                }
                 if change.changed {
                     self.metrics.failovers.inc();
                     if let Some(t) = mem.free_since {
@@ -343,25 +421,83 @@ impl Supervisor {
                 Ok(true)
             }
             Action::Demote => {
-                self.server.demote().await?;
+                // No grant for a server we are fencing, even if the demotion's answer is lost.
+                mem.serving_epoch = None;
+                bounded("demote", self.call_budget(), self.server.demote()).await?;
                 Ok(true)
             }
             Action::KillServer => {
+                mem.serving_epoch = None;
                 self.kill().await?;
                 mem.killed = true;
                 Ok(true)
             }
             Action::Rejoin { primary } => {
-                self.server.rejoin(primary).await?;
+                bounded("rejoin", self.call_budget(), self.server.rejoin(primary)).await?;
                 Ok(true)
             }
             Action::MoveAddress { to } => {
+                let budget = self.call_budget();
                 if *to == self.cfg.identity {
-                    self.mover.claim().await?;
+                    bounded("address claim", budget, self.mover.claim()).await?;
                 } else {
-                    self.mover.release().await?;
+                    bounded("address release", budget, self.mover.release()).await?;
                 }
                 Ok(false)
+            }
+        }
+    }
+
+    /// Whoever gave the lease up stops attracting clients at once, so the next holder can take
+    /// the address (a local listener cannot be taken over).
+    async fn release_address(&self) {
+        if let Err(e) = bounded("address release", self.cfg.retry_period, self.mover.release()).await {
+            tracing::warn!(error = %e, "releasing the service address failed");
+        }
+    }
+
+    /// The end of the write lease the lease we hold earns, if our server may be granted one.
+    fn grant_end(&self, mem: &Memory) -> Option<u64> {
+        if !matches!(mem.grantable, Some(Ok(()))) {
+            return None;
+        }
+        let from = self.elector.written_from_ns()?;
+        let until = grant_until(from, self.cfg.renew_deadline, self.cfg.lease_duration);
+        (until > boottime_ns()).then_some(until)
+    }
+
+    /// The grant a promotion carries: none for a server without write leases (it would refuse
+    /// the field) or on another kernel (it then stays read-only).
+    fn first_grant(&self, mem: &Memory) -> Option<u64> {
+        let until = self.grant_end(mem);
+        if until.is_none() && matches!(mem.grantable, Some(Err(KernelMismatch::OtherKernel { .. }))) {
+            self.metrics.grant_failures.inc();
+        }
+        until
+    }
+
+    /// After a renewal: extends our serving server's write lease. A grant that fails extends
+    /// nothing; the server fences itself when the last one ends.
+    async fn grant(&self, mem: &Memory) {
+        let Some(epoch) = mem.serving_epoch else {
+            return;
+        };
+        if matches!(mem.grantable, None | Some(Err(KernelMismatch::Unknown))) {
+            return;
+        }
+        let Some(until) = self.grant_end(mem) else {
+            self.metrics.grant_failures.inc();
+            return;
+        };
+        let left = Duration::from_nanos(until.saturating_sub(boottime_ns()));
+        match bounded("write-lease", left.min(self.cfg.retry_period), self.server.write_lease(epoch, until)).await {
+            Ok(granted) => {
+                self.metrics.grants.inc();
+                tracing::debug!(epoch, until, writable = granted.writable, "write lease granted");
+            }
+            Err(error) => {
+                self.metrics.grant_failures.inc();
+                tracing::warn!(epoch, %error, "write-lease grant failed: the server fences itself at the last one's end");
             }
         }
     }
@@ -371,7 +507,7 @@ impl Supervisor {
             return Ok(p.kill()?);
         }
         match &self.killer {
-            Some(killer) => Ok(killer.kill().await?),
+            Some(killer) => bounded("kill", self.cfg.retry_period, killer.kill()).await,
             None => Err(ActionError::NoKiller),
         }
     }
@@ -395,16 +531,15 @@ impl Supervisor {
     async fn stop(&mut self) {
         let view = self.elector.view(Instant::now());
         if view.holder.as_deref() == Some(self.cfg.identity.as_str()) {
-            let last_tid = match self.server.demote().await {
-                Ok(_) => self.server.status().await.ok().map(|st| st.last_tid),
+            let budget = self.cfg.retry_period;
+            let last_tid = match bounded("demote", budget, self.server.demote()).await {
+                Ok(_) => bounded("status", budget, self.server.status()).await.ok().map(|st| st.last_tid),
                 Err(e) => {
                     tracing::warn!(error = %e, "demote at shutdown failed");
                     None
                 }
             };
-            if let Err(e) = self.mover.release().await {
-                tracing::warn!(error = %e, "address release at shutdown failed");
-            }
+            self.release_address().await;
             let successor = self.successor(last_tid).await;
             match self.elector.release(successor.clone()).await {
                 Ok(_) => tracing::info!(?successor, "lease released"),
@@ -446,5 +581,23 @@ impl Supervisor {
     }
 }
 
+/// Runs one call within `budget`.
+async fn bounded<T, E>(
+    call: &'static str,
+    budget: Duration,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ActionError>
+where
+    ActionError: From<E>,
+{
+    match tokio::time::timeout(budget, fut).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(ActionError::TimedOut { call, after: budget }),
+    }
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fencing_tests;

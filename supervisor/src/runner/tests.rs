@@ -13,7 +13,7 @@ use crate::mover::NoAddress;
 use crate::status::ServerRole;
 use crate::testkit::admin_fake::{FakeServer, TOKEN, primary_status, standby_status};
 
-fn cfg(identity: &str) -> DecideConfig {
+pub(super) fn cfg(identity: &str) -> DecideConfig {
     let mut c = DecideConfig::new(identity, format!("{identity}:9000"));
     c.lease_duration = Duration::from_millis(1500);
     c.renew_deadline = Duration::from_millis(1000);
@@ -26,7 +26,12 @@ fn cfg(identity: &str) -> DecideConfig {
     c
 }
 
-fn supervisor(identity: &str, own: &FakeServer, peer: (&str, &FakeServer), store: Arc<dyn LeaseStore>) -> Supervisor {
+pub(super) fn supervisor(
+    identity: &str,
+    own: &FakeServer,
+    peer: (&str, &FakeServer),
+    store: Arc<dyn LeaseStore>,
+) -> Supervisor {
     let c = cfg(identity);
     let client = |f: &FakeServer| ServerAdmin::new(f.admin_url.clone(), Some(TOKEN.into()), Duration::from_secs(1));
     Supervisor {
@@ -49,7 +54,7 @@ fn supervisor(identity: &str, own: &FakeServer, peer: (&str, &FakeServer), store
     }
 }
 
-async fn wait_role(fake: &FakeServer, role: ServerRole, epoch: u64) {
+pub(super) async fn wait_role(fake: &FakeServer, role: ServerRole, epoch: u64) {
     let reached = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let st = fake.status();

@@ -1,5 +1,7 @@
-//! A fake zeo-server: its admin HTTP API with the real semantics (epochs, out_of_sync, token)
-//! and a ZEO 5 listener that answers `register` and `lastTransaction`, or stalls on demand.
+//! A fake zeo-server: its admin HTTP API with the real semantics (epochs, out_of_sync, token,
+//! and, when started with [`FakeServer::start_with_write_lease`], the write lease: `/write-lease`,
+//! `/out-of-sync`, `boottime_ns`, a primary writable only until its grant ends) and a ZEO 5
+//! listener that answers `register` and `lastTransaction`, or stalls on demand, as may its admin API.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,14 @@ struct Inner {
     calls: watch::Sender<Vec<String>>,
     /// The ZEO listener accepts but never answers (a stopped process).
     stalled: AtomicBool,
+    /// The admin API accepts requests and never answers them.
+    admin_stalled: watch::Sender<bool>,
+    /// `Some`: the server holds a write lease, granted until this CLOCK_BOOTTIME (0: never).
+    write_lease: Mutex<Option<u64>>,
+    /// `/promote` fails with this error (a full disk), after checking the epoch.
+    promote_error: Mutex<Option<String>>,
+    /// Added to the boottime `/status` reports (another kernel).
+    boottime_offset_ns: std::sync::atomic::AtomicI64,
 }
 
 /// The fake server; both listeners stop when it is dropped.
@@ -37,6 +47,21 @@ pub struct FakeServer {
     pub admin_url: String,
     pub zeo_addr: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A demoted server at epoch 0 with none of the optional fields: the base of the others.
+pub fn no_extras() -> ServerStatus {
+    ServerStatus {
+        role: ServerRole::Demoted,
+        epoch: 0,
+        writable: false,
+        last_tid: p64(0),
+        replication: Replication::default(),
+        boottime_ns: None,
+        not_writable_reason: None,
+        write_lease: None,
+        storages: std::collections::BTreeMap::new(),
+    }
 }
 
 pub fn primary_status(epoch: u64) -> ServerStatus {
@@ -50,7 +75,9 @@ pub fn primary_status(epoch: u64) -> ServerStatus {
             sync_timeout_ms: None,
             sync_state: SyncState::Sync,
             standbys: Vec::new(),
+            degrade_requested: Vec::new(),
         }),
+        ..no_extras()
     }
 }
 
@@ -68,16 +95,33 @@ pub fn standby_status(epoch: u64, primary: &str, connected: bool, out_of_sync: b
             lag_seconds: 0.0,
             in_sync: !out_of_sync,
             out_of_sync,
+            storage_error: None,
         }),
+        ..no_extras()
     }
 }
 
 impl FakeServer {
+    /// A server of the release before write leases: writable whenever primary.
     pub async fn start(status: ServerStatus) -> FakeServer {
+        FakeServer::start_inner(status, None).await
+    }
+
+    /// A server that requires a write lease: a primary acknowledges commits only until its last
+    /// grant ends, on CLOCK_BOOTTIME (it has none until the first).
+    pub async fn start_with_write_lease(status: ServerStatus) -> FakeServer {
+        FakeServer::start_inner(status, Some(0)).await
+    }
+
+    async fn start_inner(status: ServerStatus, write_lease: Option<u64>) -> FakeServer {
         let inner = Arc::new(Inner {
             status: Mutex::new(status),
             calls: watch::channel(Vec::new()).0,
             stalled: AtomicBool::new(false),
+            admin_stalled: watch::channel(false).0,
+            write_lease: Mutex::new(write_lease),
+            promote_error: Mutex::new(None),
+            boottime_offset_ns: std::sync::atomic::AtomicI64::new(0),
         });
         let app = Router::new()
             .route("/status", get(status_handler))
@@ -86,6 +130,9 @@ impl FakeServer {
             .route("/promote", post(promote))
             .route("/demote", post(demote))
             .route("/rejoin", post(rejoin))
+            .route("/write-lease", post(write_lease_handler))
+            .route("/out-of-sync", post(out_of_sync))
+            .layer(axum::middleware::from_fn_with_state(inner.clone(), stall_admin))
             .with_state(inner.clone());
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_url = format!("http://{}", admin.local_addr().unwrap());
@@ -103,8 +150,30 @@ impl FakeServer {
         FakeServer { inner, admin_url, zeo_addr, tasks }
     }
 
+    /// What `/status` answers now.
     pub fn status(&self) -> ServerStatus {
-        self.inner.status.lock().unwrap().clone()
+        current_status(&self.inner)
+    }
+
+    /// The admin API stops answering (accepts, then holds every request), or answers again.
+    pub fn set_admin_stalled(&self, stalled: bool) {
+        self.inner.admin_stalled.send_replace(stalled);
+    }
+
+    /// Reports a boottime this far off ours, as a server on another kernel would.
+    pub fn set_boottime_offset(&self, offset: std::time::Duration) {
+        let ns = i64::try_from(offset.as_nanos()).unwrap_or(i64::MAX);
+        self.inner.boottime_offset_ns.store(ns, Ordering::SeqCst);
+    }
+
+    /// `/promote` answers 500 with this error from now on (`None`: promotes again).
+    pub fn set_promote_error(&self, error: Option<&str>) {
+        *self.inner.promote_error.lock().unwrap() = error.map(String::from);
+    }
+
+    /// The end of the last write-lease grant (CLOCK_BOOTTIME ns; 0: none yet).
+    pub fn granted_until(&self) -> Option<u64> {
+        *self.inner.write_lease.lock().unwrap()
     }
 
     pub fn set_status(&self, status: ServerStatus) {
@@ -153,8 +222,95 @@ fn authorized(headers: &HeaderMap) -> Option<Response> {
     }
 }
 
+/// The status as the server would report it now: with a write lease, a primary past its grant
+/// is not writable (it fenced itself) and says why.
+fn current_status(s: &Inner) -> ServerStatus {
+    let mut st = s.status.lock().unwrap().clone();
+    let Some(until) = *s.write_lease.lock().unwrap() else {
+        return st;
+    };
+    let now = crate::grant::boottime_ns();
+    let offset = s.boottime_offset_ns.load(Ordering::SeqCst);
+    st.boottime_ns = Some(now.saturating_add_signed(offset));
+    let expired = now >= until;
+    st.write_lease = Some(crate::status::WriteLease {
+        required: true,
+        remaining_ms: Some(until.saturating_sub(now) / 1_000_000),
+        expired,
+    });
+    if st.role == ServerRole::Primary && expired {
+        st.writable = false;
+        st.not_writable_reason =
+            Some(if until == 0 { "no write lease granted yet" } else { "write lease expired" }.into());
+    }
+    st
+}
+
 async fn status_handler(State(s): State<Arc<Inner>>) -> Json<ServerStatus> {
-    Json(s.status.lock().unwrap().clone())
+    Json(current_status(&s))
+}
+
+/// Holds every admin request while the API is stalled.
+async fn stall_admin(
+    State(s): State<Arc<Inner>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut stalled = s.admin_stalled.subscribe();
+    let _ = stalled.wait_for(|st| !*st).await;
+    next.run(request).await
+}
+
+async fn write_lease_handler(State(s): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Some(r) = authorized(&headers) {
+        return r;
+    }
+    let epoch = body["epoch"].as_u64().unwrap_or(0);
+    let Some(until) = body["until_boottime_ns"].as_u64() else {
+        return refuse(StatusCode::BAD_REQUEST, "until_boottime_ns missing");
+    };
+    record(&s, format!("write-lease {epoch}"));
+    let st = s.status.lock().unwrap().clone();
+    if st.role != ServerRole::Primary || st.epoch != epoch {
+        return refuse(StatusCode::CONFLICT, &format!("not the primary at epoch {epoch}"));
+    }
+    let mut lease = s.write_lease.lock().unwrap();
+    let Some(current) = lease.as_mut() else {
+        return refuse(StatusCode::NOT_FOUND, "no write lease on this server");
+    };
+    // A grant never shortens the lease: a late, older grant must not fence a fresher one.
+    *current = (*current).max(until);
+    let until = *current;
+    Json(json!({"writable": crate::grant::boottime_ns() < until, "until_boottime_ns": until})).into_response()
+}
+
+async fn out_of_sync(State(s): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Some(r) = authorized(&headers) {
+        return r;
+    }
+    let epoch = body["epoch"].as_u64().unwrap_or(0);
+    let names: Vec<String> =
+        body["standbys"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+    let call = format!("out-of-sync {epoch} {}", names.join(","));
+    let mut st = s.status.lock().unwrap();
+    if st.role != ServerRole::Primary || st.epoch != epoch {
+        drop(st);
+        record(&s, call);
+        return refuse(StatusCode::CONFLICT, &format!("not the primary at epoch {epoch}"));
+    }
+    // The server degrades past them: out of sync, no longer asked for.
+    if let Replication::Primary(p) = &mut st.replication {
+        for link in p.standbys.iter_mut().filter(|l| names.contains(&l.name)) {
+            link.out_of_sync = true;
+            link.in_sync = false;
+        }
+        p.degrade_requested.retain(|n| !names.contains(n));
+        p.sync_state = SyncState::Degraded;
+    }
+    drop(st);
+    // Recorded once done, so a test that saw the call sees its effect.
+    record(&s, call);
+    Json(json!({"standbys": names})).into_response()
 }
 
 fn record(s: &Inner, call: String) {
@@ -167,7 +323,13 @@ async fn promote(State(s): State<Arc<Inner>>, headers: HeaderMap, Json(body): Js
     }
     let epoch = body["epoch"].as_u64().unwrap_or(0);
     let force = body["force"].as_bool().unwrap_or(false);
-    record(&s, format!("promote {epoch} {force}"));
+    let until = body["until_boottime_ns"].as_u64();
+    let mut lease = s.write_lease.lock().unwrap();
+    if lease.is_none() && until.is_some() {
+        // The release before write leases refuses unknown fields.
+        return refuse(StatusCode::UNPROCESSABLE_ENTITY, "unknown field `until_boottime_ns`");
+    }
+    record(&s, format!("promote {epoch} {force}{}", if until.is_some() { " granted" } else { "" }));
     let mut st = s.status.lock().unwrap();
     if st.role == ServerRole::Primary && st.epoch == epoch {
         return Json(json!({"role": "primary", "epoch": epoch, "changed": false})).into_response();
@@ -178,7 +340,13 @@ async fn promote(State(s): State<Arc<Inner>>, headers: HeaderMap, Json(body): Js
     if st.standby().is_some_and(|r| r.out_of_sync) && !force {
         return refuse(StatusCode::CONFLICT, "out of sync: promote with force");
     }
+    if let Some(e) = s.promote_error.lock().unwrap().clone() {
+        return refuse(StatusCode::INTERNAL_SERVER_ERROR, &e);
+    }
     *st = ServerStatus { last_tid: st.last_tid, ..primary_status(epoch) };
+    if let (Some(current), Some(until)) = (lease.as_mut(), until) {
+        *current = until;
+    }
     Json(json!({"role": "primary", "epoch": epoch, "changed": true})).into_response()
 }
 

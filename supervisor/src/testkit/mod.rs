@@ -5,6 +5,7 @@ pub mod admin_fake;
 pub mod etcd;
 #[cfg(feature = "kubernetes")]
 pub mod kube_fake;
+pub mod stall_store;
 
 /// A port that was free a moment ago on 127.0.0.1 (for programs that want a port number).
 pub fn free_port() -> u16 {

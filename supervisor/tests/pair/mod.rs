@@ -116,7 +116,7 @@ pub fn start(dir: &Path, name: &'static str, me: &Ports, peer_name: &str, peer: 
         .args(["--replication-listen", &format!("127.0.0.1:{}", me.repl)])
         .arg("--admin-token-file")
         .arg(dir.join("token"))
-        .args(["--standby-name", name, "--sync-standbys", "1", "--wait-for-supervisor"])
+        .args(["--standby-name", name, "--sync-standbys", "1", "--wait-for-supervisor", "--require-write-lease"])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
