@@ -137,7 +137,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_that_never_answers_ends_at_the_budget() {
         let start = Instant::now();
-        let got: Result<(), _> = within(Duration::from_millis(800), || std::future::pending()).await;
+        let got: Result<(), _> = within(Duration::from_millis(800), std::future::pending).await;
         assert!(matches!(got, Err(KubeCallError::TimedOut(_))));
         assert_eq!(start.elapsed(), Duration::from_millis(800));
     }
