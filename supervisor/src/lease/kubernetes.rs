@@ -144,9 +144,146 @@ impl LeaseStore for KubeLeaseStore {
 mod tests {
     use std::sync::Arc;
 
+    use serde_json::{Value, json};
+
     use super::*;
+    use crate::lease::LeaseElector;
     use crate::lease::tests::elector_contract;
-    use crate::testkit::kube_fake::FakeKube;
+    use crate::testkit::kube_fake::{FakeKube, Fault};
+
+    /// Per call: short, so a stall costs the test little.
+    const BUDGET: Duration = Duration::from_millis(400);
+    /// Far past any budget: a call still running then is wedged.
+    const WEDGED: Duration = Duration::from_secs(30);
+
+    fn store(fake: &FakeKube) -> KubeLeaseStore {
+        KubeLeaseStore::new(fake.client(), "zeo", "zeo-primary", BUDGET)
+    }
+
+    fn record(preferred: Option<&str>) -> LeaseRecord {
+        LeaseRecord {
+            holder: None,
+            preferred_holder: preferred.map(String::from),
+            acquire_time: Some(SystemTime::now()),
+            renew_time: Some(SystemTime::now()),
+            lease_duration: Duration::from_millis(1500),
+            transitions: 3,
+            out_of_sync: vec!["c".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_preferred_holder_travels_in_an_annotation_whatever_the_gate() {
+        for gate in [false, true] {
+            let fake = FakeKube::start().await;
+            fake.set_coordinated_election(gate);
+            let store = store(&fake);
+            assert!(matches!(store.compare_and_swap(None, &record(Some("b"))).await.unwrap(), Cas::Written(_)));
+            let lease = fake.object("leases", "zeo", "zeo-primary").unwrap();
+            assert_eq!(lease["metadata"]["annotations"][PREFERRED_HOLDER_ANNOTATION], "b", "gate {gate}");
+            assert!(lease["spec"].get("preferredHolder").is_none(), "the gated field is not written");
+            assert_eq!(lease["spec"]["leaseDurationSeconds"], 2, "rounded up to whole seconds");
+            let read = store.get().await.unwrap().unwrap().record;
+            assert_eq!(read.preferred_holder.as_deref(), Some("b"));
+            assert_eq!(read.out_of_sync, ["c"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_of_the_previous_release_with_spec_preferred_holder_is_read() {
+        let fake = FakeKube::start().await;
+        fake.put_lease(
+            "zeo",
+            "zeo-primary",
+            json!({"metadata": {}, "spec": {"preferredHolder": "a", "leaseDurationSeconds": 1, "leaseTransitions": 2}}),
+        );
+        let read = store(&fake).get().await.unwrap().unwrap().record;
+        assert_eq!((read.preferred_holder.as_deref(), read.transitions), (Some("a"), 2));
+    }
+
+    #[tokio::test]
+    async fn the_fake_refuses_what_a_real_api_server_refuses() {
+        let fake = FakeKube::start().await;
+        let url = format!("{}/apis/coordination.k8s.io/v1/namespaces/zeo/leases", fake.url());
+        let create = |spec: Value| {
+            let url = url.clone();
+            async move {
+                let body = json!({"metadata": {"name": "l"}, "spec": spec});
+                reqwest::Client::new().post(url).json(&body).send().await.unwrap().status().as_u16()
+            }
+        };
+        assert_eq!(create(json!({"renewTime": "2026-01-01T00:00:00Z"})).await, 400, "no microseconds");
+        assert_eq!(create(json!({"renewTime": "2026-01-01T00:00:00.123Z"})).await, 400, "milliseconds");
+        assert_eq!(create(json!({"leaseDurationSeconds": 0})).await, 422);
+        fake.set_coordinated_election(true);
+        assert_eq!(create(json!({"preferredHolder": "b"})).await, 422, "gate on: preferredHolder needs strategy");
+        fake.set_coordinated_election(false);
+        let ok = json!({"renewTime": "2026-01-01T00:00:00.123456Z", "acquireTime": "2026-01-01T00:00:00.000001+02:00",
+                        "leaseDurationSeconds": 1, "preferredHolder": "b", "unknownField": 1});
+        assert_eq!(create(ok).await, 201);
+        let spec = fake.object("leases", "zeo", "l").unwrap()["spec"].clone();
+        assert!(spec.get("preferredHolder").is_none() && spec.get("unknownField").is_none(), "dropped: {spec}");
+        // What our store writes passes all of it.
+        assert!(matches!(store(&fake).compare_and_swap(None, &record(None)).await.unwrap(), Cas::Written(_)));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_call_returns_an_error_by_its_budget() {
+        for fault in [Fault::Stall, Fault::StallBody] {
+            let fake = FakeKube::start().await;
+            let store = store(&fake);
+            store.compare_and_swap(None, &record(None)).await.unwrap();
+            fake.fault(fault, 1000);
+            let read = tokio::time::timeout(WEDGED, store.get()).await.expect("the read came back");
+            assert!(read.is_err(), "{fault:?}: a stalled read is an error");
+            let current = Version("1".into());
+            let write = tokio::time::timeout(WEDGED, store.compare_and_swap(Some(&current), &record(None)))
+                .await
+                .expect("the write came back");
+            assert!(write.is_err(), "{fault:?}: a stalled write is an error");
+            fake.heal();
+            assert!(store.get().await.unwrap().is_some(), "{fault:?}: answers again once healed");
+        }
+    }
+
+    #[tokio::test]
+    async fn throttling_and_server_errors_are_retried_within_the_budget() {
+        let fake = FakeKube::start().await;
+        let patient = KubeLeaseStore::new(fake.client(), "zeo", "zeo-primary", Duration::from_secs(20));
+        patient.compare_and_swap(None, &record(None)).await.unwrap();
+        for fault in
+            [Fault::TooManyRequests(1), Fault::ServerError(500), Fault::ServerError(503), Fault::ServerError(504)]
+        {
+            fake.fault(fault, 2);
+        }
+        let before = fake.faulted();
+        assert!(patient.get().await.unwrap().is_some(), "read through every fault");
+        assert_eq!(fake.faulted() - before, 8, "each fault was met and retried");
+        fake.fault(Fault::TooManyRequests(5), 1);
+        assert!(store(&fake).get().await.is_err(), "a Retry-After past the budget is not waited out");
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_renewals_stall_keeps_ticking_to_its_renew_deadline() {
+        let renew_deadline = Duration::from_secs(2);
+        let fake = FakeKube::start().await;
+        let mut holder = LeaseElector::new(Arc::new(store(&fake)), "a", Duration::from_secs(3));
+        assert!(holder.try_acquire().await.unwrap());
+        let renewed_at = holder.view(tokio::time::Instant::now()).renewed_at.expect("renewed");
+        fake.fault(Fault::Stall, 1000);
+        // The loop's renewals: each comes back (an error), so the loop reaches the renew
+        // deadline with its own clock and fences, rather than hanging in a call.
+        let mut failed = 0;
+        while tokio::time::Instant::now() < renewed_at + renew_deadline {
+            let renewal = tokio::time::timeout(WEDGED, holder.renew()).await.expect("the renewal came back");
+            assert!(renewal.is_err());
+            failed += 1;
+        }
+        assert!(failed >= 2, "renewals were retried before the deadline: {failed}");
+        let view = holder.view(tokio::time::Instant::now());
+        assert_eq!(view.renewed_at, Some(renewed_at), "no renewal counted");
+        assert!(!view.reachable, "the store is seen unreachable");
+    }
 
     #[tokio::test]
     async fn elector_contract_on_fake_api_server() {
