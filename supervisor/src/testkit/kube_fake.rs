@@ -245,7 +245,7 @@ fn is_micro_time(t: &str) -> bool {
 }
 
 /// The Lease spec as the API server keeps it, or the answer it refuses it with.
-fn admit_lease_spec(inner: &Inner, body: &mut Value) -> Result<(), Response> {
+fn admit_lease_spec(inner: &Inner, body: &mut Value) -> Result<(), Box<Response>> {
     let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else {
         return Ok(());
     };
@@ -260,34 +260,34 @@ fn admit_lease_spec(inner: &Inner, body: &mut Value) -> Result<(), Response> {
             None | Some(Value::Null) => {}
             Some(Value::String(t)) if is_micro_time(t) => {}
             Some(v) => {
-                return Err(status(
+                return Err(Box::new(status(
                     StatusCode::BAD_REQUEST,
                     "BadRequest",
                     format!(
                         "Lease in version \"v1\" cannot be handled as a Lease: spec.{field}: parsing time {v} as \"2006-01-02T15:04:05.000000Z07:00\": cannot parse"
                     ),
-                ));
+                )));
             }
         }
     }
-    if let Some(d) = spec.get("leaseDurationSeconds").filter(|d| !d.is_null()) {
-        if !d.as_i64().is_some_and(|d| d > 0) {
-            return Err(status(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid",
-                format!(
-                    "Lease.coordination.k8s.io is invalid: spec.leaseDurationSeconds: Invalid value: {d}: must be greater than 0"
-                ),
-            ));
-        }
+    if let Some(d) = spec.get("leaseDurationSeconds").filter(|d| !d.is_null())
+        && d.as_i64().is_none_or(|d| d <= 0)
+    {
+        return Err(Box::new(status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!(
+                "Lease.coordination.k8s.io is invalid: spec.leaseDurationSeconds: Invalid value: {d}: must be greater than 0"
+            ),
+        )));
     }
     let has = |k: &str| spec.get(k).is_some_and(|v| !v.is_null());
     if has("preferredHolder") && !has("strategy") {
-        return Err(status(
+        return Err(Box::new(status(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
             "Lease.coordination.k8s.io is invalid: spec.strategy: Required value: must be specified when preferredHolder is set".into(),
-        ));
+        )));
     }
     Ok(())
 }
@@ -298,7 +298,7 @@ async fn create_lease(State(s): State<Shared>, Path(ns): Path<String>, Json(mut 
     };
     let mut inner = s.0.lock().unwrap();
     if let Err(refused) = admit_lease_spec(&inner, &mut body) {
-        return refused;
+        return *refused;
     }
     if inner.objects.contains_key(&lease_key(&ns, &name)) {
         inner.conflicts += 1;
@@ -348,7 +348,7 @@ async fn replace_lease(
         );
     }
     if let Err(refused) = admit_lease_spec(&inner, &mut body) {
-        return refused;
+        return *refused;
     }
     body["metadata"]["uid"] = current["metadata"]["uid"].clone();
     body["metadata"]["creationTimestamp"] = current["metadata"]["creationTimestamp"].clone();
