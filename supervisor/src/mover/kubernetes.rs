@@ -69,7 +69,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testkit::kube_fake::FakeKube;
+    use crate::testkit::kube_fake::{FakeKube, Fault};
 
     fn role(fake: &FakeKube, pod: &str) -> serde_json::Value {
         fake.object("pods", "zeo", pod).unwrap()["metadata"]["labels"]["role"].clone()
@@ -98,6 +98,21 @@ mod tests {
         mover.claim().await.unwrap();
         mover.release().await.unwrap();
         assert_eq!(role(&fake, "zeo-0"), json!("standby"));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_or_throttled_api_is_bounded() {
+        let fake = FakeKube::start().await;
+        fake.add_pod("zeo", "zeo-0", json!({"role": "standby"}));
+        let mover =
+            PodLabelMover::new(fake.client(), "zeo", "zeo-0".into(), vec![], "role".into(), Duration::from_millis(400));
+        fake.fault(Fault::Stall, 100);
+        let claimed = tokio::time::timeout(Duration::from_secs(30), mover.claim()).await.expect("the claim came back");
+        assert!(claimed.is_err(), "a stalled patch is an error");
+        fake.heal();
+        fake.fault(Fault::ServerError(503), 1);
+        mover.claim().await.expect("a 503 is retried within the budget");
+        assert_eq!(role(&fake, "zeo-0"), json!("primary"));
     }
 
     #[tokio::test]
