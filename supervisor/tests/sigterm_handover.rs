@@ -148,7 +148,7 @@ fn sidecar_handover_is_announced_on_get_handover() {
     std::fs::write(dir.path().join("token"), "local-pair-test-token-0123456789").unwrap();
     let ports = |_| Ports { zeo: free_port(), admin: free_port(), repl: free_port(), sup: free_port() };
     let (pa, pb) = (ports(0), ports(1));
-    let mut members = vec![sidecar(dir.path(), "a", &pa, "b", &pb), sidecar(dir.path(), "b", &pb, "a", &pa)];
+    let mut members = [sidecar(dir.path(), "a", &pa, "b", &pb), sidecar(dir.path(), "b", &pb, "a", &pa)];
     let writable = |m: &Sidecar| status(&m.admin).is_some_and(|d| d["role"] == "primary" && d["writable"] == true);
     wait_until("a primary", Duration::from_secs(60), || members.iter().any(writable));
     let holder = members.iter().position(writable).unwrap();
