@@ -143,6 +143,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_bounded_client_gives_up_on_a_stalled_api_by_itself() {
+        use k8s_openapi::api::coordination::v1::Lease;
+
+        use crate::testkit::kube_fake::{FakeKube, Fault};
+        let fake = FakeKube::start().await;
+        let config = bounded(kube::Config::new(fake.url().parse().unwrap()), Duration::from_millis(300));
+        let leases: kube::Api<Lease> = kube::Api::namespaced(kube::Client::try_from(config).unwrap(), "zeo");
+        for fault in [Fault::Stall, Fault::StallBody] {
+            fake.fault(fault, 1);
+            // No per-call budget here: only the client's own read timeout ends the call.
+            let got = tokio::time::timeout(Duration::from_secs(30), leases.get_opt("l")).await;
+            assert!(got.expect("the client's read timeout ended the call").is_err(), "{fault:?}");
+        }
+        assert!(leases.get_opt("l").await.unwrap().is_none(), "healthy again");
+    }
+
+    #[tokio::test]
     async fn other_errors_are_not_retried() {
         let tries = AtomicU32::new(0);
         let got: Result<(), _> = within(Duration::from_secs(5), || async {
