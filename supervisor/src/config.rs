@@ -172,6 +172,7 @@ impl Config {
                 namespace,
                 docker_network: s.docker_network.clone(),
                 docker_alias: s.docker_alias.clone(),
+                timeout: decide.retry_period,
             },
             tick: s.tick.unwrap_or(Duration::from_millis(200)),
             probe_timeout: s.probe_timeout.unwrap_or(Duration::from_millis(500)),

@@ -1,5 +1,6 @@
-//! The supervisor's own admin HTTP API: `/livez`, `/readyz`, `/metrics`, and
-//! `POST /switchover {"to": name|null}` which hands a command to the loop and returns the
+//! The supervisor's own admin HTTP API: `/livez`, `/readyz`, `/metrics`, `GET /handover`
+//! (200 once a shutdown has handed over, 503 before: what the server's preStop hook waits for),
+//! and `POST /switchover {"to": name|null}` which hands a command to the loop and returns the
 //! decision it led to. The POST routes need the bearer token of `--token-file` (the one the
 //! supervisor uses with its server): they change who is primary.
 
@@ -31,6 +32,9 @@ struct App {
     commands: mpsc::Sender<CommandRequest>,
     /// Cancelled after the loop's first decision.
     ready: CancellationToken,
+    /// Cancelled once a shutdown has demoted our server and given the lease and address up
+    /// (at once when we did not hold them).
+    handed_over: CancellationToken,
     /// Bearer token for the POST routes; none configured: they are refused.
     token: Option<Arc<str>>,
 }
@@ -46,15 +50,17 @@ pub fn router(
     metrics: Arc<Metrics>,
     commands: mpsc::Sender<CommandRequest>,
     ready: CancellationToken,
+    handed_over: CancellationToken,
     token: Option<Arc<str>>,
 ) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .route("/handover", get(handover))
         .route("/metrics", get(metrics_handler))
         .route("/switchover", post(switchover))
         .route("/promote", post(force_promote))
-        .with_state(App { metrics, commands, ready, token })
+        .with_state(App { metrics, commands, ready, handed_over, token })
 }
 
 /// 503 once the loop has not made progress within its bound (see [`crate::liveness`]).
@@ -73,6 +79,16 @@ async fn readyz(State(app): State<App>) -> Response {
         "ok".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+    }
+}
+
+/// No token: it only says whether the shutdown handover is done, and the preStop hook of the
+/// server container has no business holding the command token.
+async fn handover(State(app): State<App>) -> Response {
+    if app.handed_over.is_cancelled() {
+        "handed over".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not handed over").into_response()
     }
 }
 
@@ -142,7 +158,9 @@ mod tests {
                 let _ = reply.send("ok".into());
             }
         });
-        let app = router(Arc::new(Metrics::new()), tx, CancellationToken::new(), token.map(Arc::from));
+        let handed_over = CancellationToken::new();
+        handed_over.cancel();
+        let app = router(Arc::new(Metrics::new()), tx, CancellationToken::new(), handed_over, token.map(Arc::from));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -169,5 +187,7 @@ mod tests {
         assert_eq!(post(&open, "/switchover", Some("anything")).await, 403, "no token configured: refused");
         let live = reqwest::get(format!("{url}/livez")).await.unwrap().status().as_u16();
         assert_eq!(live, 200, "probes need no token");
+        let handover = reqwest::get(format!("{url}/handover")).await.unwrap().status().as_u16();
+        assert_eq!(handover, 200, "the handover state needs no token");
     }
 }

@@ -18,6 +18,8 @@
 //! - [`probe`]: the ZEO round-trip health probe.
 //! - [`mover`]: the [`mover::AddressMover`] trait and its backends (pod label, Docker alias, VIP,
 //!   local listener; chosen by [`mover::AddressBackend`], built by [`mover::from_settings`]).
+//! - `kube_call`: bounded Kubernetes API calls (client timeouts, a budget per call, 429/5xx
+//!   retries), used by the Kubernetes lease and address backends.
 //! - [`kill`]: the fence for a server that is not our child (a command, or SIGKILL of its container).
 //! - [`process`]: exec mode, the server as our child process (exit seen at once, SIGKILL fence).
 //! - [`runner`]: the observe → decide → act loop and the shutdown order.
@@ -29,6 +31,8 @@ pub mod decide;
 pub mod grant;
 pub mod http;
 pub mod kill;
+#[cfg(feature = "kubernetes")]
+pub mod kube_call;
 pub mod lease;
 pub mod liveness;
 pub mod metrics;

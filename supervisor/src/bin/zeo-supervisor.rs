@@ -23,6 +23,13 @@ use zeo_supervisor::server_admin::ServerAdmin;
 /// Exit code for a bad configuration (sysexits EX_USAGE).
 const EX_USAGE: i32 = 64;
 
+/// Sidecar mode: after the shutdown handover, how long `/handover` stays up for the server's
+/// preStop hook at most (Kubernetes' default termination grace period). We leave sooner once our
+/// server stops answering: the hook is done then.
+const HANDOVER_LINGER: Duration = Duration::from_secs(30);
+/// While lingering, how often to look whether our server is gone.
+const LINGER_POLL: Duration = Duration::from_millis(100);
+
 #[derive(Parser)]
 #[command(name = "zeo-supervisor", version, about = "Failover supervisor for zeo-server")]
 struct Cli {
@@ -125,6 +132,8 @@ async fn command(url: &str, token_file: Option<std::path::PathBuf>, what: &str, 
 
 struct Parts {
     supervisor: Supervisor,
+    /// Our server's admin API, to see it gone after the handover (sidecar mode).
+    server: ServerAdmin,
     token: Option<String>,
     listen: String,
     /// The admin port's gate (allow-list, connection cap) and HTTP bounds.
@@ -164,7 +173,7 @@ async fn build(config: Config) -> Result<Parts> {
         elector: LeaseElector::new(store, identity, cfg.lease_duration),
         cfg,
         tick,
-        server,
+        server: server.clone(),
         zeo_addr: config.server_zeo,
         storage: config.storage,
         probe_timeout: config.probe_timeout,
@@ -177,17 +186,31 @@ async fn build(config: Config) -> Result<Parts> {
     let gate =
         Arc::new(zeo_listen::Gate::new("http", config.allow, config.max_connections, &metrics.listener_refusals));
     let limits = zeo_listen::HttpLimits { head_timeout: config.head_timeout, ..zeo_listen::HttpLimits::default() };
-    Ok(Parts { supervisor, token, listen: config.listen, gate, limits, metrics })
+    Ok(Parts { supervisor, server, token, listen: config.listen, gate, limits, metrics })
 }
 
+/// Serves the admin port and runs the loop. On SIGTERM (or SIGINT) the loop stops acting and
+/// hands over first (demote, address, lease: each bounded), then `/handover` answers 200; in
+/// exec mode the loop then stops its child and we exit; in sidecar mode the admin port stays up
+/// until our server is gone (its preStop hook waited for `/handover`), at most
+/// [`HANDOVER_LINGER`]. Exit 0.
 async fn serve(parts: Parts) -> Result<()> {
     let shutdown = CancellationToken::new();
     let ready = CancellationToken::new();
+    let handed_over = CancellationToken::new();
+    let http_stop = CancellationToken::new();
     let (tx, rx) = mpsc::channel(4);
     let listener =
         tokio::net::TcpListener::bind(&parts.listen).await.with_context(|| format!("binding {}", parts.listen))?;
-    let app = zeo_supervisor::http::router(parts.metrics, tx, ready.clone(), parts.token.as_deref().map(Arc::from));
-    let http = tokio::spawn(zeo_listen::serve_http(listener, parts.gate, app, parts.limits, shutdown.clone()));
+    tracing::info!(addr = %listener.local_addr()?, "admin port listening");
+    let app = zeo_supervisor::http::router(
+        parts.metrics,
+        tx,
+        ready.clone(),
+        handed_over.clone(),
+        parts.token.as_deref().map(Arc::from),
+    );
+    let http = tokio::spawn(zeo_listen::serve_http(listener, parts.gate, app, parts.limits, http_stop.clone()));
     let signals = shutdown.clone();
     tokio::spawn(async move {
         let mut term =
@@ -197,11 +220,25 @@ async fn serve(parts: Parts) -> Result<()> {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: handing over first");
         signals.cancel();
     });
+    let sidecar = parts.supervisor.process.is_none();
     parts.supervisor.run(rx, ready, shutdown.clone()).await;
     shutdown.cancel();
+    handed_over.cancel();
+    tracing::info!("handed over");
+    if sidecar {
+        let gone = async {
+            while parts.server.status().await.is_ok() {
+                tokio::time::sleep(LINGER_POLL).await;
+            }
+        };
+        if tokio::time::timeout(HANDOVER_LINGER, gone).await.is_err() {
+            tracing::warn!(linger = ?HANDOVER_LINGER, "our server still answers; exiting anyway");
+        }
+    }
+    http_stop.cancel();
     http.await.context("admin server task")?.context("admin server")?;
     Ok(())
 }

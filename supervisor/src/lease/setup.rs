@@ -117,8 +117,8 @@ pub async fn from_settings(s: &LeaseSettings) -> Result<Arc<dyn LeaseStore>, Set
         }
         #[cfg(feature = "kubernetes")]
         LeaseBackend::Kubernetes => {
-            let client = kube::Client::try_default().await.map_err(SetupError::KubeClient)?;
-            Arc::new(super::kubernetes::KubeLeaseStore::new(client, &s.namespace, s.name.clone()))
+            let client = crate::kube_call::client(s.timeout).await.map_err(SetupError::KubeClient)?;
+            Arc::new(super::kubernetes::KubeLeaseStore::new(client, &s.namespace, s.name.clone(), s.timeout))
         }
     };
     Ok(store)

@@ -1,4 +1,7 @@
-//! The service address as a pod label: the client Service selects `role=primary`.
+//! The service address as a pod label: the client Service selects `role=primary`. Every patch
+//! is bounded by the mover's budget (the loop's retry period), its 429/5xx retries included.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
@@ -7,6 +10,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use super::{AddressMover, MoveError};
+use crate::kube_call::{KubeCallError, within};
 
 /// Labels our pod `role=primary` and the peers' `role=standby` (a JSON merge patch each).
 pub struct PodLabelMover {
@@ -14,20 +18,30 @@ pub struct PodLabelMover {
     own_pod: String,
     peer_pods: Vec<String>,
     label: String,
+    /// The bound of each patch.
+    timeout: Duration,
 }
 
 impl PodLabelMover {
-    pub fn new(client: kube::Client, namespace: &str, own_pod: String, peer_pods: Vec<String>, label: String) -> Self {
-        PodLabelMover { pods: Api::namespaced(client, namespace), own_pod, peer_pods, label }
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        own_pod: String,
+        peer_pods: Vec<String>,
+        label: String,
+        timeout: Duration,
+    ) -> Self {
+        PodLabelMover { pods: Api::namespaced(client, namespace), own_pod, peer_pods, label, timeout }
     }
 
-    async fn set(&self, pod: &str, value: &str) -> Result<(), kube::Error> {
+    async fn set(&self, pod: &str, value: &str) -> Result<(), KubeCallError> {
         let patch = json!({"metadata": {"labels": {self.label.as_str(): value}}});
-        self.pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        within(self.timeout, || self.pods.patch(pod, &pp, &patch)).await.map(drop)
     }
 }
 
-fn backend(e: kube::Error) -> MoveError {
+fn backend(e: KubeCallError) -> MoveError {
     MoveError::Backend { backend: "kubernetes", source: Box::new(e) }
 }
 
@@ -38,7 +52,7 @@ impl AddressMover for PodLabelMover {
         // pod that is gone (its node died) has no label to remove.
         for peer in &self.peer_pods {
             match self.set(peer, "standby").await {
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(KubeCallError::Kube(kube::Error::Api(s))) if s.is_not_found() => {}
                 other => other.map_err(backend)?,
             }
         }
@@ -55,7 +69,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testkit::kube_fake::FakeKube;
+    use crate::testkit::kube_fake::{FakeKube, Fault};
 
     fn role(fake: &FakeKube, pod: &str) -> serde_json::Value {
         fake.object("pods", "zeo", pod).unwrap()["metadata"]["labels"]["role"].clone()
@@ -72,6 +86,7 @@ mod tests {
             "zeo-0".into(),
             vec!["zeo-1".into(), "zeo-2".into()],
             "role".into(),
+            Duration::from_secs(5),
         );
         mover.claim().await.unwrap();
         assert_eq!((role(&fake, "zeo-0"), role(&fake, "zeo-1")), (json!("primary"), json!("standby")));
@@ -86,9 +101,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stalled_or_throttled_api_is_bounded() {
+        let fake = FakeKube::start().await;
+        fake.add_pod("zeo", "zeo-0", json!({"role": "standby"}));
+        let mover =
+            PodLabelMover::new(fake.client(), "zeo", "zeo-0".into(), vec![], "role".into(), Duration::from_millis(400));
+        fake.fault(Fault::Stall, 100);
+        let claimed = tokio::time::timeout(Duration::from_secs(30), mover.claim()).await.expect("the claim came back");
+        assert!(claimed.is_err(), "a stalled patch is an error");
+        fake.heal();
+        fake.fault(Fault::ServerError(503), 1);
+        mover.claim().await.expect("a 503 is retried within the budget");
+        assert_eq!(role(&fake, "zeo-0"), json!("primary"));
+    }
+
+    #[tokio::test]
     async fn a_missing_own_pod_is_an_error() {
         let fake = FakeKube::start().await;
-        let mover = PodLabelMover::new(fake.client(), "zeo", "gone".into(), vec![], "role".into());
+        let mover =
+            PodLabelMover::new(fake.client(), "zeo", "gone".into(), vec![], "role".into(), Duration::from_secs(5));
         assert!(mover.claim().await.is_err());
     }
 }

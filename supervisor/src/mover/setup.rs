@@ -4,6 +4,7 @@
 //! [`AddressSettings::validate`] and how it is built in [`from_settings`].
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,8 @@ pub struct AddressSettings {
     /// docker: the client network and the alias on it.
     pub docker_network: Option<String>,
     pub docker_alias: Option<String>,
+    /// kubernetes: the bound of each API call, its retries included.
+    pub timeout: Duration,
 }
 
 /// Why the address mover could not be set up.
@@ -132,11 +135,12 @@ pub async fn from_settings(s: &AddressSettings) -> Result<Box<dyn AddressMover>,
         )),
         #[cfg(feature = "kubernetes")]
         AddressBackend::Kubernetes => Box::new(super::kubernetes::PodLabelMover::new(
-            kube::Client::try_default().await?,
+            crate::kube_call::client(s.timeout).await?,
             &s.namespace,
             s.own_target()?.to_string(),
             s.peer_targets.clone(),
             s.role_label.clone(),
+            s.timeout,
         )),
         #[cfg(feature = "docker")]
         AddressBackend::Docker => Box::new(super::docker::DockerAliasMover::new(
@@ -167,6 +171,7 @@ mod tests {
             namespace: "default".into(),
             docker_network: None,
             docker_alias: None,
+            timeout: Duration::from_secs(1),
         }
     }
 

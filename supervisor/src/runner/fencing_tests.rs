@@ -127,7 +127,8 @@ async fn a_wedged_loop_fails_livez_and_recovers() {
     let mut sup = supervisor("a", &a, ("b", &b), Arc::new(StaticLeaseStore::in_memory()));
     sup.mover = Box::new(WedgingMover { entered: entered.clone(), release: release.clone() });
     let metrics = sup.metrics.clone();
-    let app = crate::http::router(metrics, mpsc::channel(1).0, CancellationToken::new(), None);
+    let app =
+        crate::http::router(metrics, mpsc::channel(1).0, CancellationToken::new(), CancellationToken::new(), None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -555,8 +555,11 @@ impl Supervisor {
         }
     }
 
-    /// The connected in-sync standby of our server that is furthest ahead, once it holds
-    /// `last_tid` (waited for up to [`HANDOFF_CATCH_UP`]; sync standbys already do).
+    /// The standby of our server that is furthest ahead, once it holds `last_tid` (waited for up
+    /// to [`HANDOFF_CATCH_UP`]; sync standbys already do). Holding our demoted server's last
+    /// transaction is what makes it a safe successor: the demote may already have dropped its
+    /// link (so `connected` and `in_sync` may be false by now). Without `last_tid`, only a
+    /// connected in-sync standby qualifies.
     async fn successor(&self, last_tid: Option<Tid>) -> Option<String> {
         let deadline = Instant::now() + HANDOFF_CATCH_UP;
         loop {
@@ -568,8 +571,9 @@ impl Supervisor {
                 .filter_map(|(p, st)| {
                     let st = st.ok()?;
                     let r = st.standby()?;
-                    let ours = r.connected && r.primary == self.cfg.replication_addr;
-                    (ours && r.in_sync && !r.out_of_sync).then(|| (r.applied_tid, p.identity.clone()))
+                    let ours = r.primary == self.cfg.replication_addr && !r.out_of_sync;
+                    let live = r.connected && r.in_sync;
+                    (ours && (live || last_tid.is_some())).then(|| (r.applied_tid, p.identity.clone()))
                 })
                 .max();
             match best {
