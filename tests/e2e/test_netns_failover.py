@@ -8,18 +8,14 @@ down), the primary's server paused (SIGSTOP). In each, every acknowledged write 
 (sync replication), a new primary must take over, and at no moment may two servers be writable.
 """
 import os
-import shutil
 import signal
 import time
 
 import pytest
 
-import netlab
 from netpair import VIP, Watch, pair, primary_host, server_pid, start_writers, status, wait, writer_reports
 
-pytestmark = pytest.mark.skipif(
-    not netlab.can_run() or not shutil.which("etcd") or not shutil.which("arping"),
-    reason="needs root, network namespaces, etcd and arping (.ci/run installs them)")
+# What these tests need from the machine (root, etcd, arping) is checked in conftest.py.
 
 
 @pytest.fixture
