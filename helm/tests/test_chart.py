@@ -408,10 +408,10 @@ def test_probes_can_be_disabled():
 
 
 # Server variables the chart sets whose flags land on main in this same round (issue 13: the
-# replication-mtls branch). While a name is missing from server/src/config*, it must be in this
-# set; once it is there, the entry is inert (and can go).
+# replication-mtls and bounded-listeners branches). While a name is missing from
+# server/src/config*, it must be in this set; once it is there, the entry is inert (and can go).
 LANDING_SERVER_ENV = {"ZEO_REPLICATION_TLS_CERT", "ZEO_REPLICATION_TLS_KEY", "ZEO_REPLICATION_TLS_CA",
-                      "ZEO_REPLICATION_PEERS", "ZEO_REPLICATION_INSECURE"}
+                      "ZEO_REPLICATION_PEERS", "ZEO_REPLICATION_INSECURE", "ZEO_ADMIN_ALLOW"}
 
 
 def server_env_names() -> set[str]:
@@ -443,6 +443,9 @@ def test_server_env_is_what_zeo_server_reads(r):
     repl = r.values.get("replication", {})
     assert env["ZEO_SYNC_STANDBYS"] == str(repl.get("syncStandbys", 1))
     assert env.get("ZEO_SYNC_TIMEOUT") == (repl.get("syncTimeout") or None)
+    for key, var in (("allow", "ZEO_ALLOW"), ("adminAllow", "ZEO_ADMIN_ALLOW")):
+        nets = r.values.get("server", {}).get(key, [])
+        assert env.get(var) == (",".join(nets) or None), var
     grace = r.values.get("server", {}).get("shutdownGraceSeconds", 10)
     assert env["ZEO_SHUTDOWN_GRACE"] == f"{grace}s"
     assert grace < r.sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
