@@ -36,7 +36,13 @@ RELEASE = "zeo"
 NAMESPACE = "zeo"
 # Not a secret: a marker that must be replaced before use (the server accepts 16+ characters).
 PLACEHOLDER_TOKEN = "REPLACE-ME-with-a-random-admin-token"
-VALUES = {"auth": {"token": PLACEHOLDER_TOKEN}}
+# The replication certificates cannot be generated deterministically: the manifests name a Secret
+# the user makes (scripts/replication-certs, k8s/README.md).
+REPLICATION_TLS_SECRET = "zeo-zeo-rs-replication-tls"
+VALUES = {
+    "auth": {"token": PLACEHOLDER_TOKEN},
+    "replication": {"tls": {"source": "existingSecret", "existingSecret": REPLICATION_TLS_SECRET}},
+}
 
 # Apply order, as Helm installs: what others refer to comes first.
 KIND_ORDER = [
@@ -46,6 +52,7 @@ KIND_ORDER = [
     "ConfigMap",
     "Role",
     "RoleBinding",
+    "NetworkPolicy",
     "Service",
     "PodDisruptionBudget",
     "StatefulSet",
@@ -61,7 +68,12 @@ HEADER = """\
 #   kubectl apply -f k8s/manifests/zeo-rs.yaml
 #   kubectl -n {namespace} create secret generic {secret} \\
 #     --from-literal={key}="$(head -c 24 /dev/urandom | base64)" --dry-run=client -o yaml | kubectl apply -f -
-#   kubectl -n {namespace} rollout restart statefulset/{statefulset}
+#   kubectl -n {namespace} delete pod {pod_list}   # a fresh install: updateStrategy is OnDelete
+#
+# AND create the replication certificates' Secret {tls_secret} (ca.crt, <pod>.crt, <pod>.key):
+#   scripts/replication-certs certs {members}
+#   kubectl -n {namespace} create secret generic {tls_secret} --from-file=certs/ca.crt \\
+#     {from_files}
 """
 
 SECRET_WARNING = "# WARNING: placeholder token, replace it before use (see the top of this file).\n"
@@ -118,12 +130,19 @@ def render() -> dict[str, str]:
         return found[0]
 
     secret = named("Secret")
+    sts = named("StatefulSet")
+    pods = [f"{sts['metadata']['name']}-{i}" for i in range(sts["spec"]["replicas"])]
+    headless = sts["spec"]["serviceName"]
     header = HEADER.format(
         release=RELEASE,
         namespace=NAMESPACE,
         secret=secret["metadata"]["name"],
         key=next(iter(secret["data"])),
         statefulset=named("StatefulSet")["metadata"]["name"],
+        tls_secret=REPLICATION_TLS_SECRET,
+        pod_list=" ".join(pods),
+        members=" ".join(f"{p},{p}.{headless}.{NAMESPACE}.svc" for p in pods),
+        from_files=" ".join(f"--from-file=certs/{p}.crt --from-file=certs/{p}.key" for p in pods),
     )
     parts = [header, "---\n", NAMESPACE_DOC]
     for path, obj, text in sorted(docs, key=order):

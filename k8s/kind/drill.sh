@@ -4,22 +4,29 @@
 #
 #   k8s/kind/drill.sh
 #
-# Needs: docker, kind, kubectl, helm, curl (and a Rust toolchain for scripts/build-images).
+# Needs: bash 3.2 or later (macOS's will do), docker, kind, kubectl, helm, curl, awk, and date with
+# %N or perl (BSD date has no %N: fractions of a second come from perl then); and a Rust toolchain
+# for scripts/build-images. All checked before anything starts.
 # Steps:
 #   1. create the kind cluster k8s/kind/cluster.yaml (1 control plane + 2 workers), unless it exists;
+#      a reused cluster gets a fresh release: the namespace (Lease, claims, pods) is deleted first,
+#      so every run starts from new supervisors and an empty Lease;
 #   2. build the images (scripts/build-images: zeo-rs/{server,supervisor,app}:dev) and
 #      `kind load docker-image` them (nothing is pulled);
 #   3. `helm upgrade --install` helm/zeo-rs with k8s/kind/values.yaml, wait for the rollout and for
 #      one pod labelled role=primary and one role=standby, run `helm test`;
-#   4. three scenarios, each under a zeo-load --verify Job writing through the primary Service
-#      (the Job runs on the control-plane node, which is never disturbed):
+#   4. four scenarios, each under a zeo-load --verify Job writing through the primary Service
+#      (the Job runs on the control-plane node, which is never disturbed), each started at least
+#      MIN_FAILOVER_INTERVAL after the last failover (the supervisors refuse a takeover sooner):
 #        process   SIGKILL of the primary's zeo-server process. The image is `scratch` (no shell, no
-#                  kill), and `kubectl debug --target` would not do: it joins the container's PID
-#                  namespace, where the server is PID 1 and SIGKILL from inside is ignored. So the
-#                  drill finds the process's host PID with `crictl inspect` on the kind node (a
-#                  docker container) and kills it from the node's PID namespace;
+#                  kill), so the drill finds the process's host PID with `crictl inspect` on the
+#                  kind node (a docker container) and kills it from the node's PID namespace;
 #        pod       kubectl delete pod --force --grace-period=0 of the primary pod;
-#        node      docker stop of the kind node running the primary (started again afterwards);
+#        node      `docker kill` (SIGKILL) of the kind node running the primary: no kubelet, no
+#                  preStop, no SIGTERM, nothing graceful; started again afterwards;
+#        partition `docker network disconnect` of the primary's node from the kind network: the
+#                  node and its pods keep running, cut off from the API server and the peer, and
+#                  must stop acknowledging on their own; reconnected afterwards (same address);
 #      after each: the time until another pod is labelled role=primary, the Lease holder and
 #      transitions, and zeo-load's JSON report (lost must be 0), then wait for the pair to heal;
 #   5. scale the app Deployment from 1 to 3, write a key through its Service and read it back
@@ -28,7 +35,8 @@
 #
 # Knobs (environment): CLUSTER (zeo-drill), NAMESPACE (zeo), RELEASE (zeo), SKIP_BUILD=1 (use
 # the images already built), LOAD_DURATION (60s), KILL_AFTER (15, seconds into the load),
-# FAILOVER_TIMEOUT (60 s), HEAL_TIMEOUT (300 s), SCENARIOS ("process pod node"),
+# FAILOVER_TIMEOUT (60 s), HEAL_TIMEOUT (300 s), SCENARIOS ("process pod node partition"),
+# MIN_FAILOVER_INTERVAL (30, seconds: the supervisors' min_failover_interval, their default),
 # DELETE_CLUSTER=1 (delete the cluster at the end; by default it is kept for inspection).
 set -euo pipefail
 
@@ -41,7 +49,8 @@ load_duration="${LOAD_DURATION:-60s}"
 kill_after="${KILL_AFTER:-15}"
 failover_timeout="${FAILOVER_TIMEOUT:-60}"
 heal_timeout="${HEAL_TIMEOUT:-300}"
-read -r -a scenarios <<<"${SCENARIOS:-process pod node}"
+min_failover_interval="${MIN_FAILOVER_INTERVAL:-30}"
+read -r -a scenarios <<<"${SCENARIOS:-process pod node partition}"
 out="$repo/target/drill"
 images=(zeo-rs/server zeo-rs/supervisor zeo-rs/app)
 server_selector="app.kubernetes.io/instance=$release,app.kubernetes.io/component=server"
@@ -55,30 +64,43 @@ load_args() { # $1 = storage address
 
 log() { printf '[drill %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
-now() { date +%s.%N; }
+# Seconds since the epoch with a fraction: GNU date has %N, BSD date (macOS) prints "N" for it.
+if [[ $(date +%N) =~ ^[0-9]+$ ]]; then
+  now() { date +%s.%N; }
+else
+  now() { perl -MTime::HiRes=time -e 'printf "%.3f\n", time'; }
+fi
 seconds_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 k() { kubectl --context "kind-$cluster" -n "$ns" "$@"; }
 
-port_forwards=()
+port_forward=""
 cleanup() {
-  local pid
-  for pid in "${port_forwards[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [[ -z $port_forward ]] || kill "$port_forward" 2>/dev/null || true
+  # A node the drill stopped or cut off comes back, whatever happened.
+  [[ -z ${stopped_node:-} ]] || docker start "$stopped_node" >/dev/null 2>&1 || true
+  [[ -z ${cut_node:-} ]] || docker network connect --ip "$cut_ip" kind "$cut_node" >/dev/null 2>&1 || true
   if [[ ${DELETE_CLUSTER:-0} == 1 ]]; then
     kind delete cluster --name "$cluster" || true
   fi
 }
 trap cleanup EXIT
 
+# Requirements, all before anything starts.
+((BASH_VERSINFO[0] > 3 || (BASH_VERSINFO[0] == 3 && BASH_VERSINFO[1] >= 2))) || die "needs bash 3.2 or later"
 for tool in docker kind kubectl helm curl awk; do
   command -v "$tool" >/dev/null || die "$tool is not installed"
 done
+[[ $(date +%N) =~ ^[0-9]+$ ]] || command -v perl >/dev/null || die "needs date +%N (GNU) or perl for sub-second times"
+docker info >/dev/null 2>&1 || die "the Docker engine does not answer (docker info)"
+[[ ${SKIP_BUILD:-0} == 1 ]] || command -v cargo >/dev/null || die "cargo is not installed (SKIP_BUILD=1 uses images built before)"
 mkdir -p "$out"
 report=()
 
 # --- 1-3: cluster, images, install ----------------------------------------------------------------
 
 if kind get clusters 2>/dev/null | grep -qx "$cluster"; then
-  log "cluster $cluster exists; reusing it"
+  log "cluster $cluster exists; reusing it, with a fresh release (deleting namespace $ns)"
+  kubectl --context "kind-$cluster" delete namespace "$ns" --ignore-not-found --wait=true --timeout=5m
 else
   log "creating kind cluster $cluster"
   kind create cluster --name "$cluster" --config "$repo/k8s/kind/cluster.yaml" --wait 5m
@@ -129,6 +151,16 @@ wait_healthy() {
 
 log "waiting for one primary and one standby"
 wait_healthy
+# The supervisors refuse a takeover within min_failover_interval of the last one, the first
+# election included: the drill waits it out before each scenario, from when it saw the primary.
+last_failover=$SECONDS
+wait_out_min_failover_interval() {
+  local wait=$((last_failover + min_failover_interval + 2 - SECONDS))
+  if ((wait > 0)); then
+    log "waiting ${wait}s: min_failover_interval (${min_failover_interval}s) since the last failover"
+    sleep "$wait"
+  fi
+}
 log "helm test"
 helm --kube-context "kind-$cluster" test "$release" -n "$ns" --logs || die "helm test failed"
 
@@ -221,11 +253,14 @@ kill_server_process() { # $1 = pod
 }
 
 stopped_node=""
-run_scenario() { # $1 = process | pod | node
+cut_node=""
+cut_ip=""
+run_scenario() { # $1 = process | pod | node | partition
   local scenario="$1" job old old_name old_uid transitions_before t0 new="" took outcome logf lost acked gap
   job="drill-load-$scenario-$(date +%s)"
   logf="$out/$scenario.log"
   wait_healthy
+  wait_out_min_failover_interval
   old="$(pods_with_role primary)"
   old_name="${old%% *}"
   old_uid="${old##* }"
@@ -243,8 +278,15 @@ run_scenario() { # $1 = process | pod | node
       ;;
     node)
       stopped_node="$(k get pod "$old_name" -o jsonpath='{.spec.nodeName}')"
-      log "docker stop $stopped_node (the primary's node)"
-      docker stop "$stopped_node" >/dev/null
+      log "docker kill $stopped_node (the primary's node: SIGKILL, no graceful shutdown)"
+      docker kill "$stopped_node" >/dev/null
+      ;;
+    partition)
+      cut_node="$(k get pod "$old_name" -o jsonpath='{.spec.nodeName}')"
+      cut_ip="$(docker inspect -f '{{with index .NetworkSettings.Networks "kind"}}{{.IPAddress}}{{end}}' "$cut_node")"
+      [[ -n $cut_ip ]] || die "$cut_node has no address on the kind network"
+      log "docker network disconnect kind $cut_node (the primary's node, $cut_ip: cut off, still running)"
+      docker network disconnect kind "$cut_node"
       ;;
     *) die "unknown scenario $scenario" ;;
   esac
@@ -279,6 +321,13 @@ run_scenario() { # $1 = process | pod | node
     kubectl --context "kind-$cluster" wait --for=condition=Ready "node/$stopped_node" --timeout=5m
     stopped_node=""
   fi
+  if [[ $scenario == partition ]]; then
+    log "docker network connect kind $cut_node ($cut_ip)"
+    docker network connect --ip "$cut_ip" kind "$cut_node"
+    kubectl --context "kind-$cluster" wait --for=condition=Ready "node/$cut_node" --timeout=5m
+    cut_node=""
+  fi
+  [[ -z $new ]] || last_failover=$SECONDS
   log "scenario $scenario: waiting for the pair to heal"
   wait_healthy
   report+=("$(printf '%-8s %-22s %-22s %9s %7s %6s %10s %s' "$scenario" "$old_name" "${new:-none}" "$took" \
@@ -293,9 +342,10 @@ done
 
 # --- 5: the app, scaled out, serves the same data from every pod -------------------------------------
 
+# One port-forward at a time (bash 3.2: no negative array indices, so no stack of them).
 forward() { # $1 = resource, $2 = local port, $3 = remote port; waits until /livez answers
   k port-forward "$1" "$2:$3" >/dev/null 2>&1 &
-  port_forwards+=("$!")
+  port_forward=$!
   local i
   for i in $(seq 1 50); do
     if curl -fsS -o /dev/null "http://127.0.0.1:$2/livez"; then return 0; fi
@@ -304,10 +354,9 @@ forward() { # $1 = resource, $2 = local port, $3 = remote port; waits until /liv
   die "port-forward to $1 did not answer ($i tries)"
 }
 unforward() {
-  local pid="${port_forwards[-1]}"
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  unset 'port_forwards[-1]'
+  kill "$port_forward" 2>/dev/null || true
+  wait "$port_forward" 2>/dev/null || true
+  port_forward=""
 }
 
 log "scaling $app to 3 replicas"

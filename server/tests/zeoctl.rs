@@ -100,3 +100,30 @@ fn health_checks_an_http_endpoint() {
     let refused = zeoctl(&["health", "http://127.0.0.1:1/livez", "--timeout", "1"]);
     assert!(!refused.status.success());
 }
+
+#[test]
+fn health_wait_asks_again_until_a_2xx_answer() {
+    // As a preStop hook waits on a supervisor's /handover: 503, 503, then 200.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/handover", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for answer in ["503 Service Unavailable", "503 Service Unavailable", "200 OK"] {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /handover HTTP/1.0"));
+            write!(s, "HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").unwrap();
+        }
+        listener
+    });
+    let o = zeoctl(&["health", &url, "--wait", "60"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().collect::<Vec<_>>(), ["503", "503", "200"]);
+    // No answer that is a 2xx within the bound: it gives up, with a failure.
+    let listener = server.join().unwrap();
+    drop(listener);
+    let o = zeoctl(&["health", &url, "--wait", "0.5", "--timeout", "0.2"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no 2xx answer"), "{}", text(&o));
+}

@@ -100,10 +100,67 @@ The primary and read-only Services select on it.
 {{ include "zeo-rs.primaryName" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.primary.port }}
 {{- end }}
 
-{{/* An image reference; call with (list $imageValues $). */}}
+{{/*
+An image reference; call with (list $imageValues $). global.imageRegistry, when set, is prefixed
+(`<registry>/<repository>:<tag>`), so one value points every image at a registry.
+*/}}
 {{- define "zeo-rs.image" -}}
 {{- $img := index . 0 }}{{- $root := index . 1 }}
-{{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) }}
+{{- $ref := printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) }}
+{{- with $root.Values.global.imageRegistry }}
+{{- printf "%s/%s" (trimSuffix "/" .) $ref }}
+{{- else }}
+{{- $ref }}
+{{- end }}
+{{- end }}
+
+{{/* The supervisor's HTTP port (ZEO_SUPERVISOR_LISTEN, ZEO_SUPERVISOR_URL, probes, preStop). */}}
+{{- define "zeo-rs.supervisorPort" -}}8110{{- end }}
+
+{{/*
+The supervisor endpoint that answers 200 once this member has handed the primary role over after
+SIGTERM (or never held it): what the server's preStop hook waits on.
+*/}}
+{{- define "zeo-rs.handoverPath" -}}/handover{{- end }}
+
+{{/* The server pods' names, in order, as a comma-separated list. */}}
+{{- define "zeo-rs.members" -}}
+{{- $full := include "zeo-rs.fullname" . }}
+{{- $pods := list }}
+{{- range $i := until (int .Values.server.replicas) }}
+{{- $pods = append $pods (printf "%s-%d" $full $i) }}
+{{- end }}
+{{- join "," $pods }}
+{{- end }}
+
+{{/*
+The DNS names in a member's replication certificate: the pod name (its identity, also the CN)
+and its pod DNS names through the headless Service. Call with (list $pod $).
+*/}}
+{{- define "zeo-rs.memberDNSNames" -}}
+{{- $pod := index . 0 }}{{- $root := index . 1 }}
+{{- $host := printf "%s.%s.%s.svc" $pod (include "zeo-rs.headlessName" $root) $root.Release.Namespace }}
+{{- list $pod $host (printf "%s.cluster.local" $host) | toJson }}
+{{- end }}
+
+{{/* Where the replication certificates are mounted in the server container. */}}
+{{- define "zeo-rs.replicationTlsDir" -}}/replication-tls{{- end }}
+
+{{/*
+The Secret with ca.crt and <pod>.crt/<pod>.key of every member (source generate or
+existingSecret), and the one holding the generated CA's key (never mounted).
+*/}}
+{{- define "zeo-rs.replicationTlsSecretName" -}}
+{{- if eq .Values.replication.tls.source "existingSecret" }}
+{{- .Values.replication.tls.existingSecret }}
+{{- else }}
+{{- include "zeo-rs.fullname" . }}-replication-tls
+{{- end }}
+{{- end }}
+{{- define "zeo-rs.replicationCaSecretName" -}}{{ include "zeo-rs.fullname" . }}-replication-ca{{- end }}
+{{/* The Secret cert-manager writes for member $i; call with (list $i $). */}}
+{{- define "zeo-rs.memberCertSecretName" -}}
+{{- printf "%s-replication-%d" (include "zeo-rs.fullname" (index . 1)) (index . 0) }}
 {{- end }}
 
 {{/*
@@ -147,6 +204,16 @@ Checks that cut across values; a failed one stops the render with a message nami
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.enabled needs tls.secretName (a Secret with the certificate, its key and the client CA)" }}
+{{- end }}
+{{- if ge (add (int .Values.server.handoverTimeoutSeconds) (int .Values.server.shutdownGraceSeconds)) (int .Values.terminationGracePeriodSeconds) }}
+{{- fail "server.handoverTimeoutSeconds + server.shutdownGraceSeconds must be below terminationGracePeriodSeconds (the preStop wait and the drain share the grace period)" }}
+{{- end }}
+{{- $rt := .Values.replication.tls }}
+{{- if and $rt.enabled (eq $rt.source "existingSecret") (not $rt.existingSecret) }}
+{{- fail "replication.tls.source=existingSecret needs replication.tls.existingSecret" }}
+{{- end }}
+{{- if and $rt.enabled (eq $rt.source "certManager") (not $rt.certManager.issuerRef.name) }}
+{{- fail "replication.tls.source=certManager needs replication.tls.certManager.issuerRef.name" }}
 {{- end }}
 {{- if hasKey .Values.podLabels (include "zeo-rs.roleLabel" .) }}
 {{- fail "podLabels must not set the role label: the supervisor owns it" }}

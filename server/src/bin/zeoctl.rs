@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -51,6 +52,10 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
+        /// Ask again (every 200 ms) until a 2xx answer or this many seconds have passed; for a
+        /// Kubernetes preStop hook waiting on a supervisor's /handover.
+        #[arg(long)]
+        wait: Option<f64>,
     },
 }
 
@@ -68,7 +73,14 @@ fn main() -> ExitCode {
 
 fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
-        Command::Health { url, timeout } => health(&url, std::time::Duration::from_secs_f64(timeout)),
+        Command::Health { url, timeout, wait } => {
+            let timeout = Duration::from_secs_f64(timeout);
+            let ok = match wait {
+                None => health(&url, timeout)?,
+                Some(wait) => health_until_ok(&url, timeout, Duration::from_secs_f64(wait)),
+            };
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Verify { file } => {
             let r = storage::verify(&file).with_context(|| format!("verifying {}", file.display()))?;
             println!(
@@ -174,7 +186,32 @@ fn open_read_only(file: &PathBuf) -> Result<FileStorage> {
 }
 
 /// A minimal HTTP/1.0 GET: enough for a health check, with no TLS and no redirects.
-fn health(url: &str, timeout: std::time::Duration) -> Result<ExitCode> {
+/// `health` again and again until it succeeds or `wait` has passed: each try is bounded by
+/// `timeout`, and never reaches past the end of `wait`.
+fn health_until_ok(url: &str, timeout: Duration, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let outcome = health(url, timeout.min(left).max(Duration::from_millis(100)));
+        if matches!(outcome, Ok(true)) {
+            return true;
+        }
+        if Instant::now() + RETRY_PAUSE >= deadline {
+            if let Err(e) = &outcome {
+                eprintln!("zeoctl: {e:#}");
+            }
+            eprintln!("zeoctl: no 2xx answer from {url} within {:.1}s", wait.as_secs_f64());
+            return false;
+        }
+        std::thread::sleep(RETRY_PAUSE);
+    }
+}
+
+/// Between two tries of `health --wait`.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// One GET of `url`: whether the answer is a 2xx (its status code is printed).
+fn health(url: &str, timeout: Duration) -> Result<bool> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
     let rest = url.strip_prefix("http://").context("only http:// URLs")?;
@@ -194,5 +231,5 @@ fn health(url: &str, timeout: std::time::Duration) -> Result<ExitCode> {
     let text = String::from_utf8_lossy(&head);
     let code: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("not an HTTP answer")?;
     println!("{code}");
-    Ok(if (200..300).contains(&code) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok((200..300).contains(&code))
 }
