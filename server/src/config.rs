@@ -405,8 +405,9 @@ impl Config {
             sync_timeout: l.sync_timeout.map(|s| s.0),
             admin_token_file: l.admin_token_file,
             wait_for_supervisor: l.wait_for_supervisor.unwrap_or(false),
-            // The final design: `--wait-for-supervisor` implies it (one line: `|| wait_for_supervisor`).
-            require_write_lease: l.require_write_lease.unwrap_or(false),
+            // A server that waits for a supervisor to promote it writes only within that supervisor's
+            // grants: a dead or stalled supervisor must never leave it writable.
+            require_write_lease: l.require_write_lease.unwrap_or(false) || l.wait_for_supervisor.unwrap_or(false),
             max_write_grant: l.max_write_grant.map_or(DEFAULT_MAX_WRITE_GRANT, |s| s.0),
         })
     }
