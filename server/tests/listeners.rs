@@ -8,7 +8,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use zeo_testkit::net::connect_from;
 
 use zeo_proto::message::{self, Encoding, Message};
 use zeo_proto::pickle::Value;
@@ -82,22 +84,8 @@ impl Drop for ServerProc {
 }
 
 /// Polls `done` until it holds; fails the test after `DEADLINE`.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A TCP connection from `source` (an address on the loopback, e.g. 127.0.0.2), or the default.
-fn connect_from(source: Option<&str>, to: SocketAddr) -> TcpStream {
-    let Some(source) = source else { return TcpStream::connect(to).unwrap() };
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let from: SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&from.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    socket.into()
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    zeo_testkit::net::poll_until(what, DEADLINE, done);
 }
 
 /// Reads until the server closes the connection; what it sent. Fails if it stays open.

@@ -6,7 +6,9 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use zeo_testkit::net::connect_from;
 
 /// Generous: only a broken supervisor makes a test wait this long.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -60,21 +62,9 @@ impl Drop for Supervisor {
     }
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn connect_from(source: Option<&str>, to: SocketAddr) -> TcpStream {
-    let Some(source) = source else { return TcpStream::connect(to).unwrap() };
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let from: SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&from.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    socket.into()
+/// Polls `done` until it holds; fails the test after `DEADLINE`.
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    zeo_testkit::net::poll_until(what, DEADLINE, done);
 }
 
 /// What the server sends until it closes the connection; fails if it stays open.

@@ -8,8 +8,10 @@
 //! - [`procs`]: [`Server`] and [`App`] processes, finding the binaries.
 //! - [`options`]: [`client_options`], zeo-client options with test deadlines.
 //! - [`http`]: [`Http`], a minimal HTTP/1 client.
+//! - [`net`]: blocking socket helpers ([`net::connect_from`], [`net::poll_until`]).
 
 pub mod http;
+pub mod net;
 pub mod options;
 pub mod procs;
 
