@@ -65,7 +65,7 @@ async fn main() {
                 let pid = server_pid(&victim.data).expect("server pid");
                 std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
             } else {
-                let status = std::process::Command::new(pair::supervisor_bin_path())
+                let status = std::process::Command::new(pair::supervisor_bin())
                     .args(["switchover", "--url", &victim.supervisor_url, "--token-file"])
                     .arg(dir.path().join("token"))
                     .status()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 mod pair;
 
-use pair::{Ports, decisions, free_port, primary, server_bin, start, supervisor_bin_path, wait_until};
+use pair::{Ports, decisions, free_port, primary, server_args, server_bin, start, supervisor_command, wait_until};
 
 #[test]
 fn sigterm_of_the_holder_hands_over_to_the_standby() {
@@ -88,31 +88,12 @@ fn sidecar(dir: &Path, name: &'static str, me: &Ports, peer_name: &str, peer: &P
     std::fs::create_dir_all(&d).unwrap();
     let log = |f: &str| std::fs::File::create(d.join(f)).unwrap();
     let server = Command::new(server_bin())
-        .arg("--path")
-        .arg(d.join("Data.fs"))
-        .args(["--listen", &format!("127.0.0.1:{}", me.zeo)])
-        .args(["--admin", &format!("127.0.0.1:{}", me.admin)])
-        .args(["--replication-listen", &format!("127.0.0.1:{}", me.repl)])
-        .arg("--admin-token-file")
-        .arg(dir.join("token"))
-        .args(["--standby-name", name, "--sync-standbys", "1", "--wait-for-supervisor"])
+        .args(server_args(dir, name, me))
         .stdout(log("server.log"))
         .stderr(log("server.err"))
         .spawn()
         .unwrap();
-    let supervisor = Command::new(supervisor_bin_path())
-        .args(["--identity", name])
-        .args(["--server-admin", &format!("http://127.0.0.1:{}", me.admin)])
-        .args(["--server-zeo", &format!("127.0.0.1:{}", me.zeo)])
-        .args(["--replication-addr", &format!("127.0.0.1:{}", me.repl)])
-        .arg("--token-file")
-        .arg(dir.join("token"))
-        .args(["--peer", &format!("{peer_name}=http://127.0.0.1:{}=127.0.0.1:{}", peer.admin, peer.repl)])
-        .args(["--listen", &format!("127.0.0.1:{}", me.sup)])
-        .args(["--lease-backend", "file", "--lease-file"])
-        .arg(dir.join("lease.json"))
-        .args(["--min-failover-interval", "1s", "--stable-for", "500ms", "--max-transitions", "200"])
-        .args(["--log-format", "json"])
+    let supervisor = supervisor_command(dir, name, me, peer_name, peer)
         .stdout(log("supervisor.log"))
         .stderr(log("supervisor.err"))
         .spawn()

@@ -15,11 +15,7 @@ fn beside_me(name: &str) -> Option<PathBuf> {
 }
 
 /// The zeo-supervisor binary: Cargo's for tests, the sibling for examples.
-pub fn supervisor_bin_path() -> PathBuf {
-    supervisor_bin()
-}
-
-fn supervisor_bin() -> PathBuf {
+pub fn supervisor_bin() -> PathBuf {
     match option_env!("CARGO_BIN_EXE_zeo-supervisor") {
         Some(p) => PathBuf::from(p),
         None => beside_me("zeo-supervisor").expect("zeo-supervisor beside this binary"),
@@ -87,14 +83,11 @@ pub struct Ports {
     pub sup: u16,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn start(dir: &Path, name: &'static str, me: &Ports, peer_name: &str, peer: &Ports, service: &str) -> Member {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    let data = d.join("Data.fs");
-    let log = std::fs::File::create(d.join("supervisor.log")).unwrap();
-    let supervisor = Command::new(supervisor_bin())
-        .args(["--identity", name])
+/// A member's supervisor with everything but its mode: the caller adds the address mover and the
+/// server command (exec mode), or nothing (sidecar mode).
+pub fn supervisor_command(dir: &Path, name: &str, me: &Ports, peer_name: &str, peer: &Ports) -> Command {
+    let mut c = Command::new(supervisor_bin());
+    c.args(["--identity", name])
         .args(["--server-admin", &format!("http://127.0.0.1:{}", me.admin)])
         .args(["--server-zeo", &format!("127.0.0.1:{}", me.zeo)])
         .args(["--replication-addr", &format!("127.0.0.1:{}", me.repl)])
@@ -104,19 +97,36 @@ pub fn start(dir: &Path, name: &'static str, me: &Ports, peer_name: &str, peer: 
         .args(["--listen", &format!("127.0.0.1:{}", me.sup)])
         .args(["--lease-backend", "file", "--lease-file"])
         .arg(dir.join("lease.json"))
-        .args(["--address", "local", "--service-address", service])
         .args(["--min-failover-interval", "1s", "--stable-for", "500ms", "--max-transitions", "200"])
-        .args(["--log-format", "json"])
+        .args(["--log-format", "json"]);
+    c
+}
+
+/// A member's zeo-server arguments: its data in `dir/NAME/Data.fs`, strict sync, fenced until its
+/// supervisor promotes it and grants it the write lease.
+pub fn server_args(dir: &Path, name: &str, me: &Ports) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec!["--path".into(), dir.join(name).join("Data.fs").into()];
+    for (flag, port) in [("--listen", me.zeo), ("--admin", me.admin), ("--replication-listen", me.repl)] {
+        a.extend([flag.into(), format!("127.0.0.1:{port}").into()]);
+    }
+    a.extend(["--admin-token-file".into(), dir.join("token").into()]);
+    for arg in ["--standby-name", name, "--sync-standbys", "1", "--wait-for-supervisor", "--require-write-lease"] {
+        a.push(arg.into());
+    }
+    a
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn start(dir: &Path, name: &'static str, me: &Ports, peer_name: &str, peer: &Ports, service: &str) -> Member {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let data = d.join("Data.fs");
+    let log = std::fs::File::create(d.join("supervisor.log")).unwrap();
+    let supervisor = supervisor_command(dir, name, me, peer_name, peer)
+        .args(["--address", "local", "--service-address", service])
         .arg("--")
         .arg(server_bin())
-        .arg("--path")
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{}", me.zeo)])
-        .args(["--admin", &format!("127.0.0.1:{}", me.admin)])
-        .args(["--replication-listen", &format!("127.0.0.1:{}", me.repl)])
-        .arg("--admin-token-file")
-        .arg(dir.join("token"))
-        .args(["--standby-name", name, "--sync-standbys", "1", "--wait-for-supervisor", "--require-write-lease"])
+        .args(server_args(dir, name, me))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
