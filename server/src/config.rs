@@ -472,13 +472,19 @@ impl Config {
         if self.max_write_grant.is_zero() || self.max_write_grant > MAX_WRITE_GRANT {
             return Err(invalid("--max-write-grant must be positive and at most 10m"));
         }
+        // Name the setting the operator gave: --wait-for-supervisor implies the write lease.
+        let lease_setting = if self.wait_for_supervisor {
+            "--wait-for-supervisor (it implies --require-write-lease)"
+        } else {
+            "--require-write-lease"
+        };
         if self.require_write_lease && self.admin_token_file.is_none() {
-            return Err(invalid(
-                "--require-write-lease needs --admin-token-file: grants come through the admin API, which is off without a token",
-            ));
+            return Err(invalid(format!(
+                "{lease_setting} needs --admin-token-file: grants come through the admin API, which is off without a token"
+            )));
         }
         if self.require_write_lease && self.admin.is_none() {
-            return Err(invalid("--require-write-lease needs --admin HOST:PORT: grants come through the admin API"));
+            return Err(invalid(format!("{lease_setting} needs --admin HOST:PORT: grants come through the admin API")));
         }
         if self.standby_name.is_empty() || self.standby_name.len() > 255 {
             return Err(invalid("--standby-name must be 1 to 255 characters"));

@@ -255,7 +255,7 @@ fn replication_settings_from_every_layer_and_their_rules() {
         &dir,
         &format!(
             "path: /y/Data.fs\nreplication-listen: 127.0.0.1:8102\nstandby-of: primary.example:8102\n\
-             sync-standbys: 1\nsync-timeout: 5s\nadmin-token-file: {}\nwait-for-supervisor: true\n",
+             sync-standbys: 1\nsync-timeout: 5s\nadmin: 127.0.0.1:8110\nadmin-token-file: {}\nwait-for-supervisor: true\n",
             token.display()
         ),
     );
@@ -264,7 +264,13 @@ fn replication_settings_from_every_layer_and_their_rules() {
     assert_eq!(c.standby_of.as_deref(), Some("primary.example:8102"));
     assert_eq!((c.sync_standbys, c.sync_timeout), (1, Some(Duration::from_secs(5))));
     assert!(c.wait_for_supervisor);
+    assert!(c.require_write_lease, "waiting for a supervisor means writing only within its grants");
     assert_eq!(c.admin_token_file.as_deref(), Some(token.as_path()));
+    let tok = token.to_str().unwrap();
+    assert!(
+        err(&["--path", "/d", "--wait-for-supervisor", "--admin-token-file", tok], &[])
+            .contains("--wait-for-supervisor (it implies --require-write-lease) needs --admin HOST:PORT")
+    );
     // Environment over YAML, flags over both.
     let env = [(ENV_CONFIG, file.as_str()), (ENV_SYNC_STANDBYS, "2"), (ENV_STANDBY_NAME, "b")];
     let c = load(&["--standby-of", "other:9"], &env).unwrap();
