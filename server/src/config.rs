@@ -574,7 +574,11 @@ impl Config {
             if let Some(file) = file {
                 let dir = parent_dir(file);
                 if !dir.is_dir() {
-                    return Err(invalid(format!("{flag} {}: directory {} does not exist", file.display(), dir.display())));
+                    return Err(invalid(format!(
+                        "{flag} {}: directory {} does not exist",
+                        file.display(),
+                        dir.display()
+                    )));
                 }
             }
         }

@@ -48,9 +48,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(64));
         }
     };
-    if let Err(e) =
-        zeo_server::telemetry::init_with(config.log_format.as_str(), config.log_level.as_str(), config.log_file.as_deref())
-    {
+    if let Err(e) = zeo_server::telemetry::init_with(
+        config.log_format.as_str(),
+        config.log_level.as_str(),
+        config.log_file.as_deref(),
+    ) {
         // Only a path is known bad here: a usage error, as for any other setting.
         let file = config.log_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         eprintln!("zeo-server: --log-file {file}: {e}");
@@ -237,6 +239,10 @@ async fn run(config: Config) -> Result<()> {
     }
     repl.start();
     tracing::info!(listen = %listen_addr, admin = ?admin_addr, tls = config.tls.is_some(), "listening");
+    // Before the ready file: whoever waits for that one finds the pid file too.
+    if let Some(path) = &config.pid_file {
+        write_atomically(path, &format!("{}\n", std::process::id()))?;
+    }
     if let Some(path) = &config.ready_file {
         let doc = serde_json::json!({
             "listen": listen_addr.to_string(),
@@ -247,9 +253,6 @@ async fn run(config: Config) -> Result<()> {
         std::fs::write(&tmp, doc.to_string())
             .and_then(|_| std::fs::rename(&tmp, path))
             .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &config.pid_file {
-        write_atomically(path, &format!("{}\n", std::process::id()))?;
     }
     view.ready.store(true, Ordering::SeqCst);
 

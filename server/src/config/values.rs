@@ -50,7 +50,16 @@ macro_rules! yaml_via_setting {
         }
     )*};
 }
-yaml_via_setting!(HostPort, ByteSize, Seconds, Cidr, super::LogFormat, super::LogLevel, Toggle<Seconds>, Toggle<HostPort>);
+yaml_via_setting!(
+    HostPort,
+    ByteSize,
+    Seconds,
+    Cidr,
+    super::LogFormat,
+    super::LogLevel,
+    Toggle<Seconds>,
+    Toggle<HostPort>
+);
 
 /// A `HOST:PORT` address, kept unresolved so a host name can be bound (`localhost:8100`).
 /// IPv6 literals are written in brackets (`[::1]:8100`).

@@ -158,7 +158,10 @@ impl<'a> Fields<'a> {
         let mut keys: Vec<&Key> = Vec::new();
         for k in &s.keys {
             if let Some(first) = keys.iter().find(|f| f.name == k.name) {
-                return Err(err(&k.loc, format!("{} is set twice in <{}> (first on line {})", k.name, s.kind, first.loc.line)));
+                return Err(err(
+                    &k.loc,
+                    format!("{} is set twice in <{}> (first on line {})", k.name, s.kind, first.loc.line),
+                ));
             }
             keys.push(k);
         }
@@ -197,10 +200,7 @@ fn boolean(k: &Key) -> Result<bool, ConfigError> {
 
 /// ZConfig's `integer`, for counts and seconds (never negative here).
 fn integer(k: &Key) -> Result<u64, ConfigError> {
-    k.value
-        .trim()
-        .parse()
-        .map_err(|_| err(&k.loc, format!("{} {:?}: not a non-negative integer", k.name, k.value)))
+    k.value.trim().parse().map_err(|_| err(&k.loc, format!("{} {:?}: not a non-negative integer", k.name, k.value)))
 }
 
 /// ZConfig's `byte-size`: an integer with an optional KB, MB or GB suffix (powers of 1024).
@@ -213,7 +213,8 @@ pub(super) fn byte_size(value: &str) -> Result<u64, String> {
         Some((d, "gb")) => (d, 1 << 30),
         _ => (lower.as_str(), 1),
     };
-    let n: u64 = digits.trim().parse().map_err(|_| format!("{value:?} is not a byte size (e.g. 500000, 300KB, 10MB, 2GB)"))?;
+    let n: u64 =
+        digits.trim().parse().map_err(|_| format!("{value:?} is not a byte size (e.g. 500000, 300KB, 10MB, 2GB)"))?;
     n.checked_mul(mult).ok_or_else(|| format!("{value:?} is too large"))
 }
 
@@ -296,7 +297,10 @@ fn storage(s: &Section) -> Result<StorageEntry, ConfigError> {
     let Some(name) = s.name.clone() else {
         return Err(err(
             &loc,
-            format!("<{}> needs a name: clients choose the storage by it (plone.recipe.zeoserver writes <{} 1>)", s.kind, s.kind),
+            format!(
+                "<{}> needs a name: clients choose the storage by it (plone.recipe.zeoserver writes <{} 1>)",
+                s.kind, s.kind
+            ),
         ));
     };
     if s.kind == "filestorage" {
@@ -343,7 +347,10 @@ fn filestorage(s: &Section, name: String) -> Result<StorageEntry, ConfigError> {
     if let Some(k) = f.take("pack-keep-old")
         && !boolean(k)?
     {
-        return Err(err(&k.loc, "pack-keep-old false is not supported: zeo-server always keeps Data.fs.old after a pack"));
+        return Err(err(
+            &k.loc,
+            "pack-keep-old false is not supported: zeo-server always keeps Data.fs.old after a pack",
+        ));
     }
     if let Some(k) = f.keys.iter().find(|k| k.name == "quota") {
         // A malformed size is reported as such; a valid one is refused by `done`.
@@ -369,7 +376,10 @@ fn level_number(k: &Key) -> Result<u8, ConfigError> {
         "all" => 1,
         "notset" => 0,
         other => other.parse::<u8>().ok().filter(|n| *n <= 50).ok_or_else(|| {
-            err(&k.loc, format!("level {:?}: not a log level (critical, error, warn, info, debug, trace, all)", k.value))
+            err(
+                &k.loc,
+                format!("level {:?}: not a log level (critical, error, warn, info, debug, trace, all)", k.value),
+            )
         })?,
     };
     Ok(n)
@@ -404,7 +414,9 @@ fn eventlog(s: &Section, out: &mut ZeoConf) -> Result<(), ConfigError> {
                 let path = lf.require("path", &loc)?;
                 match path.value.as_str() {
                     "STDERR" => {}
-                    "STDOUT" => out.notes.push(format!("{}: logging to stderr (zeo-server logs to stderr or a file)", path.loc)),
+                    "STDOUT" => {
+                        out.notes.push(format!("{}: logging to stderr (zeo-server logs to stderr or a file)", path.loc))
+                    }
                     p => out.layer.log_file = Some(PathBuf::from(p)),
                 }
                 if let Some(k) = lf.take("level") {
@@ -424,7 +436,10 @@ fn eventlog(s: &Section, out: &mut ZeoConf) -> Result<(), ConfigError> {
                 }
             }
             other => {
-                return Err(err(&loc, format!("<{other}> is not supported: zeo-server logs to stderr or one <logfile>")));
+                return Err(err(
+                    &loc,
+                    format!("<{other}> is not supported: zeo-server logs to stderr or one <logfile>"),
+                ));
             }
         }
     }

@@ -31,7 +31,11 @@ pub(crate) struct Loc {
 
 impl fmt::Display for Loc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 { write!(f, "{}", self.file.display()) } else { write!(f, "{}:{}", self.file.display(), self.line) }
+        if self.line == 0 {
+            write!(f, "{}", self.file.display())
+        } else {
+            write!(f, "{}:{}", self.file.display(), self.line)
+        }
     }
 }
 
@@ -177,7 +181,10 @@ impl Parser<'_> {
                     return error(loc, format!("%include {target}: zeo-server includes files only, not URLs"));
                 }
                 if self.depth >= MAX_INCLUDE_DEPTH {
-                    return error(loc, format!("%include nested more than {MAX_INCLUDE_DEPTH} deep (an include loop?)"));
+                    return error(
+                        loc,
+                        format!("%include nested more than {MAX_INCLUDE_DEPTH} deep (an include loop?)"),
+                    );
                 }
                 let base = loc.file.parent().unwrap_or(Path::new(""));
                 let path: PathBuf = base.join(target);

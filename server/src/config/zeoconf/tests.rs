@@ -66,10 +66,7 @@ fn substitution_errors_name_the_line() {
         syntax_error("<zeo>\n address $PORT\n</zeo>"),
         "/etc/zeo.conf:2: $PORT is not defined (define it with %define PORT VALUE before this line)"
     );
-    assert_eq!(
-        syntax_error("\n%define A $(NOPE)"),
-        "/etc/zeo.conf:2: $(NOPE): environment variable NOPE is not set"
-    );
+    assert_eq!(syntax_error("\n%define A $(NOPE)"), "/etc/zeo.conf:2: $(NOPE): environment variable NOPE is not set");
     assert!(syntax_error("<zeo>\n x a$\n</zeo>").starts_with("/etc/zeo.conf:2: illegal lone '$'"));
     assert!(syntax_error("<zeo>\n x a$-\n</zeo>").starts_with("/etc/zeo.conf:2: '$' not followed by"));
     assert!(syntax_error("<zeo>\n x ${A\n</zeo>").starts_with("/etc/zeo.conf:2: '${A' not followed by '}'"));
@@ -81,7 +78,9 @@ fn substitution_errors_name_the_line() {
 
 #[test]
 fn directives_and_structure_errors_name_the_line() {
-    assert!(syntax_error("\n%import tempstorage").starts_with("/etc/zeo.conf:2: %import tempstorage: zeo-server cannot"));
+    assert!(
+        syntax_error("\n%import tempstorage").starts_with("/etc/zeo.conf:2: %import tempstorage: zeo-server cannot")
+    );
     assert_eq!(syntax_error("%frobnicate x"), "/etc/zeo.conf:1: unknown directive: %frobnicate");
     assert_eq!(syntax_error("<zeo\n"), "/etc/zeo.conf:1: malformed section start");
     assert_eq!(syntax_error("<a b c>"), "/etc/zeo.conf:1: malformed section header <a b c>");
@@ -108,7 +107,10 @@ fn include_is_relative_to_the_including_file_and_shares_defines() {
     let missing = dir.path().join("missing.conf");
     std::fs::write(&missing, "\n%include nowhere.conf\n").unwrap();
     let e = load(&missing, &no_env).unwrap_err().to_string();
-    assert!(e.starts_with(&format!("{}:2: cannot read {}", missing.display(), dir.path().join("nowhere.conf").display())), "{e}");
+    assert!(
+        e.starts_with(&format!("{}:2: cannot read {}", missing.display(), dir.path().join("nowhere.conf").display())),
+        "{e}"
+    );
     let e = load(&dir.path().join("loop.conf"), &no_env).unwrap_err().to_string();
     assert!(e.contains("nested more than 16 deep"), "{e}");
 }
@@ -171,7 +173,10 @@ fn values_follow_zconfig_datatypes() {
     assert_eq!(address(":8100"), Ok(HostPort { host: "0.0.0.0".into(), port: 8100 }));
     assert_eq!(address("localhost:8100"), Ok(HostPort { host: "localhost".into(), port: 8100 }));
     assert!(address("/var/zeo.sock").unwrap_err().contains("Unix socket path"));
-    assert_eq!(refused(&ZEO.replace("8100", "8100\n read-only maybe")), "/etc/zeo.conf:3: read-only \"maybe\": not a boolean (true/false, yes/no, on/off)");
+    assert_eq!(
+        refused(&ZEO.replace("8100", "8100\n read-only maybe")),
+        "/etc/zeo.conf:3: read-only \"maybe\": not a boolean (true/false, yes/no, on/off)"
+    );
     assert_eq!(
         refused(&ZEO.replace("8100", "8100\n invalidation-queue-size -1")),
         "/etc/zeo.conf:3: invalidation-queue-size \"-1\": not a non-negative integer"
@@ -180,9 +185,13 @@ fn values_follow_zconfig_datatypes() {
 
 #[test]
 fn eventlog_levels_take_the_stricter() {
-    let z = mapped(&format!("{ZEO}<eventlog>\n level debug\n <logfile>\n  path STDERR\n  level WARN\n </logfile>\n</eventlog>\n")).unwrap();
+    let z = mapped(&format!(
+        "{ZEO}<eventlog>\n level debug\n <logfile>\n  path STDERR\n  level WARN\n </logfile>\n</eventlog>\n"
+    ))
+    .unwrap();
     assert_eq!((z.layer.log_level, z.layer.log_file.as_ref()), (Some(LogLevel::Warn), None));
-    let z = mapped(&format!("{ZEO}<eventlog>\n level blather\n <logfile>\n  path STDOUT\n </logfile>\n</eventlog>\n")).unwrap();
+    let z = mapped(&format!("{ZEO}<eventlog>\n level blather\n <logfile>\n  path STDOUT\n </logfile>\n</eventlog>\n"))
+        .unwrap();
     assert_eq!(z.layer.log_level, Some(LogLevel::Debug));
     assert!(z.notes[0].contains("logging to stderr"), "{:?}", z.notes);
     assert_eq!(
@@ -200,9 +209,18 @@ fn unsupported_settings_are_refused_with_the_line() {
             "/etc/zeo.conf:3: invalidation-age (in <zeo>) is not supported: zeo-server answers reconnecting clients",
         ),
         ("<zeo>\n address /var/zeo.sock\n</zeo>", "/etc/zeo.conf:2: address: \"/var/zeo.sock\" is a Unix socket path"),
-        ("<zeo>\n address 8100\n monitor-address 8101\n</zeo>", "/etc/zeo.conf:3: monitor-address (in <zeo>) is not supported"),
-        ("<zeo>\n address 8100\n frobnicate 1\n</zeo>", "/etc/zeo.conf:3: unknown or unsupported key frobnicate in <zeo>"),
-        ("<zeo>\n address 8100\n address 8101\n</zeo>", "/etc/zeo.conf:3: address is set twice in <zeo> (first on line 2)"),
+        (
+            "<zeo>\n address 8100\n monitor-address 8101\n</zeo>",
+            "/etc/zeo.conf:3: monitor-address (in <zeo>) is not supported",
+        ),
+        (
+            "<zeo>\n address 8100\n frobnicate 1\n</zeo>",
+            "/etc/zeo.conf:3: unknown or unsupported key frobnicate in <zeo>",
+        ),
+        (
+            "<zeo>\n address 8100\n address 8101\n</zeo>",
+            "/etc/zeo.conf:3: address is set twice in <zeo> (first on line 2)",
+        ),
         ("<zeo>\n read-only true\n</zeo>", "/etc/zeo.conf:1: <zeo> needs address"),
         ("<filestorage 1>\n path /d/Data.fs\n</filestorage>", "/etc/zeo.conf: no <zeo> section"),
         (
@@ -229,8 +247,14 @@ fn unsupported_settings_are_refused_with_the_line() {
             "<zeo>\n address 8100\n</zeo>\n<filestorage 1>\n path /d/Data.fs\n pack-keep-old off\n</filestorage>",
             "/etc/zeo.conf:6: pack-keep-old false is not supported",
         ),
-        ("<zeo>\n address 8100\n</zeo>\n<filestorage>\n path /d/Data.fs\n</filestorage>", "/etc/zeo.conf:4: <filestorage> needs a name"),
-        ("<zeo>\n address 8100\n</zeo>\n<filestorage 1>\n blob-dir /b\n</filestorage>", "/etc/zeo.conf:4: <filestorage> needs path"),
+        (
+            "<zeo>\n address 8100\n</zeo>\n<filestorage>\n path /d/Data.fs\n</filestorage>",
+            "/etc/zeo.conf:4: <filestorage> needs a name",
+        ),
+        (
+            "<zeo>\n address 8100\n</zeo>\n<filestorage 1>\n blob-dir /b\n</filestorage>",
+            "/etc/zeo.conf:4: <filestorage> needs path",
+        ),
         (
             "<zeo>\n address 8100\n</zeo>\n<filestorage 1>\n path /a.fs\n</filestorage>\n<filestorage 1>\n path /b.fs\n</filestorage>",
             "/etc/zeo.conf:7: storage \"1\" is configured twice",
@@ -291,7 +315,8 @@ fn flags_and_environment_override_the_file() {
     assert_eq!(c.storages[0].blob_dir, Some(dir.path().join("blobs")));
     assert_eq!(c.zeo_conf.as_deref(), Some(file.as_path()));
 
-    let c = config(&["--listen", "127.0.0.1:9100"], &[("ZEO_ZEO_CONF", f), ("ZEO_INVALIDATION_QUEUE_SIZE", "9")]).unwrap();
+    let c =
+        config(&["--listen", "127.0.0.1:9100"], &[("ZEO_ZEO_CONF", f), ("ZEO_INVALIDATION_QUEUE_SIZE", "9")]).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:9100");
     assert_eq!(c.invalidation_queue_size, 9);
 
