@@ -187,6 +187,38 @@ def test_same_zeo_conf_serves_on_both(tmp_path, shape):
     assert results["rust"] == results["python"] == ("Plone site", b"image bytes")
 
 
+def test_same_ssl_section_on_both(tmp_path):
+    """`<ssl>` with certificate, key and authenticate (the CA of the client certificates): a
+    client with a certificate commits through both servers."""
+    import ssl
+    tls = servers.make_tls_material(str(tmp_path / "tls"))
+    for kind in ("python", "rust"):
+        base = tmp_path / kind
+        base.mkdir()
+        conf = base / "zeo.conf"
+        conf.write_text(
+            "<zeo>\n  address 127.0.0.1:0\n  <ssl>\n"
+            f"    certificate {tls['server_cert']}\n    key {tls['server_key']}\n"
+            f"    authenticate {tls['ca']}\n  </ssl>\n</zeo>\n"
+            f"<filestorage 1>\n  path {base}/Data.fs\n</filestorage>\n")
+        proc, addr = start(kind, str(base), str(conf), {})
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls["ca"])
+            ctx.load_cert_chain(tls["client_cert"], tls["client_key"])
+            db = ZODB.DB(ClientStorage(addr, ssl=ctx, ssl_server_hostname="localhost",
+                                       wait_timeout=60))
+            try:
+                conn = db.open()
+                conn.root()["secret"] = 42
+                transaction.commit()
+                conn.close()
+                assert db.open().root()["secret"] == 42, kind
+            finally:
+                db.close()
+        finally:
+            assert stop(proc) == 0, kind
+
+
 # Files both servers must refuse, the line each error is on, and whether ZConfig names it (it
 # reports a malformed substitution without its line; zeo-server always names the line).
 BROKEN = [

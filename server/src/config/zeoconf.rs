@@ -240,12 +240,20 @@ fn zeo(s: &Section, layer: &mut Layer) -> Result<(), ConfigError> {
     if let Some(k) = f.take("read-only") {
         layer.read_only = Some(boolean(k)?);
     }
+    // The bounds `Config::validate` checks, reported here on the file's line.
     if let Some(k) = f.take("invalidation-queue-size") {
         let n = usize::try_from(integer(k)?).map_err(|_| err(&k.loc, "invalidation-queue-size is too large"))?;
+        if n < 1 {
+            return Err(err(&k.loc, "invalidation-queue-size must be at least 1"));
+        }
         layer.invalidation_queue_size = Some(n);
     }
     if let Some(k) = f.take("transaction-timeout") {
-        layer.transaction_timeout = Some(Toggle(Some(Seconds(Duration::from_secs(integer(k)?)))));
+        let secs = integer(k)?;
+        if secs == 0 || Duration::from_secs(secs) > super::MAX_TRANSACTION_TIMEOUT {
+            return Err(err(&k.loc, "transaction-timeout must be 1 to 86400 seconds (leave it out for none)"));
+        }
+        layer.transaction_timeout = Some(Toggle(Some(Seconds(Duration::from_secs(secs)))));
     }
     if let Some(k) = f.take("pid-filename") {
         layer.pid_file = Some(PathBuf::from(&k.value));
@@ -273,7 +281,8 @@ fn zeo(s: &Section, layer: &mut Layer) -> Result<(), ConfigError> {
 }
 
 /// `<ssl>`: ZEO loads `authenticate` as the CA file or directory client certificates must chain
-/// to (a self-signed client certificate listed there is its own CA), as `--tls-client-ca` does.
+/// to, which is `--tls-client-ca`. Unlike Python's ssl, rustls takes no self-signed client
+/// certificate as its own CA: `authenticate` must name the CA that signed them.
 fn ssl(s: &Section, layer: &mut Layer) -> Result<(), ConfigError> {
     let loc = header(s);
     let mut f = Fields::of(s)?;

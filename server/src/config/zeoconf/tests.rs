@@ -178,6 +178,18 @@ fn values_follow_zconfig_datatypes() {
         "/etc/zeo.conf:3: read-only \"maybe\": not a boolean (true/false, yes/no, on/off)"
     );
     assert_eq!(
+        refused(&ZEO.replace("8100", "8100\n invalidation-queue-size 0")),
+        "/etc/zeo.conf:3: invalidation-queue-size must be at least 1"
+    );
+    assert!(
+        refused(&ZEO.replace("8100", "8100\n transaction-timeout 0"))
+            .starts_with("/etc/zeo.conf:3: transaction-timeout must be")
+    );
+    assert!(
+        refused(&ZEO.replace("8100", "8100\n transaction-timeout 90000"))
+            .starts_with("/etc/zeo.conf:3: transaction-timeout must be")
+    );
+    assert_eq!(
         refused(&ZEO.replace("8100", "8100\n invalidation-queue-size -1")),
         "/etc/zeo.conf:3: invalidation-queue-size \"-1\": not a non-negative integer"
     );
