@@ -218,6 +218,16 @@ pub(super) fn byte_size(value: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{value:?} is too large"))
 }
 
+/// ZConfig's `existing-dirpath`, as far as zeo-server follows it: the path as written (relative
+/// to the working directory). ZConfig expands a leading `~`; zeo-server refuses it rather than
+/// guess whose home directory the file meant.
+fn dirpath(k: &Key) -> Result<PathBuf, ConfigError> {
+    if k.value.starts_with('~') {
+        return Err(err(&k.loc, format!("{} {}: zeo-server does not expand ~; write the full path", k.name, k.value)));
+    }
+    Ok(PathBuf::from(&k.value))
+}
+
 /// ZEO's `socket-binding-address`: `host:port`, `:port` or `port` (every interface), or a Unix
 /// socket path (anything with a `/`), which zeo-server does not serve.
 pub(super) fn address(value: &str) -> Result<HostPort, String> {
@@ -256,7 +266,7 @@ fn zeo(s: &Section, layer: &mut Layer) -> Result<(), ConfigError> {
         layer.transaction_timeout = Some(Toggle(Some(Seconds(Duration::from_secs(secs)))));
     }
     if let Some(k) = f.take("pid-filename") {
-        layer.pid_file = Some(PathBuf::from(&k.value));
+        layer.pid_file = Some(dirpath(k)?);
     }
     if let Some(k) = f.take("client-conflict-resolution") {
         layer.client_conflict_resolution = Some(boolean(k)?);
@@ -286,9 +296,9 @@ fn zeo(s: &Section, layer: &mut Layer) -> Result<(), ConfigError> {
 fn ssl(s: &Section, layer: &mut Layer) -> Result<(), ConfigError> {
     let loc = header(s);
     let mut f = Fields::of(s)?;
-    let cert = PathBuf::from(&f.require("certificate", &loc)?.value);
+    let cert = dirpath(f.require("certificate", &loc)?)?;
     // Without `key`, Python's load_cert_chain reads the key from the certificate file.
-    let key = f.take("key").map_or_else(|| cert.clone(), |k| PathBuf::from(&k.value));
+    let key = f.take("key").map_or_else(|| Ok(cert.clone()), dirpath)?;
     let auth = f.require("authenticate", &loc)?;
     layer.tls_client_ca = Some(PathBuf::from(&auth.value));
     layer.tls_cert = Some(cert);
@@ -335,9 +345,9 @@ fn storage(s: &Section) -> Result<StorageEntry, ConfigError> {
 fn filestorage(s: &Section, name: String) -> Result<StorageEntry, ConfigError> {
     let loc = header(s);
     let mut f = Fields::of(s)?;
-    let path = PathBuf::from(&f.require("path", &loc)?.value);
+    let path = dirpath(f.require("path", &loc)?)?;
     // An empty blob-dir means no blob support, as in ZODB.
-    let blob_dir = f.take("blob-dir").filter(|k| !k.value.is_empty()).map(|k| PathBuf::from(&k.value));
+    let blob_dir = f.take("blob-dir").filter(|k| !k.value.is_empty()).map(dirpath).transpose()?;
     let read_only = f.take("read-only").map(boolean).transpose()?.unwrap_or(false);
     if let Some(k) = f.take("create")
         && boolean(k)?
@@ -426,7 +436,7 @@ fn eventlog(s: &Section, out: &mut ZeoConf) -> Result<(), ConfigError> {
                     "STDOUT" => {
                         out.notes.push(format!("{}: logging to stderr (zeo-server logs to stderr or a file)", path.loc))
                     }
-                    p => out.layer.log_file = Some(PathBuf::from(p)),
+                    _ => out.layer.log_file = Some(dirpath(path)?),
                 }
                 if let Some(k) = lf.take("level") {
                     threshold = threshold.max(level_number(k)?);

@@ -292,6 +292,10 @@ fn unsupported_settings_are_refused_with_the_line() {
             "/etc/zeo.conf:5: <syslog> is not supported",
         ),
         ("address 8100\n", "/etc/zeo.conf:1: address is outside any section"),
+        (
+            "<zeo>\n address 8100\n</zeo>\n<filestorage 1>\n path ~/Data.fs\n</filestorage>",
+            "/etc/zeo.conf:5: path ~/Data.fs: zeo-server does not expand ~",
+        ),
         ("<zeo>\n address 8100\n</zeo>\n<zodb>\n</zodb>", "/etc/zeo.conf:4: unknown or unsupported section <zodb>"),
     ];
     for (text, expected) in cases {
