@@ -16,6 +16,7 @@ import pytest
 import transaction
 import ZODB
 from ZEO.ClientStorage import ClientStorage
+from ZEO.Exceptions import ClientDisconnected
 from ZODB.blob import Blob
 
 import servers
@@ -185,6 +186,38 @@ def test_same_zeo_conf_serves_on_both(tmp_path, shape):
         assert status == 0, (kind, status)
         assert not os.path.exists(os.path.join(base, pid_file)), f"{kind} left its pid file"
     assert results["rust"] == results["python"] == ("Plone site", b"image bytes")
+
+
+def test_named_storages_on_both(tmp_path):
+    """Several storages by name: ZConfig lower-cases section names, so `<blobstorage Catalog>`
+    is served as "catalog" by both; a client of each storage commits, a client naming the
+    unlowered "Catalog" is refused by both."""
+    for kind in ("python", "rust"):
+        base = tmp_path / kind
+        base.mkdir()
+        conf = base / "zeo.conf"
+        conf.write_text(
+            "<zeo>\n  address 127.0.0.1:0\n</zeo>\n"
+            f"<filestorage 1>\n  path {base}/Data.fs\n</filestorage>\n"
+            f"<blobstorage Catalog>\n  blob-dir {base}/catalog-blobs\n"
+            f"  <filestorage>\n    path {base}/Catalog.fs\n  </filestorage>\n</blobstorage>\n")
+        proc, addr = start(kind, str(base), str(conf), {})
+        try:
+            for name, blobs in (("1", None), ("catalog", str(base / "cache"))):
+                db = ZODB.DB(ClientStorage(addr, storage=name, blob_dir=blobs, wait_timeout=60))
+                try:
+                    conn = db.open()
+                    conn.root()["where"] = name
+                    transaction.commit()
+                    conn.close()
+                    assert db.open().root()["where"] == name, (kind, name)
+                finally:
+                    db.close()
+            # The server refuses the register ("unknown storage"); the client gives up waiting.
+            with pytest.raises(ClientDisconnected):
+                ClientStorage(addr, storage="Catalog", wait_timeout=5).close()
+        finally:
+            assert stop(proc) == 0, kind
 
 
 def test_same_ssl_section_on_both(tmp_path):
