@@ -405,7 +405,7 @@ fn copy_rest(file: &DataFile, from: u64, to: u64, out: &mut Out) -> Result<()> {
             } else {
                 0
             };
-            let prev = out.index.get(&oid).copied().unwrap_or(0);
+            let prev = out.index.get(oid).unwrap_or(0);
             let body = match (&data, new_back) {
                 (_, b) if b != 0 => RecordBody::Back(b),
                 (Some(d), _) => RecordBody::from_data(d),

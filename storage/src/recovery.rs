@@ -79,7 +79,7 @@ pub fn scan(
     if index.is_empty() {
         let mut sorted: Vec<(u64, u64)> = delta.into_iter().collect();
         sorted.sort_unstable();
-        *index = sorted.into_iter().collect();
+        *index = Index::from_sorted(&sorted).expect("unique oids, positions within the file");
     } else {
         index.extend(delta);
     }
@@ -203,7 +203,7 @@ fn scan_records(
             // restore() may legitimately write records whose tid differs; FileStorage accepts it.
             tracing::debug!(offset = pos, "data record tid differs from its transaction's");
         }
-        let expected_prev = delta.get(&dh.oid).or_else(|| index.get(&dh.oid)).copied().unwrap_or(0);
+        let expected_prev = delta.get(&dh.oid).copied().or_else(|| index.get(dh.oid)).unwrap_or(0);
         if expected_prev != dh.prev && dh.prev != 0 {
             tracing::warn!(path = %path.display(), offset = pos, "incorrect previous pointer");
         }
