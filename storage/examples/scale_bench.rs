@@ -118,7 +118,7 @@ fn generate(out: &Path, objects: u64, updates: u64, batch: u64, size: usize) -> 
         tids.push(tid);
         serial_of[next as usize..end as usize].fill(tids.len() as u32);
         next = end;
-        if tids.len() % 10 == 0 {
+        if tids.len().is_multiple_of(10) {
             eprintln!("[scale_bench] {next} objects, {:.0} s", t0.elapsed().as_secs_f64());
         }
     }
