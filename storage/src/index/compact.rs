@@ -1,69 +1,69 @@
-//! The in-memory object index, oid → position of the current data record, in about 14 bytes per
-//! object (a `BTreeMap<u64, u64>` costs about 40).
+//! The in-memory object index, oid → position of the current data record, in about 8 bytes per
+//! object for ZODB's dense oids (a `BTreeMap<u64, u64>` costs about 40).
 //!
-//! The bulk of it is `base`, one sorted flat array of 14-byte entries: the oid as 8 big-endian bytes,
-//! then the position as 6 big-endian bytes. That is also the entry layout of the `ZRSIDX02` snapshot,
-//! so loading a snapshot is one read into this array (see `snapshot`). Big-endian oids sort as bytes
-//! the way they sort as numbers, which keeps the file portable and the comparisons simple.
+//! Like ZODB's fsIndex, oids are split into a 48-bit prefix and a 16-bit suffix. `entries` is one
+//! sorted flat array of 8-byte entries (suffix u16, position u48, big-endian); `dir` has one
+//! 16-byte record per prefix (prefix u64, index of its first entry u64), so a block of up to 65536
+//! consecutive oids costs 8 bytes each plus 16 for the block. Both arrays are laid out exactly as in
+//! the `ZRSIDX02` snapshot, so loading a snapshot is two reads into them (see `snapshot`).
+//! Big-endian fields sort as bytes the way they sort as numbers, and keep the file portable.
 //!
 //! Writes take three paths, cheapest first:
-//! - an oid already in `base` is updated in place (the common case: a new revision of an object);
+//! - an oid already indexed is updated in place (the common case: a new revision of an object);
 //! - an oid above every indexed oid is appended (new objects: the allocator hands out rising oids);
 //! - anything else (a transaction that allocated its oids before another that committed first, a
-//!   pack copying records in tid order) goes to `overlay`, a small `BTreeMap` merged into `base` in
-//!   one pass when it passes `1/MERGE_FRACTION` of the index.
+//!   pack copying records in tid order) goes to `overlay`, a small `BTreeMap` merged into the arrays
+//!   in one pass when it passes `1/MERGE_FRACTION` of the index.
 //!
-//! A removed `base` entry keeps its slot with the position `TOMBSTONE` until the next merge, so
-//! removals never shift the array. Only the snapshot tests and the model use removal today.
+//! A removed entry keeps its slot with the position `TOMBSTONE` until the next merge, so removals
+//! never shift the arrays.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map;
 
-/// Bytes per `base` entry: an 8-byte oid and a 6-byte position.
-pub const ENTRY_LEN: usize = 14;
+/// Bytes per entry: a 2-byte oid suffix and a 6-byte position.
+pub const ENTRY_LEN: usize = 8;
+/// Bytes per directory record: the oid prefix (`oid >> 16`) and the index of its first entry.
+pub const DIR_LEN: usize = 16;
 /// Positions must be below this (2^48 - 1, 256 TiB); the value itself marks a removed entry.
 /// FileStorage offsets are far below it; `FileStorage` refuses to grow a file past it.
 pub const MAX_POS: u64 = (1 << 48) - 1;
 const TOMBSTONE: [u8; 6] = [0xff; 6];
 /// The overlay (plus tombstones) is merged when it passes this fraction of the index: large enough
 /// that merging costs a bounded number of entry copies per out-of-order insert (about 32, amortized),
-/// small enough that its ~40 bytes per entry add little more than one byte per object.
+/// small enough that its ~40 bytes per entry add about one byte per object.
 const MERGE_FRACTION: usize = 32;
 /// ... but never below this many entries, so small indexes do not merge on every insert (tests use
 /// a small one so that the property test's short sequences merge too).
 const MIN_MERGE: usize = if cfg!(test) { 16 } else { 4096 };
-/// Appends grow `base` by an eighth (not by doubling) so unused capacity stays under 2 bytes/object.
+/// Appends grow `entries` by an eighth (not by doubling) so unused capacity stays under 1 byte/object.
 const GROWTH_FRACTION: usize = 8;
 
 /// oid → position, ordered by oid. See the module comment for the layout.
 #[derive(Clone, Default)]
 pub struct CompactIndex {
-    /// Sorted, unique oids; `len(base) % ENTRY_LEN == 0`.
-    base: Vec<u8>,
-    /// Live entries whose oid is not in `base`.
+    /// Per prefix, rising: prefix u64, first entry u64 (rising, each block non-empty).
+    dir: Vec<u8>,
+    /// Per oid, sorted by (prefix, suffix): suffix u16, position u48.
+    entries: Vec<u8>,
+    /// Live entries whose oid is not in `entries`.
     overlay: BTreeMap<u64, u64>,
     /// Live entries in total.
     len: usize,
-    /// `base` entries holding `TOMBSTONE`.
+    /// Entries holding `TOMBSTONE`.
     removed: usize,
 }
 
-fn oid_at(base: &[u8], i: usize) -> u64 {
-    let at = i * ENTRY_LEN;
-    u64::from_be_bytes(base[at..at + 8].try_into().expect("8 bytes"))
+fn be_u64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b.try_into().expect("8 bytes"))
 }
 
-fn raw_pos_at(base: &[u8], i: usize) -> [u8; 6] {
-    let at = i * ENTRY_LEN + 8;
-    base[at..at + 6].try_into().expect("6 bytes")
-}
-
-fn decode_pos(raw: [u8; 6]) -> Option<u64> {
+fn decode_pos(raw: &[u8]) -> Option<u64> {
     if raw == TOMBSTONE {
         return None;
     }
     let mut b = [0u8; 8];
-    b[2..].copy_from_slice(&raw);
+    b[2..].copy_from_slice(raw);
     Some(u64::from_be_bytes(b))
 }
 
@@ -72,9 +72,30 @@ fn encode_pos(pos: u64) -> [u8; 6] {
     pos.to_be_bytes()[2..].try_into().expect("6 bytes")
 }
 
-fn push_entry(base: &mut Vec<u8>, oid: u64, pos: u64) {
-    base.extend_from_slice(&oid.to_be_bytes());
-    base.extend_from_slice(&encode_pos(pos));
+/// A growing pair of arrays, for appends and merges.
+#[derive(Default)]
+struct Builder {
+    dir: Vec<u8>,
+    entries: Vec<u8>,
+    last_prefix: Option<u64>,
+}
+
+impl Builder {
+    fn with_capacity(n: usize) -> Self {
+        Builder { entries: Vec::with_capacity(n * ENTRY_LEN), ..Default::default() }
+    }
+
+    /// Appends `oid` (greater than every oid so far).
+    fn push(&mut self, oid: u64, raw_pos: &[u8; 6]) {
+        let prefix = oid >> 16;
+        if self.last_prefix != Some(prefix) {
+            self.dir.extend_from_slice(&prefix.to_be_bytes());
+            self.dir.extend_from_slice(&((self.entries.len() / ENTRY_LEN) as u64).to_be_bytes());
+            self.last_prefix = Some(prefix);
+        }
+        self.entries.extend_from_slice(&(oid as u16).to_be_bytes());
+        self.entries.extend_from_slice(raw_pos);
+    }
 }
 
 impl CompactIndex {
@@ -82,42 +103,56 @@ impl CompactIndex {
         Self::default()
     }
 
-    /// Takes a `base` array as laid out in memory (and in a `ZRSIDX02` snapshot). `None` unless it
-    /// is whole entries with strictly rising oids and valid positions: a snapshot that passes its CRC
-    /// but breaks these would make lookups wrong, so it costs a scan instead.
-    pub fn from_base(mut base: Vec<u8>) -> Option<Self> {
-        if !base.len().is_multiple_of(ENTRY_LEN) {
+    /// Takes the two arrays as laid out in memory (and in a `ZRSIDX02` snapshot). `None` unless they
+    /// are whole records, the directory's prefixes rise and its blocks are non-empty and cover the
+    /// entries in order, suffixes rise within each block, and no position is a tombstone: a
+    /// snapshot that passes its CRC but breaks these would make lookups wrong, so it costs a scan.
+    pub fn from_parts(mut dir: Vec<u8>, mut entries: Vec<u8>) -> Option<Self> {
+        if !dir.len().is_multiple_of(DIR_LEN) || !entries.len().is_multiple_of(ENTRY_LEN) {
             return None;
         }
-        let n = base.len() / ENTRY_LEN;
-        let mut prev = None;
-        for i in 0..n {
-            let oid = oid_at(&base, i);
-            if prev.is_some_and(|p| p >= oid) || raw_pos_at(&base, i) == TOMBSTONE {
+        let (blocks, n) = (dir.len() / DIR_LEN, entries.len() / ENTRY_LEN);
+        if (blocks == 0) != (n == 0) {
+            return None;
+        }
+        for b in 0..blocks {
+            let (prefix, start) = (be_u64(&dir[b * DIR_LEN..][..8]), be_u64(&dir[b * DIR_LEN + 8..][..8]));
+            let end = if b + 1 < blocks { be_u64(&dir[(b + 1) * DIR_LEN + 8..][..8]) } else { n as u64 };
+            let prev_prefix = (b > 0).then(|| be_u64(&dir[(b - 1) * DIR_LEN..][..8]));
+            if prefix >> 48 != 0
+                || prev_prefix.is_some_and(|p| p >= prefix)
+                || (b == 0 && start != 0)
+                || start >= end
+                || end > n as u64
+            {
                 return None;
             }
-            prev = Some(oid);
+            let mut prev_suffix = None;
+            for i in start as usize..end as usize {
+                let e = &entries[i * ENTRY_LEN..][..ENTRY_LEN];
+                let suffix = u16::from_be_bytes([e[0], e[1]]);
+                if prev_suffix.is_some_and(|p| p >= suffix) || e[2..] == TOMBSTONE {
+                    return None;
+                }
+                prev_suffix = Some(suffix);
+            }
         }
-        base.shrink_to_fit();
-        Some(CompactIndex { base, overlay: BTreeMap::new(), len: n, removed: 0 })
+        dir.shrink_to_fit();
+        entries.shrink_to_fit();
+        Some(CompactIndex { dir, entries, overlay: BTreeMap::new(), len: n, removed: 0 })
     }
 
     /// Builds from entries sorted by strictly rising oid (the opening scan's output); `None` if they
     /// are not, or a position is out of range.
-    pub fn from_sorted(entries: &[(u64, u64)]) -> Option<Self> {
-        let mut base = Vec::with_capacity(entries.len() * ENTRY_LEN);
-        for w in entries.windows(2) {
-            if w[0].0 >= w[1].0 {
-                return None;
-            }
+    pub fn from_sorted(sorted: &[(u64, u64)]) -> Option<Self> {
+        if sorted.windows(2).any(|w| w[0].0 >= w[1].0) || sorted.iter().any(|&(_, p)| p >= MAX_POS) {
+            return None;
         }
-        for &(oid, pos) in entries {
-            if pos >= MAX_POS {
-                return None;
-            }
-            push_entry(&mut base, oid, pos);
+        let mut b = Builder::with_capacity(sorted.len());
+        for &(oid, pos) in sorted {
+            b.push(oid, &encode_pos(pos));
         }
-        Some(CompactIndex { base, overlay: BTreeMap::new(), len: entries.len(), removed: 0 })
+        Some(CompactIndex { dir: b.dir, entries: b.entries, overlay: BTreeMap::new(), len: sorted.len(), removed: 0 })
     }
 
     pub fn len(&self) -> usize {
@@ -128,30 +163,70 @@ impl CompactIndex {
         self.len == 0
     }
 
-    fn base_len(&self) -> usize {
-        self.base.len() / ENTRY_LEN
+    fn blocks(&self) -> usize {
+        self.dir.len() / DIR_LEN
     }
 
-    /// Binary search of `base` for `oid`: `Ok(slot)` or `Err(insertion point)`.
+    fn entry_count(&self) -> usize {
+        self.entries.len() / ENTRY_LEN
+    }
+
+    fn prefix_of(&self, block: usize) -> u64 {
+        be_u64(&self.dir[block * DIR_LEN..][..8])
+    }
+
+    /// First entry of `block`, or the entry count past the last block.
+    fn start_of(&self, block: usize) -> usize {
+        if block < self.blocks() { be_u64(&self.dir[block * DIR_LEN + 8..][..8]) as usize } else { self.entry_count() }
+    }
+
+    fn suffix_at(&self, i: usize) -> u16 {
+        u16::from_be_bytes([self.entries[i * ENTRY_LEN], self.entries[i * ENTRY_LEN + 1]])
+    }
+
+    fn raw_pos_at(&self, i: usize) -> &[u8] {
+        &self.entries[i * ENTRY_LEN + 2..][..6]
+    }
+
+    /// The entry for `oid`: `Ok(index)`, or `Err(index of the first entry above it)`.
     fn find(&self, oid: u64) -> Result<usize, usize> {
-        let (mut lo, mut hi) = (0, self.base_len());
+        let prefix = oid >> 16;
+        let (mut lo, mut hi) = (0, self.blocks());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match oid_at(&self.base, mid).cmp(&oid) {
+            match self.prefix_of(mid).cmp(&prefix) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Ok(mid),
+                std::cmp::Ordering::Equal => {
+                    let suffix = oid as u16;
+                    let (mut lo, mut hi) = (self.start_of(mid), self.start_of(mid + 1));
+                    while lo < hi {
+                        let m = lo + (hi - lo) / 2;
+                        match self.suffix_at(m).cmp(&suffix) {
+                            std::cmp::Ordering::Less => lo = m + 1,
+                            std::cmp::Ordering::Greater => hi = m,
+                            std::cmp::Ordering::Equal => return Ok(m),
+                        }
+                    }
+                    return Err(lo);
+                }
             }
         }
-        Err(lo)
+        Err(self.start_of(lo))
     }
 
     pub fn get(&self, oid: u64) -> Option<u64> {
         match self.find(oid) {
-            Ok(i) => decode_pos(raw_pos_at(&self.base, i)),
+            Ok(i) => decode_pos(self.raw_pos_at(i)),
             Err(_) if self.overlay.is_empty() => None,
             Err(_) => self.overlay.get(&oid).copied(),
         }
+    }
+
+    /// The largest oid in the arrays (tombstoned or not).
+    fn last_array_oid(&self) -> Option<u64> {
+        let n = self.entry_count();
+        (n > 0).then(|| (self.prefix_of(self.blocks() - 1) << 16) | u64::from(self.suffix_at(n - 1)))
     }
 
     /// Sets `oid`'s position and returns the previous one.
@@ -162,21 +237,19 @@ impl CompactIndex {
         let raw = encode_pos(pos);
         match self.find(oid) {
             Ok(i) => {
-                let at = i * ENTRY_LEN + 8;
-                let old = decode_pos(raw_pos_at(&self.base, i));
-                self.base[at..at + 6].copy_from_slice(&raw);
+                let old = decode_pos(self.raw_pos_at(i));
+                self.entries[i * ENTRY_LEN + 2..][..6].copy_from_slice(&raw);
                 if old.is_none() {
                     self.removed -= 1;
                     self.len += 1;
                 }
                 old
             }
-            Err(i) if i == self.base_len() && self.overlay.last_key_value().is_none_or(|(&k, _)| k < oid) => {
-                if self.base.capacity() - self.base.len() < ENTRY_LEN {
-                    let more = (self.base_len() / GROWTH_FRACTION).max(1024) * ENTRY_LEN;
-                    self.base.reserve_exact(more);
-                }
-                push_entry(&mut self.base, oid, pos);
+            Err(_)
+                if self.last_array_oid().is_none_or(|l| l < oid)
+                    && self.overlay.last_key_value().is_none_or(|(&k, _)| k < oid) =>
+            {
+                self.append(oid, &raw);
                 self.len += 1;
                 None
             }
@@ -191,6 +264,21 @@ impl CompactIndex {
         }
     }
 
+    fn append(&mut self, oid: u64, raw: &[u8; 6]) {
+        if self.entries.capacity() - self.entries.len() < ENTRY_LEN {
+            let more = (self.entry_count() / GROWTH_FRACTION).max(1024) * ENTRY_LEN;
+            self.entries.reserve_exact(more);
+        }
+        let prefix = oid >> 16;
+        if self.blocks() == 0 || self.prefix_of(self.blocks() - 1) != prefix {
+            let start = self.entry_count() as u64;
+            self.dir.extend_from_slice(&prefix.to_be_bytes());
+            self.dir.extend_from_slice(&start.to_be_bytes());
+        }
+        self.entries.extend_from_slice(&(oid as u16).to_be_bytes());
+        self.entries.extend_from_slice(raw);
+    }
+
     /// Removes `oid` and returns its position. The engine itself never removes (an undone creation
     /// stays indexed, pointing at a record without data); this keeps the type a complete map, held
     /// to the `BTreeMap` model by the property test.
@@ -198,10 +286,9 @@ impl CompactIndex {
     pub fn remove(&mut self, oid: u64) -> Option<u64> {
         match self.find(oid) {
             Ok(i) => {
-                let old = decode_pos(raw_pos_at(&self.base, i));
+                let old = decode_pos(self.raw_pos_at(i));
                 if old.is_some() {
-                    let at = i * ENTRY_LEN + 8;
-                    self.base[at..at + 6].copy_from_slice(&TOMBSTONE);
+                    self.entries[i * ENTRY_LEN + 2..][..6].copy_from_slice(&TOMBSTONE);
                     self.removed += 1;
                     self.len -= 1;
                     self.merge_if_large();
@@ -224,13 +311,13 @@ impl CompactIndex {
         }
     }
 
-    /// Folds the overlay into `base` and drops tombstones, in one pass.
+    /// Folds the overlay into the arrays and drops tombstones, in one pass.
     fn merge(&mut self) {
-        let mut base = Vec::with_capacity(self.len * ENTRY_LEN);
+        let mut b = Builder::with_capacity(self.len);
         for (oid, pos) in self.iter() {
-            push_entry(&mut base, oid, pos);
+            b.push(oid, &encode_pos(pos));
         }
-        self.base = base;
+        (self.dir, self.entries) = (b.dir, b.entries);
         self.overlay.clear();
         self.removed = 0;
     }
@@ -242,35 +329,49 @@ impl CompactIndex {
 
     /// Entries with oid `>= from`, in oid order.
     pub fn range_from(&self, from: u64) -> Iter<'_> {
-        let start = self.find(from).unwrap_or_else(|i| i);
-        Iter { base: &self.base, next: start, end: self.base_len(), overlay: self.overlay.range(from..).peekable() }
+        let next = self.find(from).unwrap_or_else(|i| i);
+        Iter { index: self, block: self.block_of(next), next, overlay: self.overlay.range(from..).peekable() }
     }
 
     /// The largest indexed oid.
     pub fn last_oid(&self) -> Option<u64> {
-        let in_base = (0..self.base_len()).rev().find(|&i| raw_pos_at(&self.base, i) != TOMBSTONE);
-        let in_base = in_base.map(|i| oid_at(&self.base, i));
+        let in_arrays = (0..self.entry_count()).rev().find(|&i| self.raw_pos_at(i) != TOMBSTONE);
+        let in_arrays = in_arrays.map(|i| self.oid_at(i));
         let in_overlay = self.overlay.last_key_value().map(|(&k, _)| k);
-        in_base.max(in_overlay)
+        in_arrays.max(in_overlay)
     }
 
-    /// Appends every live entry in `base` layout (what a `ZRSIDX02` snapshot holds): a copy of `base`
-    /// when there is nothing to merge.
-    pub fn write_entries(&self, out: &mut Vec<u8>) {
-        out.reserve(self.len * ENTRY_LEN);
-        if self.overlay.is_empty() && self.removed == 0 {
-            out.extend_from_slice(&self.base);
-        } else {
-            for (oid, pos) in self.iter() {
-                push_entry(out, oid, pos);
-            }
+    /// The block holding entry `i` (`i` below the entry count): the last one starting at or before it.
+    fn block_of(&self, i: usize) -> usize {
+        let (mut lo, mut hi) = (0, self.blocks());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.start_of(mid) <= i { lo = mid + 1 } else { hi = mid }
         }
+        lo.saturating_sub(1)
+    }
+
+    fn oid_at(&self, i: usize) -> u64 {
+        (self.prefix_of(self.block_of(i)) << 16) | u64::from(self.suffix_at(i))
+    }
+
+    /// The directory and entry arrays of every live entry, as a `ZRSIDX02` snapshot holds them:
+    /// borrowed when there is nothing to merge, else built.
+    pub fn parts(&self) -> (std::borrow::Cow<'_, [u8]>, std::borrow::Cow<'_, [u8]>) {
+        if self.overlay.is_empty() && self.removed == 0 {
+            return (self.dir.as_slice().into(), self.entries.as_slice().into());
+        }
+        let mut b = Builder::with_capacity(self.len);
+        for (oid, pos) in self.iter() {
+            b.push(oid, &encode_pos(pos));
+        }
+        (b.dir.into(), b.entries.into())
     }
 
     /// Heap bytes held (capacity, not length), for diagnostics and benchmarks. The overlay is
     /// estimated at 40 bytes per entry, what a `BTreeMap<u64, u64>` costs.
     pub fn heap_bytes(&self) -> usize {
-        self.base.capacity() + self.overlay.len() * 40
+        self.dir.capacity() + self.entries.capacity() + self.overlay.len() * 40
     }
 }
 
@@ -304,12 +405,13 @@ impl FromIterator<(u64, u64)> for CompactIndex {
     }
 }
 
-/// Iterator over entries in oid order: `base` (skipping tombstones) merged with the overlay (whose
-/// oids are never in `base`).
+/// Iterator over entries in oid order: the arrays (skipping tombstones) merged with the overlay
+/// (whose oids are never in the arrays).
 pub struct Iter<'a> {
-    base: &'a [u8],
+    index: &'a CompactIndex,
+    /// The block holding entry `next` (when there is one).
+    block: usize,
     next: usize,
-    end: usize,
     overlay: std::iter::Peekable<btree_map::Range<'a, u64, u64>>,
 }
 
@@ -317,18 +419,24 @@ impl Iterator for Iter<'_> {
     type Item = (u64, u64);
 
     fn next(&mut self) -> Option<(u64, u64)> {
+        let ix = self.index;
         loop {
-            let from_base = (self.next < self.end).then(|| oid_at(self.base, self.next));
-            match (from_base, self.overlay.peek()) {
-                (Some(b), Some(&(&o, &p))) if o < b => {
+            let from_arrays = (self.next < ix.entry_count()).then(|| {
+                while ix.start_of(self.block + 1) <= self.next {
+                    self.block += 1;
+                }
+                (ix.prefix_of(self.block) << 16) | u64::from(ix.suffix_at(self.next))
+            });
+            match (from_arrays, self.overlay.peek()) {
+                (Some(a), Some(&(&o, &p))) if o < a => {
                     self.overlay.next();
                     return Some((o, p));
                 }
-                (Some(b), _) => {
-                    let raw = raw_pos_at(self.base, self.next);
+                (Some(a), _) => {
+                    let pos = decode_pos(ix.raw_pos_at(self.next));
                     self.next += 1;
-                    if let Some(p) = decode_pos(raw) {
-                        return Some((b, p));
+                    if let Some(p) = pos {
+                        return Some((a, p));
                     }
                 }
                 (None, _) => return self.overlay.next().map(|(&o, &p)| (o, p)),
@@ -350,10 +458,14 @@ mod tests {
         RangeFrom(u64),
     }
 
-    /// Oids from a small space (so operations hit existing entries) with runs of rising ones (the
-    /// append path) and scattered ones (the overlay), and positions up to the largest allowed.
+    /// Oids from a small space (so operations hit existing entries) over a few prefixes (several
+    /// directory blocks) and the extremes, and positions up to the largest allowed.
     fn op() -> impl Strategy<Value = Op> {
-        let oid = prop_oneof![0u64..3000, Just(u64::MAX), Just(0)];
+        let oid = prop_oneof![
+            8 => (0u64..4, 0u64..400).prop_map(|(p, s)| (p << 16) | ((s * 163) % 65536)),
+            1 => Just(u64::MAX),
+            1 => Just(0),
+        ];
         prop_oneof![
             6 => (oid.clone(), prop_oneof![0u64..1 << 20, Just(MAX_POS - 1)]).prop_map(|(o, p)| Op::Insert(o, p)),
             2 => oid.clone().prop_map(Op::Remove),
@@ -382,9 +494,8 @@ mod tests {
         }
         assert!(index.iter().eq(model.iter().map(|(&k, &v)| (k, v))));
         assert_eq!(index.last_oid(), model.keys().next_back().copied());
-        let mut bytes = Vec::new();
-        index.write_entries(&mut bytes);
-        assert_eq!(CompactIndex::from_base(bytes).expect("valid base"), index);
+        let (dir, entries) = index.parts();
+        assert_eq!(CompactIndex::from_parts(dir.into_owned(), entries.into_owned()).expect("valid parts"), index);
     }
 
     proptest! {
@@ -393,7 +504,7 @@ mod tests {
         /// Random operation sequences give what a `BTreeMap` gives, from empty and from a loaded base.
         #[test]
         fn matches_a_btreemap(ops in proptest::collection::vec(op(), 0..600),
-                              seed in proptest::collection::vec((0u64..3000, 0u64..1 << 40), 0..300)) {
+                              seed in proptest::collection::vec((0u64..300_000, 0u64..1 << 40), 0..300)) {
             check(ops, seed);
         }
     }
@@ -423,25 +534,41 @@ mod tests {
             index.insert(oid, oid * 100);
         }
         assert!(index.overlay.is_empty());
-        assert!(index.heap_bytes() <= 200_000 * 16, "{} bytes", index.heap_bytes());
+        assert!(index.heap_bytes() <= 200_000 * 9, "{} bytes", index.heap_bytes());
+    }
+
+    fn parts_of(entries: &[(u64, u64)]) -> (Vec<u8>, Vec<u8>) {
+        let mut b = Builder::default();
+        for &(oid, pos) in entries {
+            let raw = if pos == MAX_POS { TOMBSTONE } else { encode_pos(pos) };
+            b.push(oid, &raw);
+        }
+        (b.dir, b.entries)
     }
 
     #[test]
-    fn from_base_rejects_unsorted_duplicates_and_tombstones() {
-        let mut b = Vec::new();
-        push_entry(&mut b, 2, 10);
-        push_entry(&mut b, 1, 20);
-        assert!(CompactIndex::from_base(b).is_none());
-        let mut b = Vec::new();
-        push_entry(&mut b, 1, 10);
-        push_entry(&mut b, 1, 20);
-        assert!(CompactIndex::from_base(b).is_none());
-        let mut b = Vec::new();
-        b.extend_from_slice(&1u64.to_be_bytes());
-        b.extend_from_slice(&TOMBSTONE);
-        assert!(CompactIndex::from_base(b).is_none());
-        assert!(CompactIndex::from_base(vec![0; 13]).is_none());
+    fn from_parts_rejects_what_would_break_lookups() {
+        let (dir, entries) = parts_of(&[(1, 10), (2, 20), (1 << 16, 30)]);
+        assert!(CompactIndex::from_parts(dir.clone(), entries.clone()).is_some());
+        // Suffixes out of order within a block, duplicates, a tombstone.
+        for bad in [&[(2, 10), (1, 20)][..], &[(1, 10), (1, 20)], &[(1, MAX_POS)]] {
+            let (d, e) = parts_of(bad);
+            assert!(CompactIndex::from_parts(d, e).is_none(), "{bad:?}");
+        }
+        // Prefixes out of order, an empty block, a block past the end, torn records.
+        let mut swapped = dir.clone();
+        swapped[..8].copy_from_slice(&5u64.to_be_bytes());
+        assert!(CompactIndex::from_parts(swapped, entries.clone()).is_none());
+        let mut empty = dir.clone();
+        empty[DIR_LEN + 8..].copy_from_slice(&0u64.to_be_bytes());
+        assert!(CompactIndex::from_parts(empty, entries.clone()).is_none());
+        let mut past = dir.clone();
+        past[DIR_LEN + 8..].copy_from_slice(&3u64.to_be_bytes());
+        assert!(CompactIndex::from_parts(past, entries.clone()).is_none());
+        assert!(CompactIndex::from_parts(dir.clone(), entries[..entries.len() - 1].to_vec()).is_none());
+        assert!(CompactIndex::from_parts(Vec::new(), entries).is_none());
         assert!(CompactIndex::from_sorted(&[(1, MAX_POS)]).is_none());
+        assert!(CompactIndex::from_sorted(&[(2, 1), (1, 1)]).is_none());
     }
 
     #[test]

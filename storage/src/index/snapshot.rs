@@ -2,10 +2,12 @@
 //! scans only the transactions after it.
 //!
 //! Layout (big-endian): `ZRSIDX02` · covered position u64 · tid of the last transaction before it
-//! u64 · entry count u64 · `count` × (oid u64, position u48) in oid order · CRC-32 of all of it. The
-//! entries are exactly `CompactIndex`'s in-memory base array, so a load reads them into it in one go
-//! and only checks them (CRC, order); nothing is built per entry. `ZRSIDX01` files (the same with
-//! 8-byte positions) are still read, and replaced by a `ZRSIDX02` at the next save.
+//! u64 · entry count u64 · block count u64 · the directory (`blocks` × (oid prefix u64, first entry
+//! u64)) · the entries (`count` × (oid suffix u16, position u48)) · CRC-32 of all of it. The two
+//! arrays are exactly `CompactIndex`'s in memory, so a load reads each into its buffer in one go and
+//! only checks them (CRC, order); nothing is built per entry. `ZRSIDX01` files (magic, position,
+//! tid, count, `count` × (oid u64, position u64), CRC) are still read, and replaced by a `ZRSIDX02`
+//! at the next save.
 //!
 //! It is written atomically (temporary file, fsync, rename, directory fsync) and checked on load
 //! against the data file (the transaction that ends at the covered position must carry that tid and
@@ -15,15 +17,17 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::compact::{CompactIndex, ENTRY_LEN, MAX_POS};
+use super::compact::{CompactIndex, DIR_LEN, ENTRY_LEN, MAX_POS};
 use crate::error::{Result, StorageError};
 use crate::file::{DataFile, write_atomically};
 use crate::format::{DATA_HEADER_LEN, DataHeader, TXN_HEADER_LEN, TxnHeader, be64, status};
 
 const MAGIC_V1: &[u8; 8] = b"ZRSIDX01";
 const MAGIC: &[u8; 8] = b"ZRSIDX02";
-/// Magic, position, tid, count.
-const HEADER_LEN: usize = 32;
+/// Magic, position, tid, entry count, block count.
+const HEADER_LEN: usize = 40;
+/// Magic, position, tid, entry count.
+const HEADER_LEN_V1: usize = 32;
 
 /// What a snapshot holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,12 +47,15 @@ pub fn snapshot_path(data_path: &Path) -> PathBuf {
 /// Serializes a snapshot (the caller may hold the storage's read lock: this is one copy of the
 /// index, and no I/O).
 pub fn encode(pos: u64, last_tid: u64, index: &CompactIndex) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(HEADER_LEN + index.len() * ENTRY_LEN + 4);
+    let (dir, entries) = index.parts();
+    let mut buf = Vec::with_capacity(HEADER_LEN + dir.len() + entries.len() + 4);
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&pos.to_be_bytes());
     buf.extend_from_slice(&last_tid.to_be_bytes());
-    buf.extend_from_slice(&(index.len() as u64).to_be_bytes());
-    index.write_entries(&mut buf);
+    buf.extend_from_slice(&((entries.len() / ENTRY_LEN) as u64).to_be_bytes());
+    buf.extend_from_slice(&((dir.len() / DIR_LEN) as u64).to_be_bytes());
+    buf.extend_from_slice(&dir);
+    buf.extend_from_slice(&entries);
     let crc = crc32fast::hash(&buf);
     buf.extend_from_slice(&crc.to_be_bytes());
     buf
@@ -69,15 +76,15 @@ pub fn save_encoded(data_path: &Path, bytes: &[u8]) -> Result<()> {
 /// snapshots, which only cost a full scan.
 pub fn load(data_path: &Path, file: &DataFile, file_len: u64) -> Option<Snapshot> {
     let path = snapshot_path(data_path);
-    let bytes = match read_snapshot(&path) {
-        Ok(b) => b,
+    let snap = match std::fs::File::open(&path).and_then(read_from) {
+        Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot read index snapshot; scanning the whole file");
             return None;
         }
     };
-    match bytes.and_then(decode_parts) {
+    match snap {
         Some(snap) if is_consistent(file, file_len, &snap).unwrap_or(false) => Some(snap),
         _ => {
             tracing::warn!(path = %path.display(), "ignoring damaged or stale index snapshot; scanning the whole file");
@@ -86,73 +93,98 @@ pub fn load(data_path: &Path, file: &DataFile, file_len: u64) -> Option<Snapshot
     }
 }
 
-/// A snapshot file split as read: header, entries (read straight into the buffer that becomes the
-/// index), CRC.
-struct Parts {
-    header: [u8; HEADER_LEN],
-    entries: Vec<u8>,
-    crc: [u8; 4],
+/// Reads exactly `n` bytes into a new buffer of that capacity (no zeroing, no regrowth); `None` if
+/// the input ends first.
+fn read_vec(r: &mut impl Read, n: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let Ok(cap) = usize::try_from(n) else { return Ok(None) };
+    let mut v = Vec::with_capacity(cap);
+    r.take(n).read_to_end(&mut v)?;
+    Ok((v.len() == cap).then_some(v))
 }
 
-/// `Ok(None)` when the file is too short to hold a header and a CRC.
-fn read_snapshot(path: &Path) -> std::io::Result<Option<Parts>> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let Some(entries_len) = len.checked_sub((HEADER_LEN + 4) as u64).and_then(|n| usize::try_from(n).ok()) else {
-        return Ok(None);
-    };
+/// Decodes a snapshot from `r`, which holds it whole (a file, or bytes in tests). `Ok(None)` for
+/// anything but a well-formed snapshot with a good CRC; I/O errors are errors.
+fn read_from(mut r: impl Read + Seekish) -> std::io::Result<Option<Snapshot>> {
+    let total = r.total_len()?;
     let mut header = [0u8; HEADER_LEN];
-    f.read_exact(&mut header)?;
-    let mut entries = Vec::with_capacity(entries_len);
-    (&mut f).take(entries_len as u64).read_to_end(&mut entries)?;
-    let mut crc = [0u8; 4];
-    if entries.len() != entries_len || f.read_exact(&mut crc).is_err() {
+    if total < (HEADER_LEN_V1 + 4) as u64 {
         return Ok(None);
     }
-    Ok(Some(Parts { header, entries, crc }))
+    r.read_exact(&mut header[..HEADER_LEN_V1])?;
+    let (pos, last_tid, count) = (be64(&header[8..16]), be64(&header[16..24]), be64(&header[24..32]));
+    let mut hasher = crc32fast::Hasher::new();
+    let index = if &header[..8] == MAGIC {
+        if total < (HEADER_LEN + 4) as u64 {
+            return Ok(None);
+        }
+        r.read_exact(&mut header[HEADER_LEN_V1..])?;
+        let blocks = be64(&header[32..40]);
+        let (Some(dir_len), Some(entries_len)) =
+            (blocks.checked_mul(DIR_LEN as u64), count.checked_mul(ENTRY_LEN as u64))
+        else {
+            return Ok(None);
+        };
+        if dir_len.checked_add(entries_len).and_then(|n| n.checked_add((HEADER_LEN + 4) as u64)) != Some(total) {
+            return Ok(None);
+        }
+        let (Some(dir), Some(entries)) = (read_vec(&mut r, dir_len)?, read_vec(&mut r, entries_len)?) else {
+            return Ok(None);
+        };
+        hasher.update(&header);
+        hasher.update(&dir);
+        hasher.update(&entries);
+        if !crc_matches(&mut r, hasher)? {
+            return Ok(None);
+        }
+        CompactIndex::from_parts(dir, entries)
+    } else if &header[..8] == MAGIC_V1 {
+        let Some(entries_len) = count.checked_mul(16) else { return Ok(None) };
+        if entries_len.checked_add((HEADER_LEN_V1 + 4) as u64) != Some(total) {
+            return Ok(None);
+        }
+        let Some(entries) = read_vec(&mut r, entries_len)? else { return Ok(None) };
+        hasher.update(&header[..HEADER_LEN_V1]);
+        hasher.update(&entries);
+        if !crc_matches(&mut r, hasher)? {
+            return Ok(None);
+        }
+        let pairs: Vec<(u64, u64)> = entries.chunks_exact(16).map(|c| (be64(&c[..8]), be64(&c[8..]))).collect();
+        if pairs.iter().any(|&(_, p)| p >= MAX_POS) {
+            return Ok(None);
+        }
+        CompactIndex::from_sorted(&pairs)
+    } else {
+        return Ok(None);
+    };
+    Ok(index.map(|index| Snapshot { pos, last_tid, index }))
+}
+
+fn crc_matches(r: &mut impl Read, hasher: crc32fast::Hasher) -> std::io::Result<bool> {
+    let mut crc = [0u8; 4];
+    r.read_exact(&mut crc)?;
+    Ok(hasher.finalize() == u32::from_be_bytes(crc))
+}
+
+/// The total length of what `read_from` reads: a file's size, a slice's length.
+trait Seekish {
+    fn total_len(&self) -> std::io::Result<u64>;
+}
+
+impl Seekish for std::fs::File {
+    fn total_len(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+impl Seekish for &[u8] {
+    fn total_len(&self) -> std::io::Result<u64> {
+        Ok(self.len() as u64)
+    }
 }
 
 #[cfg(test)]
 fn decode(bytes: &[u8]) -> Option<Snapshot> {
-    if bytes.len() < HEADER_LEN + 4 {
-        return None;
-    }
-    let (head, rest) = bytes.split_at(HEADER_LEN);
-    let (entries, crc) = rest.split_at(rest.len() - 4);
-    decode_parts(Parts { header: head.try_into().ok()?, entries: entries.to_vec(), crc: crc.try_into().ok()? })
-}
-
-fn decode_parts(parts: Parts) -> Option<Snapshot> {
-    let Parts { header, entries, crc } = parts;
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&header);
-    hasher.update(&entries);
-    if hasher.finalize() != u32::from_be_bytes(crc) {
-        return None;
-    }
-    let pos = be64(&header[8..16]);
-    let last_tid = be64(&header[16..24]);
-    let count = usize::try_from(be64(&header[24..32])).ok()?;
-    let index = match &header[..8] {
-        m if m == MAGIC => {
-            if entries.len() != count.checked_mul(ENTRY_LEN)? {
-                return None;
-            }
-            CompactIndex::from_base(entries)?
-        }
-        m if m == MAGIC_V1 => {
-            if entries.len() != count.checked_mul(16)? {
-                return None;
-            }
-            let pairs: Vec<(u64, u64)> = entries.chunks_exact(16).map(|c| (be64(&c[..8]), be64(&c[8..]))).collect();
-            if pairs.iter().any(|&(_, p)| p >= MAX_POS) {
-                return None;
-            }
-            CompactIndex::from_sorted(&pairs)?
-        }
-        _ => return None,
-    };
-    Some(Snapshot { pos, last_tid, index })
+    read_from(bytes).expect("reading a slice cannot fail")
 }
 
 fn is_consistent(file: &DataFile, file_len: u64, snap: &Snapshot) -> Result<bool> {
@@ -228,14 +260,17 @@ mod tests {
         assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
     }
 
-    /// The new layout is the in-memory one: header, 14 bytes per entry, CRC.
+    /// The new layout is the in-memory one: header, directory, 8 bytes per entry, CRC.
     #[test]
-    fn v2_entries_are_the_base_array() {
+    fn v2_holds_the_in_memory_arrays() {
         let index: CompactIndex = [(1, 10), (0x0102_0304_0506_0708, MAX_POS - 1)].into_iter().collect();
         let bytes = encode(100, 5, &index);
         assert_eq!(&bytes[..8], MAGIC);
-        assert_eq!(bytes.len(), HEADER_LEN + 2 * ENTRY_LEN + 4);
-        assert_eq!(&bytes[HEADER_LEN..HEADER_LEN + 14], &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 10]);
+        // Two blocks (prefixes 0 and 0x0102_0304_0506), one entry each.
+        assert_eq!(bytes.len(), HEADER_LEN + 2 * DIR_LEN + 2 * ENTRY_LEN + 4);
+        let entries = &bytes[HEADER_LEN + 2 * DIR_LEN..];
+        assert_eq!(&entries[..ENTRY_LEN], &[0, 1, 0, 0, 0, 0, 0, 10]);
+        assert_eq!(&bytes[HEADER_LEN + DIR_LEN..][..8], &0x0102_0304_0506u64.to_be_bytes());
         assert_eq!(decode(&bytes).unwrap().index, index);
     }
 
