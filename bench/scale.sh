@@ -72,6 +72,10 @@ else
   echo "scale.sh: reusing $file" >&2
 fi
 
+# The zeo-rs snapshot in this build's layout (the file itself is not changed).
+run rs write-index "$rs" phase --phase index --file "$file"
+rm -f "$file.lock"
+
 # Without an index: a symlink in a directory that has none.
 bare="$(mktemp -d "$dir/scale-bare.XXXXXX")"
 ln -s "$file" "$bare/Data.fs"

@@ -6,6 +6,7 @@
 //! scale_bench phase --file FILE --phase open                # open read-only: time, RSS, peak RSS
 //! scale_bench phase --file FILE --phase reads --reads 100000  # open, then random first loads
 //! scale_bench phase --file FILE --phase pack                # pack (no GC) to the last transaction
+//! scale_bench phase --file FILE --phase index               # read-write open + close: a fresh snapshot
 //! ```
 //! Each phase prints one JSON object on stdout.
 
@@ -57,6 +58,7 @@ enum Phase {
     Open,
     Reads,
     Pack,
+    Index,
 }
 
 /// SplitMix64, seed 42 (the Python side draws its own oids from the same range).
@@ -154,7 +156,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 fn phase(file: &Path, phase: Phase, reads: usize) -> Result<()> {
     let before = status_kb("VmRSS");
-    let read_only = !matches!(phase, Phase::Pack);
+    let read_only = !matches!(phase, Phase::Pack | Phase::Index);
     let t0 = Instant::now();
     let fs = FileStorage::open(file, OpenOptions { read_only, ..Default::default() })?;
     let open_s = t0.elapsed().as_secs_f64();
@@ -163,6 +165,11 @@ fn phase(file: &Path, phase: Phase, reads: usize) -> Result<()> {
                          "rss_after_open_kb": status_kb("VmRSS"), "index_heap_bytes": fs.index_heap_bytes()});
     match phase {
         Phase::Open => {}
+        Phase::Index => {
+            // Always rewrite the snapshot, so it has this build's layout.
+            fs.save_index()?;
+            fs.close()?;
+        }
         Phase::Reads => {
             let mut rng = Rng(7);
             let mut lat = Vec::with_capacity(reads);

@@ -16,7 +16,7 @@
 //!   in one pass when it passes `1/MERGE_FRACTION` of the index.
 //!
 //! A removed entry keeps its slot with the position `TOMBSTONE` until the next merge, so removals
-//! never shift the arrays.
+//! never shift the arrays. Pack uses the same type for its oid-keyed maps.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map;
@@ -279,10 +279,9 @@ impl CompactIndex {
         self.entries.extend_from_slice(raw);
     }
 
-    /// Removes `oid` and returns its position. The engine itself never removes (an undone creation
-    /// stays indexed, pointing at a record without data); this keeps the type a complete map, held
-    /// to the `BTreeMap` model by the property test.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the engine never removes an oid; see above"))]
+    /// Removes `oid` and returns its position. The object index never loses an oid (an undone
+    /// creation stays indexed, pointing at a record without data); pack's map of current revisions
+    /// does, for records without data.
     pub fn remove(&mut self, oid: u64) -> Option<u64> {
         match self.find(oid) {
             Ok(i) => {
