@@ -84,7 +84,8 @@ def render(rows_in, data_file, command, git, json_path):
         f"- **File**: `{os.path.relpath(data_file)}` ({fmt(size)} GB), out of git: "
         + (f"{fmt(gen['objects'])} objects created in {fmt(gen['transactions'])} transactions of up to 100,000 "
            f"through the zeo-rs commit path, then {fmt(gen['updates'])} new revisions of random objects, "
-           f"100-byte records, generated in {fmt(gen['generate_s'])} s; " if gen else "cached from an earlier run; ")
+           f"100-byte records, generated in {fmt(gen['generate_s'])} s (cached for later runs); "
+           if gen and "generate_s" in gen else "cached from an earlier run; ")
         + (f"Python's first read-write open (scan, then writing `Data.fs.index`) took {fmt(first['open_s'])} s."
            if first and "open_s" in first else ""),
         "- **Loads**: `loadBefore(oid, maxtid)` of 100,000 random oids, each process's first loads "

@@ -67,9 +67,12 @@ if [[ ! -f $file.done ]]; then
   # Python's index, written by its first read-write open (a full scan) and close.
   run py first-open-rw "$py" bench/scale_py.py --file "$file" --phase index
   rm -f "$file.lock" "$file.tmp" "$file.rsoids"
+  # How the file was made, for the table of later runs that reuse it.
+  cp "$json.tmp" "$file.made.jsonl"
   touch "$file.done"
 else
   echo "scale.sh: reusing $file" >&2
+  cat "$file.made.jsonl" >> "$json.tmp" 2>/dev/null || true
 fi
 
 # The zeo-rs snapshot in this build's layout (the file itself is not changed).
