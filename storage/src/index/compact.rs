@@ -107,43 +107,24 @@ impl CompactIndex {
     /// are whole records, the directory's prefixes rise and its blocks are non-empty and cover the
     /// entries in order, suffixes rise within each block, and no position is a tombstone: a
     /// snapshot that passes its CRC but breaks these would make lookups wrong, so it costs a scan.
-    pub fn from_parts(mut dir: Vec<u8>, mut entries: Vec<u8>) -> Option<Self> {
-        if !dir.len().is_multiple_of(DIR_LEN) || !entries.len().is_multiple_of(ENTRY_LEN) {
+    #[cfg(test)]
+    pub fn from_parts(dir: Vec<u8>, entries: Vec<u8>) -> Option<Self> {
+        if !entries.len().is_multiple_of(ENTRY_LEN) {
             return None;
         }
-        let (blocks, n) = (dir.len() / DIR_LEN, entries.len() / ENTRY_LEN);
-        if (blocks == 0) != (n == 0) {
-            return None;
-        }
-        for b in 0..blocks {
-            let (prefix, start) = (be_u64(&dir[b * DIR_LEN..][..8]), be_u64(&dir[b * DIR_LEN + 8..][..8]));
-            let end = if b + 1 < blocks { be_u64(&dir[(b + 1) * DIR_LEN + 8..][..8]) } else { n as u64 };
-            let prev_prefix = (b > 0).then(|| be_u64(&dir[(b - 1) * DIR_LEN..][..8]));
-            if prefix >> 48 != 0
-                || prev_prefix.is_some_and(|p| p >= prefix)
-                || (b == 0 && start != 0)
-                || start >= end
-                || end > n as u64
-            {
-                return None;
-            }
-            // The hot loop of a snapshot load (10M entries): one u64 per entry, no early exit, so
-            // it stays branch-free.
-            let mut prev = -1i64;
-            let mut bad = false;
-            for e in entries[start as usize * ENTRY_LEN..end as usize * ENTRY_LEN].chunks_exact(ENTRY_LEN) {
-                let v = be_u64(e);
-                let suffix = (v >> 48) as i64;
-                bad |= (suffix <= prev) | (v & MAX_POS == MAX_POS);
-                prev = suffix;
-            }
-            if bad {
-                return None;
-            }
-        }
+        let mut check = EntryCheck::new(&dir, entries.len() / ENTRY_LEN)?;
+        check.feed(&entries);
+        check.finish()?;
+        Some(Self::from_checked_parts(dir, entries))
+    }
+
+    /// Takes arrays that passed `EntryCheck` (the snapshot loader checks the entries chunk by chunk
+    /// as it reads them, while they are in cache).
+    pub fn from_checked_parts(mut dir: Vec<u8>, mut entries: Vec<u8>) -> Self {
         dir.shrink_to_fit();
         entries.shrink_to_fit();
-        Some(CompactIndex { dir, entries, overlay: BTreeMap::new(), len: n, removed: 0 })
+        let len = entries.len() / ENTRY_LEN;
+        CompactIndex { dir, entries, overlay: BTreeMap::new(), len, removed: 0 }
     }
 
     /// Builds from entries sorted by strictly rising oid (the opening scan's output); `None` if they
@@ -405,6 +386,82 @@ impl FromIterator<(u64, u64)> for CompactIndex {
         let mut index = CompactIndex::new();
         index.extend(iter);
         index
+    }
+}
+
+/// Checks a directory and, fed in order and in whole entries, the entries it describes: what
+/// `from_parts` requires. Fed in chunks, it lets a loader check each chunk while it is in cache.
+pub struct EntryCheck {
+    /// First entry of each block after the current one, in reverse (`pop` gives the next).
+    starts: Vec<usize>,
+    /// Entries fed so far, and how many there must be.
+    fed: usize,
+    count: usize,
+    /// Suffix of the last entry fed (-1 at a block start).
+    prev: i64,
+    bad: bool,
+}
+
+impl EntryCheck {
+    /// Checks the directory for `count` entries; `None` if it is malformed.
+    pub fn new(dir: &[u8], count: usize) -> Option<Self> {
+        if !dir.len().is_multiple_of(DIR_LEN) {
+            return None;
+        }
+        let blocks = dir.len() / DIR_LEN;
+        if (blocks == 0) != (count == 0) {
+            return None;
+        }
+        let mut starts = Vec::with_capacity(blocks);
+        let mut prev_prefix = None;
+        for b in 0..blocks {
+            let (prefix, start) = (be_u64(&dir[b * DIR_LEN..][..8]), be_u64(&dir[b * DIR_LEN + 8..][..8]));
+            let start = usize::try_from(start).ok()?;
+            let rises = starts.last().is_none_or(|&s| s < start);
+            if prefix >> 48 != 0 || prev_prefix.is_some_and(|p| p >= prefix) || (b == 0) != (start == 0) || !rises {
+                return None;
+            }
+            if start >= count {
+                return None;
+            }
+            starts.push(start);
+            prev_prefix = Some(prefix);
+        }
+        starts.reverse();
+        Some(EntryCheck { starts, fed: 0, count, prev: -1, bad: false })
+    }
+
+    /// Checks the next entries (`chunk.len()` a multiple of `ENTRY_LEN`).
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        if !chunk.len().is_multiple_of(ENTRY_LEN) || self.fed + chunk.len() / ENTRY_LEN > self.count {
+            self.bad = true;
+            return;
+        }
+        while !chunk.is_empty() {
+            if self.starts.last() == Some(&self.fed) {
+                self.starts.pop();
+                self.prev = -1;
+            }
+            // Entries up to the next block's start: one u64 each, no early exit, so the loop stays
+            // branch-free (this is the hot loop of a snapshot load).
+            let run = self.starts.last().map_or(usize::MAX, |&s| s - self.fed).min(chunk.len() / ENTRY_LEN);
+            let (now, rest) = chunk.split_at(run * ENTRY_LEN);
+            let (mut prev, mut bad) = (self.prev, false);
+            for e in now.chunks_exact(ENTRY_LEN) {
+                let v = be_u64(e);
+                let suffix = (v >> 48) as i64;
+                bad |= (suffix <= prev) | (v & MAX_POS == MAX_POS);
+                prev = suffix;
+            }
+            (self.prev, self.bad) = (prev, self.bad | bad);
+            self.fed += run;
+            chunk = rest;
+        }
+    }
+
+    /// `Some` if every entry was fed and all were good.
+    pub fn finish(self) -> Option<()> {
+        (!self.bad && self.fed == self.count && self.starts.is_empty()).then_some(())
     }
 }
 
