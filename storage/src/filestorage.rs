@@ -289,12 +289,14 @@ impl FileStorage {
         if self.read_only {
             return Ok(());
         }
-        // Encoding under the read lock costs one copy of the index (no clone and then a copy).
-        let bytes = {
+        // Written under the read lock straight from the index (no copy of it; commits wait only
+        // to publish, for the time of a write into the page cache); the fsync comes after.
+        let mut w = index::begin_save(&self.path)?;
+        {
             let s = self.shared();
-            index::encode(s.end, s.last_tid, &s.index)
-        };
-        index::save_encoded(&self.path, &bytes)
+            index::write_into(&mut w, s.end, s.last_tid, &s.index)?;
+        }
+        w.commit()
     }
 
     /// Flushes pending commits and saves the index snapshot. Dropping without `close` is crash-safe

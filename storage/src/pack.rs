@@ -122,6 +122,9 @@ impl FileStorage {
             copy_rest(&file, gcs.packpos, snap_end, &mut out)?;
             Ok(true)
         })();
+        // The reachability maps are as large as the index; free them before the swap and the
+        // snapshot write, which are the pack's peak.
+        drop(gcs);
         match copied {
             Ok(true) => {}
             other => {

@@ -10,7 +10,7 @@ mod snapshot;
 pub use compact::{CompactIndex, MAX_POS};
 #[cfg(test)]
 pub use snapshot::snapshot_path;
-pub use snapshot::{Snapshot, encode, load, remove, remove_if_exists, save_encoded};
+pub use snapshot::{Snapshot, begin_save, load, remove, remove_if_exists, write_into};
 
 /// oid → position of the current record.
 pub type Index = CompactIndex;
