@@ -8,6 +8,7 @@ SCALE_JSON has one line per measurement: {"side": "rs"|"py", "what": ..., "resul
 """
 
 import argparse
+import datetime
 import json
 import os
 
@@ -65,6 +66,9 @@ def render(rows_in, data_file, command, git, json_path):
     first = got.get(("py", "first-open-rw"))
     failed = [f"{s} {w}: {r['failed']}" for (s, w), r in got.items() if "failed" in r]
     m = machine()
+    # The run's date is when its results were written, not when they are rendered.
+    m["date"] = datetime.datetime.fromtimestamp(os.path.getmtime(json_path), datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M UTC")
     size = os.path.getsize(data_file) / 2**30 if os.path.exists(data_file) else None
     lines = [
         f"Run of {m['date']}.",
@@ -93,6 +97,13 @@ def render(rows_in, data_file, command, git, json_path):
         "- **Pack**: on a copy of the file with that side's own index, to the last transaction, without "
         "garbage collection (`pack_gc=False` for Python: the generated records are not pickles), so it "
         "drops the superseded revisions and copies the rest.",
+    ]
+    lines += [
+        "- **Scope**: the storage engines in-process (the `zeo-storage` crate and ZODB's FileStorage). "
+        "zeo-server and runzeo open, index, load and pack through exactly these; a server adds its "
+        "network path to each load, which `bench/server.sh` measures.",
+        "- **Noise**: one run on a shared 2-core VM (load average around 6 during it); timings move by "
+        "up to ±50% between runs, memory figures by under 1%.",
     ]
     if failed:
         lines.append("- **Failed or timed out**: " + "; ".join(failed))
