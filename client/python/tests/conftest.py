@@ -37,9 +37,10 @@ def server(tmp_path):
     srv.stop()
 
 
-def worker(python, *args, **kw):
-    """The kit worker as a subprocess of the venv under test, the kit on its path."""
-    env = dict(os.environ, PYTHONPATH=KIT_SRC)
+def worker(python, *args, kit_path=KIT_SRC, **kw):
+    """The kit worker as a subprocess of the venv under test, the kit on its path (the sources,
+    or where a wheel was installed)."""
+    env = dict(os.environ, PYTHONPATH=kit_path)
     return subprocess.Popen([python, WORKER, *args], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, **kw)

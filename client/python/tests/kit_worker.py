@@ -34,7 +34,8 @@ def zconfig(addr, how):
     if how == "zconfig-section":
         return ("%import zeors_client_kit\n<zodb>\n<zeors-client-kit>\n keepalive-idle 4s\n"
                 " keepalive-interval 3s\n keepalive-count 2\n user-timeout 7s\n"
-                f" read-only-retry 0.25\n{server}\n</zeors-client-kit>\n</zodb>\n")
+                f" read-only-retry 0.25\n ha-address {addr}\n ha-address 192.0.2.1:8100\n{server}\n"
+                "</zeors-client-kit>\n</zodb>\n")
     return f"<zodb>\n{server}\n</zodb>\n"
 
 

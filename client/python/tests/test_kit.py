@@ -3,10 +3,13 @@ options are on the client's socket (getsockopt in the client process), the read-
 takes effect against a read-only server, ZConfig's %import loads it, and nothing changes
 without it."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from conftest import worker
+from conftest import REPO, worker
 
 TIMEOUT = 180  # seconds per worker: generous for a loaded machine
 
@@ -15,8 +18,8 @@ def addr(server):
     return f"{server.addr[0]}:{server.addr[1]}"
 
 
-def run(python, *args):
-    p = worker(python, *args)
+def run(python, *args, **kw):
+    p = worker(python, *args, **kw)
     out, err = p.communicate(timeout=TIMEOUT)
     assert p.returncode == 0, f"worker failed ({p.returncode}):\n{err[-3000:]}"
     return json.loads(out.strip().splitlines()[-1]), err
@@ -101,3 +104,27 @@ def test_bad_values_are_refused():
         zeors_client_kit.Settings(user_timeout=-1)
     with pytest.raises(ValueError, match="keepalive_count"):
         zeors_client_kit.Settings(keepalive_count=0)
+
+
+def test_ha_addresses_pick_the_clients_that_get_the_short_retry():
+    from zeors_client_kit import Settings
+
+    everyone = Settings()
+    assert everyone.is_ha([("zeo.a", 8100)]) and everyone.is_ha(["/tmp/zeo.sock"])
+    only_a = Settings(ha_addresses=[("zeo.a", "8100")])
+    assert only_a.is_ha([("zeo.b", 8100), ("zeo.a", 8100)])
+    assert not only_a.is_ha([("zeo.b", 8100)])
+    assert not only_a.is_ha(["/tmp/zeo.sock"])
+
+
+def test_the_wheel_installs_and_loads_from_zconfig(server, tmp_path):
+    """scripts/build-python-kit's wheel, installed, carries component.xml: %import works."""
+    build = subprocess.run([os.path.join(REPO, "scripts", "build-python-kit"), str(tmp_path / "dist")],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    [wheel] = (tmp_path / "dist").glob("zeors_client_kit-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                    str(wheel)], check=True, timeout=300)
+    got, _ = run(sys.executable, "sockopts", addr(server), "zconfig", kit_path=str(site))
+    assert got["kit_installed"] is True and got["user_timeout_ms"] == 10000
