@@ -271,8 +271,8 @@ def test_statefulset_selector_pdb_and_app_wiring(r):
     pod_labels = sts["spec"]["template"]["metadata"]["labels"]
     assert selects(sts["spec"]["selector"]["matchLabels"], pod_labels)
     assert sts["spec"]["replicas"] == r.values.get("server", {}).get("replicas", 2)
-    pdb = r.maybe("PodDisruptionBudget")
-    assert pdb is not None and pdb["spec"]["maxUnavailable"] == 1
+    [pdb] = [p for p in r.all("PodDisruptionBudget") if p["metadata"]["labels"]["app.kubernetes.io/component"] == "server"]
+    assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
     app_on = r.values.get("app", {}).get("enabled", True)
     dep = r.maybe("Deployment", "-app")
@@ -292,6 +292,7 @@ def test_statefulset_selector_pdb_and_app_wiring(r):
     primary = r.one("Service", "-primary")
     assert env["ZEO_APP_STORAGE"] == f"{primary['metadata']['name']}.{NAMESPACE}.svc:{primary['spec']['ports'][0]['port']}"
     assert env["ZEO_APP_LISTEN"] == "0.0.0.0:8080"
+    assert env["ZEO_APP_READY_GRACE"] == r.values.get("app", {}).get("readyGrace", "30s")
     hpa = r.maybe("HorizontalPodAutoscaler")
     if r.values.get("app", {}).get("autoscaling", {}).get("enabled", False):
         assert hpa["apiVersion"] == "autoscaling/v2"
@@ -325,6 +326,53 @@ def test_anti_affinity_none_and_override():
     custom = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
         {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}]}}}
     assert Render({"affinity": custom}).sts["spec"]["template"]["spec"]["affinity"] == custom
+
+
+def app_pdb(r: Render) -> dict | None:
+    found = [p for p in r.all("PodDisruptionBudget") if p["metadata"]["labels"]["app.kubernetes.io/component"] == "app"]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize("values,expected", [
+    ({}, None),
+    ({"app": {"replicas": 3}}, 1),
+    ({"app": {"replicas": 3, "pdb": {"maxUnavailable": 2}}}, 2),
+    ({"app": {"replicas": 3, "pdb": {"enabled": False}}}, None),
+    ({"app": {"autoscaling": {"enabled": True, "minReplicas": 2}}}, 1),
+    ({"app": {"replicas": 3, "autoscaling": {"enabled": True, "minReplicas": 1}}}, None),
+    ({"app": {"enabled": False, "replicas": 3}}, None),
+], ids=lambda v: json.dumps(v))
+def test_app_pdb_only_with_more_than_one_replica(values, expected):
+    """A drain keeps app replicas serving; with one replica a budget would only block it."""
+    r = Render(values)
+    pdb = app_pdb(r)
+    if expected is None:
+        assert pdb is None
+        return
+    dep = r.one("Deployment", "-app")
+    assert pdb["spec"] == {"maxUnavailable": expected, "selector": dep["spec"]["selector"]}
+    assert selects(pdb["spec"]["selector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"])
+    assert not selects(pdb["spec"]["selector"]["matchLabels"], r.sts["spec"]["template"]["metadata"]["labels"])
+
+
+def test_app_topology_spread():
+    """By default app pods spread over nodes without refusing to schedule; the labelSelector is
+    filled in with the app pods' labels unless given; an empty list sets none."""
+    def spread(values):
+        return Render(values).one("Deployment", "-app")["spec"]["template"]["spec"].get("topologySpreadConstraints")
+
+    dep = Render({}).one("Deployment", "-app")
+    app_labels = dep["spec"]["template"]["metadata"]["labels"]
+    [c] = spread({})
+    assert {k: c[k] for k in ("maxSkew", "topologyKey", "whenUnsatisfiable")} == {
+        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+    assert c["labelSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert selects(c["labelSelector"]["matchLabels"], app_labels)
+    own = {"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+           "labelSelector": {"matchLabels": {"tier": "web"}}}
+    assert spread({"app": {"topologySpreadConstraints": [own]}}) == [own]
+    assert spread({"app": {"topologySpreadConstraints": []}}) is None
 
 
 # --- RBAC ----------------------------------------------------------------------------------------
@@ -940,6 +988,9 @@ def test_schema_is_draft07_strict_and_documented():
     {"global": {"imageRegistry": "https://registry.example.com"}},
     {"networkPolicy": {"nodeCIDRs": ["10.0.0.1"]}},
     {"server": {"handoverTimeoutSeconds": 0}},
+    {"app": {"readyGrace": "soon"}},
+    {"app": {"pdb": {"maxUnavailable": 0}}},
+    {"app": {"topologySpreadConstraints": [{"maxSkew": 1}]}},
 ], ids=lambda v: json.dumps(v))
 def test_schema_rejects_bad_values(bad):
     with pytest.raises(helm.HelmValuesError):

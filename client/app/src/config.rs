@@ -52,6 +52,12 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ZEO_APP_MAX_BODY", default_value_t = 256 * 1024)]
     pub max_body: usize,
+    /// While the storage is unreachable (or read-only) for less than this, `/readyz` stays 200
+    /// and requests needing the storage get 503 with `Retry-After: 1`; past it `/readyz` fails.
+    /// It rides out a failover without taking every replica out of the Service; 0s: not ready
+    /// at once.
+    #[arg(long, env = "ZEO_APP_READY_GRACE", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub ready_grace: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "ZEO_APP_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "5s")]
     pub shutdown_grace: Duration,

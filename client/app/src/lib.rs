@@ -10,6 +10,7 @@
 //! - [`db`]: the storage handle and the freshness rule; [`layout`]: where the objects live.
 //! - [`wiki`], [`counters`], [`kv`]: the application's operations, as storage transactions;
 //!   [`names`]: what names and keys may be; [`json`]: JSON <-> stored values.
+//! - [`readiness`]: `/readyz` and its `--ready-grace`.
 //! - [`http`]: routes, error answers (503 + `Retry-After` when the storage cannot serve),
 //!   request bounds; [`metrics`]: Prometheus.
 
@@ -22,6 +23,7 @@ pub mod kv;
 pub mod layout;
 pub mod metrics;
 pub mod names;
+pub mod readiness;
 pub mod telemetry;
 pub mod wiki;
 
@@ -62,7 +64,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let tasks = TaskTracker::new();
     tasks.spawn(find_layout(db.clone(), shutdown.child_token()));
+    let readiness = Arc::new(readiness::Readiness::new(config.ready_grace));
+    tasks.spawn(http::watch_readiness(db.clone(), readiness.clone(), shutdown.child_token()));
     let state = AppState {
+        readiness,
         db,
         metrics: Arc::new(Metrics::new(client.clone())),
         request_timeout: config.request_timeout,

@@ -184,8 +184,14 @@ async fn storage_outage_is_503_then_recovers() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut server = Server::start(dir.path()).await;
         let http = Http::new();
-        let app =
-            App::start(exe(), dir.path(), &server.addr, &["--storage-timeout", "1s", "--request-timeout", "3s"]).await;
+        // --ready-grace 0s: not ready as soon as the storage is gone (the grace has its own test).
+        let app = App::start(
+            exe(),
+            dir.path(),
+            &server.addr,
+            &["--storage-timeout", "1s", "--request-timeout", "3s", "--ready-grace", "0s"],
+        )
+        .await;
         ready(&http, &app).await;
         let url = &app.url;
         assert_eq!(http.json("PUT", &format!("{url}/api/kv/k"), &json!(1)).await.status, 201);
@@ -211,6 +217,52 @@ async fn storage_outage_is_503_then_recovers() {
         ready(&http, &app).await;
         assert_eq!(http.get(&format!("{url}/api/kv/k")).await.json(), json!(1));
         assert_eq!(http.json("PUT", &format!("{url}/api/kv/k"), &json!(2)).await.status, 200);
+    })
+    .await;
+}
+
+/// `--ready-grace`: with the storage gone, a replica within its grace stays ready (200, saying
+/// so) while its storage requests get 503 + `Retry-After: 1`; one past its grace is not ready;
+/// both are ready again once the storage returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_grace_keeps_a_replica_ready_through_an_outage() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = Server::start(dir.path()).await;
+        let http = Http::new();
+        let flags = |grace| ["--storage-timeout", "1s", "--request-timeout", "3s", "--ready-grace", grace];
+        let long = App::start(exe(), dir.path(), &server.addr, &flags("1h")).await;
+        let short = App::start(exe(), dir.path(), &server.addr, &flags("2s")).await;
+        ready(&http, &long).await;
+        ready(&http, &short).await;
+
+        server.kill();
+        let long_readyz = format!("{}/readyz", long.url);
+        let r = wait_for("the long-grace replica sees the outage", Duration::from_secs(30), || async {
+            let r = http.get(&long_readyz).await;
+            r.body.contains("within the grace").then_some(r)
+        })
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let kv = http.get(&format!("{}/api/kv/k", long.url)).await;
+        assert_eq!((kv.status, kv.retry_after.as_deref()), (503, Some("1")), "{}", kv.body);
+        let short_readyz = format!("{}/readyz", short.url);
+        let r = wait_for("the short-grace replica not ready", Duration::from_secs(30), || async {
+            let r = http.get(&short_readyz).await;
+            (r.status == 503).then_some(r)
+        })
+        .await;
+        assert!(r.body.contains("not ready: not connected"), "{}", r.body);
+        assert_eq!(http.get(&long_readyz).await.status, 200);
+
+        server.restart().await;
+        for app in [&long, &short] {
+            let url = format!("{}/readyz", app.url);
+            wait_for("ready again", Duration::from_secs(30), || async {
+                (http.get(&url).await.body == "ready\n").then_some(())
+            })
+            .await;
+        }
     })
     .await;
 }

@@ -23,9 +23,11 @@ use axum::routing::{get, post};
 use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
+pub use ops::watch_readiness;
 
 use crate::db::{Db, StoreError};
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -38,6 +40,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Tracks the storage tasks, so that shutdown can wait for the ones still running.
     pub tasks: TaskTracker,
+    /// `/readyz` and its grace while the storage is briefly unreachable.
+    pub readiness: Arc<Readiness>,
 }
 
 impl AppState {
