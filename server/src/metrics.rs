@@ -98,6 +98,10 @@ pub struct Metrics {
     pub repl_applied_transactions: Family<StorageLabel, Counter>,
     pub repl_standby_applied_lag_transactions: Family<StorageLabel, Gauge>,
     pub repl_sync_degraded: Counter,
+    /// Replication peers refused on the link (issue 13), by reason: `tls` (handshake failed: no
+    /// certificate, another CA, timeout), `identity` (no listed identity), `frame` (oversized
+    /// frame before the handshake completed), `ack` (an acknowledgement of a tid never sent).
+    pub repl_link_refused: Family<ReasonLabel, Counter>,
     pub repl_commits_waiting: Family<StorageLabel, Gauge>,
     pub write_lease_remaining_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub write_lease_expiries: Counter,
@@ -108,6 +112,12 @@ pub struct Metrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabel {
     pub role: &'static str,
+}
+
+/// Why a replication peer was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 /// A standby of a storage, as the primary sees it.
@@ -178,6 +188,7 @@ impl Metrics {
             repl_applied_transactions: Family::default(),
             repl_standby_applied_lag_transactions: Family::default(),
             repl_sync_degraded: Counter::default(),
+            repl_link_refused: Family::default(),
             repl_commits_waiting: Family::default(),
             write_lease_remaining_seconds: Gauge::default(),
             write_lease_expiries: Counter::default(),
@@ -243,6 +254,11 @@ impl Metrics {
             "replication_sync_degraded",
             "Times sync replication degraded to async after the timeout",
             m.repl_sync_degraded.clone(),
+        );
+        r.register(
+            "replication_link_refused",
+            "Replication peers refused or disconnected for breaking the link's rules, by reason",
+            m.repl_link_refused.clone(),
         );
         r.register(
             "replication_commits_waiting",
