@@ -10,6 +10,27 @@ use zeo_client::{Client, ClientOptions};
 
 pub const TOKEN: &str = "replication-test-token-0123456789";
 
+/// The identities on the test link: every node is named one of these, and accepts the others.
+pub const PEERS: &[&str] = &["a", "b"];
+
+/// The test process's link CA (one for all the nodes a test starts), in a directory kept until the
+/// process exits.
+pub fn pki() -> &'static zeo_testkit::certs::LinkPki {
+    static PKI: std::sync::OnceLock<(tempfile::TempDir, zeo_testkit::certs::LinkPki)> = std::sync::OnceLock::new();
+    &PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = zeo_testkit::certs::LinkPki::new(dir.path(), "replication tests");
+        (dir, pki)
+    })
+    .1
+}
+
+/// The link flags of node `name`: mutual TLS with the test CA, unless its own arguments ask for
+/// `--replication-insecure`.
+pub fn link_args(name: &str, args: &[String]) -> Vec<String> {
+    if args.iter().any(|a| a == "--replication-insecure") { Vec::new() } else { pki().server_args(name, PEERS) }
+}
+
 /// One server process and the addresses it listens on.
 pub struct Node {
     pub name: String,
@@ -52,6 +73,7 @@ impl Node {
             .arg("--admin-token-file")
             .arg(self.dir.join("token"))
             .args(["--standby-name", &self.name])
+            .args(link_args(&self.name, &self.args))
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -310,9 +310,12 @@ async fn a_lower_epoch_is_refused_and_the_stale_primary_fences_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_sync_blocks_while_the_standby_is_stopped() {
+    // The one test on a plain-TCP link (--replication-insecure): the lab mode keeps working, and
+    // the server says at every start what it exposes.
     let d = tmp();
-    let a = Node::start(&d.path().join("a"), "a", &["--sync-standbys", "1"]);
-    let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
+    let a = Node::start(&d.path().join("a"), "a", &["--sync-standbys", "1", "--replication-insecure"]);
+    let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl, "--replication-insecure"]);
+    assert!(a.log().contains("replication link is plain TCP"), "{}", a.log());
     let ca = client(&a.zeo, false).await;
     commit_new(&ca, b"warm").await.unwrap();
     b.wait_status("in sync", |s| s["in_sync"] == true).await;
