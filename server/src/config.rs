@@ -619,7 +619,8 @@ impl Config {
             self.sync_standbys,
             opt(self.sync_timeout.map(|t| humantime::format_duration(t).to_string())),
             match (&self.replication_tls, self.replication_insecure) {
-                (Some(t), _) => format!("tls(cert={} ca={} peers={})", t.cert.display(), t.ca.display(), t.peers.join(",")),
+                (Some(t), _) =>
+                    format!("tls(cert={} ca={} peers={})", t.cert.display(), t.ca.display(), t.peers.join(",")),
                 (None, true) => "insecure".to_owned(),
                 (None, false) => "off".to_owned(),
             },

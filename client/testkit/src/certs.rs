@@ -52,13 +52,17 @@ impl LinkPki {
     /// # Panics
     /// When the certificate cannot be made or written.
     pub fn member_with(&self, identity: &str, extra_sans: &[&str]) -> MemberCert {
-        let sans: Vec<String> = std::iter::once(identity).chain(extra_sans.iter().copied()).map(str::to_owned).collect();
+        let sans: Vec<String> =
+            std::iter::once(identity).chain(extra_sans.iter().copied()).map(str::to_owned).collect();
         let mut params = CertificateParams::new(sans).unwrap();
         params.distinguished_name.push(DnType::CommonName, identity);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
-        let files = MemberCert { cert: self.dir.join(format!("{identity}.pem")), key: self.dir.join(format!("{identity}-key.pem")) };
+        let files = MemberCert {
+            cert: self.dir.join(format!("{identity}.pem")),
+            key: self.dir.join(format!("{identity}-key.pem")),
+        };
         std::fs::write(&files.cert, cert.pem()).unwrap();
         std::fs::write(&files.key, key.serialize_pem()).unwrap();
         files

@@ -17,8 +17,8 @@ use zeo_server::admin::{self, AdminSource};
 use zeo_server::config::Config;
 use zeo_server::metrics::Metrics;
 use zeo_server::replication::{self, LinkSecurity, Replication, ReplicationOptions};
-use zeo_server::tls::link::LinkTls;
 use zeo_server::storage::{ConflictResolution, FileStorage, OpenOptions};
+use zeo_server::tls::link::LinkTls;
 use zeo_server::zeo::{self, BlobDir, Server, ServerOptions, StorageHost};
 
 /// Set by zeo-supervisor in exec mode to its pid: the server gets SIGTERM (and drains) when that
@@ -62,7 +62,9 @@ fn main() -> std::process::ExitCode {
         None => LinkSecurity::Insecure,
     };
     if config.replication_insecure && (config.replication_listen.is_some() || config.standby_of.is_some()) {
-        tracing::warn!("replication link is plain TCP: anyone who reaches it can read the database (--replication-insecure)");
+        tracing::warn!(
+            "replication link is plain TCP: anyone who reaches it can read the database (--replication-insecure)"
+        );
     }
     if let Err(e) = exit_with_parent() {
         eprintln!("zeo-server: {e}");

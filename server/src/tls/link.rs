@@ -85,7 +85,11 @@ impl LinkTls {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(chain.clone(), key.clone_key())?;
-        let server_verifier = Arc::new(PeerServerVerifier { roots, algs: provider.signature_verification_algorithms, peers: peers.clone() });
+        let server_verifier = Arc::new(PeerServerVerifier {
+            roots,
+            algs: provider.signature_verification_algorithms,
+            peers: peers.clone(),
+        });
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(TlsError::ClientConfig)?
@@ -171,7 +175,13 @@ impl ServerCertVerifier for PeerServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, self.algs.all)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algs.all,
+        )?;
         let id = PeerIdentity::from_der(end_entity).unwrap_or_default();
         if listed_in(&self.peers, &id).is_none() {
             return Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
