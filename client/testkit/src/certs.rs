@@ -21,6 +21,9 @@ pub struct MemberCert {
 pub struct LinkPki {
     dir: PathBuf,
     ca: CertifiedIssuer<'static, KeyPair>,
+    /// Numbers the member files: every call makes new ones, so tests running in parallel never
+    /// read a certificate while another rewrites it.
+    made: std::sync::atomic::AtomicU64,
 }
 
 impl LinkPki {
@@ -37,7 +40,7 @@ impl LinkPki {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
         let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        LinkPki { dir: dir.to_path_buf(), ca }
+        LinkPki { dir: dir.to_path_buf(), ca, made: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// The CA certificate file (`--replication-tls-ca`).
@@ -46,8 +49,8 @@ impl LinkPki {
     }
 
     /// A member certificate with CN = `identity` and DNS SANs `identity` then `extra_sans`, usable
-    /// on both ends of the link (server and client auth). Written to `dir/IDENTITY.pem` and
-    /// `dir/IDENTITY-key.pem`.
+    /// on both ends of the link (server and client auth). Written to new files
+    /// `dir/IDENTITY-N.pem` and `dir/IDENTITY-N-key.pem`.
     ///
     /// # Panics
     /// When the certificate cannot be made or written.

@@ -2,6 +2,7 @@
 //! of either side (sync: nothing acknowledged is lost; async: the loss is measured), divergence
 //! and rewind, epochs, and a stopped standby in strict and degrade modes.
 
+mod attacks;
 mod harness;
 
 use std::sync::Arc;
