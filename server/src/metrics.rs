@@ -98,9 +98,10 @@ pub struct Metrics {
     pub repl_applied_transactions: Family<StorageLabel, Counter>,
     pub repl_standby_applied_lag_transactions: Family<StorageLabel, Gauge>,
     pub repl_sync_degraded: Counter,
-    /// Replication peers refused on the link (issue 13), by reason: `tls` (handshake failed: no
-    /// certificate, another CA, timeout), `identity` (no listed identity), `frame` (oversized
-    /// frame before the handshake completed), `ack` (an acknowledgement of a tid never sent).
+    /// The replication link's rule breaks (issue 13), by reason: on a primary, authenticated
+    /// sessions closed for an oversized frame (`frame`) or an ack of a tid never sent (`ack`); on a
+    /// standby, primaries refused (`tls`, `identity`, `auth_timeout`). Refusals at the primary's
+    /// listener are in `listener_refusals` (`listener="replication"`).
     pub repl_link_refused: Family<ReasonLabel, Counter>,
     pub repl_commits_waiting: Family<StorageLabel, Gauge>,
     pub write_lease_remaining_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -257,7 +258,7 @@ impl Metrics {
         );
         r.register(
             "replication_link_refused",
-            "Replication peers refused or disconnected for breaking the link's rules, by reason",
+            "Replication sessions closed for breaking the link's rules, and primaries a standby refused, by reason",
             m.repl_link_refused.clone(),
         );
         r.register(

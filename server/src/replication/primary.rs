@@ -30,6 +30,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Status (and liveness) messages to a standby at least this often.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 
+/// Connections the replication listener holds at once (members are few; a flood of strangers
+/// must not take the process's descriptors). Over it, a connection is closed at accept.
+pub const MAX_LINK_CONNECTIONS: usize = 64;
+
 /// Numbers the sessions, so an acknowledgement only counts for the session that received the
 /// transactions (never for a newer or older connection under the same name).
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
@@ -213,8 +217,16 @@ impl Replication {
 /// Accepts standbys until `shutdown`.
 pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutdown: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "replication listening");
+        tracing::info!(%addr, tls = matches!(repl.opts.link, LinkSecurity::Tls(_)), "replication listening");
     }
+    // No allow-list here: mutual TLS decides who gets in; the gate bounds the connections and
+    // rate-limits the refusal log.
+    let gate = Arc::new(zeo_listen::Gate::new(
+        "replication",
+        zeo_listen::AllowList::default(),
+        MAX_LINK_CONNECTIONS,
+        &repl.metrics.listener_refusals,
+    ));
     loop {
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -227,12 +239,13 @@ pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutd
             },
             _ = shutdown.cancelled() => return,
         };
+        let Ok(admission) = gate.admit(peer) else { continue };
         let _ = stream.set_nodelay(true);
-        let repl = repl.clone();
-        let shutdown = shutdown.clone();
+        let (repl, shutdown, gate) = (repl.clone(), shutdown.clone(), gate.clone());
         tokio::spawn(async move {
+            let _admission = admission;
             tokio::select! {
-                r = authenticate_then_serve(repl, stream, peer) => match r {
+                r = authenticate_then_serve(repl, &gate, stream, peer) => match r {
                     Ok(()) => tracing::info!(%peer, "replication session ended"),
                     Err(e) => tracing::warn!(%peer, error = %e, "replication session ended"),
                 },
@@ -246,6 +259,7 @@ pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutd
 /// Nothing the peer sends is read as a frame before it is authenticated: no snapshot, no epoch.
 async fn authenticate_then_serve(
     repl: Arc<Replication>,
+    gate: &zeo_listen::Gate,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) -> Result<(), LinkError> {
@@ -256,9 +270,9 @@ async fn authenticate_then_serve(
                 session(repl, stream, peer, Some(identity)).await
             }
             Err(e) => {
-                repl.count_refusal(e.reason());
-                tracing::warn!(%peer, error = %e, "replication peer refused: nothing was sent to it");
-                Err(e.into())
+                // Counted, and logged at most once a second per reason: a flood writes a few lines.
+                gate.refuse(peer, e.reason(), &format_args!("replication peer refused, nothing sent: {e}"));
+                Ok(())
             }
         },
         LinkSecurity::Insecure => session(repl, stream, peer, None).await,
@@ -266,7 +280,8 @@ async fn authenticate_then_serve(
 }
 
 impl Replication {
-    /// Counts a peer refused (or a session closed) for breaking the link's rules.
+    /// Counts an authenticated session closed for breaking the link's rules (`frame`, `ack`), or
+    /// a primary this standby refused (`tls`, `identity`, `auth_timeout`).
     pub(super) fn count_refusal(&self, reason: &'static str) {
         self.metrics.repl_link_refused.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
     }

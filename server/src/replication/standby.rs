@@ -104,7 +104,7 @@ async fn follow_once(
     match &repl.opts.link {
         super::LinkSecurity::Tls(tls) => {
             let (stream, identity) = tls.connect(stream).await.inspect_err(|e| {
-                repl.count_refusal(e.reason());
+                repl.count_refusal(e.reason().label());
                 tracing::warn!(storage = %s.name, %primary, error = %e, "the primary was not authenticated: not following it");
             })?;
             tracing::debug!(storage = %s.name, %primary, %identity, "primary authenticated");

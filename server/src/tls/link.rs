@@ -44,11 +44,13 @@ pub enum LinkAuthError {
 }
 
 impl LinkAuthError {
-    /// The `reason` label of `replication_link_refused`.
-    pub fn reason(&self) -> &'static str {
+    /// The refusal reason (`zeo_listener_refused_total{listener="replication"}` on the primary,
+    /// `zeo_replication_link_refused_total` on a standby).
+    pub fn reason(&self) -> zeo_listen::Reason {
         match self {
-            LinkAuthError::Tls(_) => "tls",
-            LinkAuthError::NotAPeer(_) => "identity",
+            LinkAuthError::Tls(TlsError::HandshakeTimeout(_)) => zeo_listen::Reason::AuthTimeout,
+            LinkAuthError::Tls(_) => zeo_listen::Reason::Tls,
+            LinkAuthError::NotAPeer(_) => zeo_listen::Reason::Identity,
         }
     }
 }
@@ -211,5 +213,31 @@ impl ServerCertVerifier for PeerServerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(cn: Option<&str>, dns: &[&str]) -> PeerIdentity {
+        PeerIdentity { common_name: cn.map(str::to_owned), dns_names: dns.iter().map(|d| (*d).to_owned()).collect() }
+    }
+
+    #[test]
+    fn an_identity_is_the_cn_or_any_dns_san_that_is_listed() {
+        let peers = vec!["a".to_owned(), "sup-b".to_owned()];
+        assert_eq!(listed_in(&peers, &id(Some("a"), &[])).as_deref(), Some("a"), "CN only");
+        assert_eq!(listed_in(&peers, &id(Some("b"), &["b", "SUP-B"])).as_deref(), Some("sup-b"), "a later SAN, any case");
+        assert_eq!(listed_in(&peers, &id(Some("mallory"), &["mallory.example"])), None);
+        assert_eq!(listed_in(&peers, &id(Some("A"), &[])), None, "the CN is compared exactly");
+        assert_eq!(listed_in(&peers, &PeerIdentity::default()), None, "no names, no identity");
+    }
+
+    #[test]
+    fn refusals_are_counted_by_reason() {
+        let timeout = LinkAuthError::Tls(TlsError::HandshakeTimeout(std::time::Duration::from_secs(10)));
+        assert_eq!(timeout.reason(), zeo_listen::Reason::AuthTimeout);
+        assert_eq!(LinkAuthError::NotAPeer(PeerIdentity::default()).reason(), zeo_listen::Reason::Identity);
     }
 }

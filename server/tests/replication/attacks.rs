@@ -66,7 +66,13 @@ fn dialer(cert: &zeo_testkit::certs::MemberCert) -> LinkTls {
     LinkTls::load(&files).unwrap()
 }
 
+/// The primary's listener refusals (before authentication): counted per reason, log rate-limited.
 fn refused(reason: &str) -> String {
+    format!("zeo_listener_refused_total{{listener=\"replication\",reason=\"{reason}\"}}")
+}
+
+/// The link's rule breaks: authenticated sessions closed (`frame`, `ack`), primaries a standby refused.
+fn broke(reason: &str) -> String {
     format!("zeo_replication_link_refused_total{{reason=\"{reason}\"}}")
 }
 
@@ -195,7 +201,7 @@ async fn a_future_ack_closes_the_session_and_the_strict_gate_stays_shut() {
     assert!(a.log().contains("known by its certificate identity"), "{}", a.log());
     s.write_all(&wire::encode(&Msg::Ack { tid: [0xff; 8] }, 0)).await.unwrap();
     drain(&mut s).await;
-    wait_for("the bad ack counted", || async { a.metric(&refused("ack")).await >= 1.0 }).await;
+    wait_for("the bad ack counted", || async { a.metric(&broke("ack")).await >= 1.0 }).await;
     assert!(a.log().contains("never sent"), "{}", a.log());
     a.wait_status("b disconnected", |s| s["replication"]["standbys"][0]["connected"] == false).await;
     // A commit now waits for a standby: the fake ack opened nothing.
@@ -264,7 +270,7 @@ async fn oversized_frames_are_closed_before_and_after_authentication() {
     s.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
     let _ = s.write_all(&vec![0u8; 1 << 20]).await;
     assert_eq!(drain(&mut s).await, b"");
-    wait_for("the oversized frame counted", || async { a.metric(&refused("frame")).await >= 1.0 }).await;
+    wait_for("the oversized frame counted", || async { a.metric(&broke("frame")).await >= 1.0 }).await;
     assert_eq!(fingerprint(&a).await, before);
     still_serving(&a).await;
 }
@@ -293,7 +299,7 @@ async fn a_rogue_primary_with_its_own_ca_is_refused_by_the_standby() {
     b.wait_status("the rogue refused", |s| s["last_error"].as_str().is_some_and(|e| e.contains("not authenticated")))
         .await;
     assert!(b.log().contains("the primary was not authenticated"), "{}", b.log());
-    assert!(b.metric(&refused("tls")).await >= 1.0);
+    assert!(b.metric(&broke("tls")).await >= 1.0);
     let after = fingerprint(&b).await;
     assert_eq!((after.1, &after.2), (before.1, &before.2), "the standby keeps its epoch and data");
     let side_files = std::fs::read_dir(&b.dir)
