@@ -241,7 +241,9 @@ async fn main() {
             p50s.insert((writers, mode, tls), p50);
             let link = link_name(mode, tls);
             table += &format!("| {writers} | {mode} | {link} | {rate:.0} | {p50:.3} | {p99:.3} |\n");
-            let key = if mode == "none" { format!("throughput_{mode}_{writers}") } else {
+            let key = if mode == "none" {
+                format!("throughput_{mode}_{writers}")
+            } else {
                 format!("throughput_{mode}_{}_{writers}", if tls { "tls" } else { "tcp" })
             };
             json.insert(key, serde_json::json!({"commits_per_s": rate, "p50_ms": p50, "p99_ms": p99}));

@@ -62,9 +62,10 @@ impl LinkPki {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
+        let n = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let files = MemberCert {
-            cert: self.dir.join(format!("{identity}.pem")),
-            key: self.dir.join(format!("{identity}-key.pem")),
+            cert: self.dir.join(format!("{identity}-{n}.pem")),
+            key: self.dir.join(format!("{identity}-{n}-key.pem")),
         };
         std::fs::write(&files.cert, cert.pem()).unwrap();
         std::fs::write(&files.key, key.serialize_pem()).unwrap();

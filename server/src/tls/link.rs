@@ -228,7 +228,11 @@ mod tests {
     fn an_identity_is_the_cn_or_any_dns_san_that_is_listed() {
         let peers = vec!["a".to_owned(), "sup-b".to_owned()];
         assert_eq!(listed_in(&peers, &id(Some("a"), &[])).as_deref(), Some("a"), "CN only");
-        assert_eq!(listed_in(&peers, &id(Some("b"), &["b", "SUP-B"])).as_deref(), Some("sup-b"), "a later SAN, any case");
+        assert_eq!(
+            listed_in(&peers, &id(Some("b"), &["b", "SUP-B"])).as_deref(),
+            Some("sup-b"),
+            "a later SAN, any case"
+        );
         assert_eq!(listed_in(&peers, &id(Some("mallory"), &["mallory.example"])), None);
         assert_eq!(listed_in(&peers, &id(Some("A"), &[])), None, "the CN is compared exactly");
         assert_eq!(listed_in(&peers, &PeerIdentity::default()), None, "no names, no identity");
