@@ -25,9 +25,10 @@ out="$repo/bench/out"
 dir="${ZEORS_BENCH_DIR:-$out/tmp}/replication"
 mkdir -p "$out" "$dir"
 cargo build --release -p zeo-server --bin zeo-server --example replication_bench
+target="${CARGO_TARGET_DIR:-$repo/target}"
 suffix="${quick:+-quick}"
 md="$out/replication$suffix.md"
-target/release/examples/replication_bench "${quick[@]}" --server-bin target/release/zeo-server \
+"$target/release/examples/replication_bench" "${quick[@]}" --server-bin "$target/release/zeo-server" \
   --dir "$dir" --out "$md" --json "$out/replication$suffix.json"
 git="$(git rev-parse --short HEAD 2>/dev/null || true)"
 if [[ -n $git && -n "$(git status --porcelain -- server proto client 2>/dev/null)" ]]; then
