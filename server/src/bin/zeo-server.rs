@@ -53,7 +53,14 @@ fn main() -> std::process::ExitCode {
     // The link's certificates are parsed before anything binds: a bad file is a usage error.
     let link = match &config.replication_tls {
         Some(files) => match LinkTls::load(files) {
-            Ok(t) => LinkSecurity::Tls(t),
+            Ok(t) => {
+                // Its primary and the supervisors know this member by its certificate identity.
+                if !t.own_identity().matches(&config.standby_name) {
+                    tracing::warn!(standby_name = %config.standby_name, certificate = %t.own_identity(),
+                        "--standby-name is not this member's certificate identity: its primary reports and marks it by the certificate's");
+                }
+                LinkSecurity::Tls(t)
+            }
             Err(e) => {
                 eprintln!("zeo-server: replication link TLS: {e}");
                 return std::process::ExitCode::from(64);

@@ -245,10 +245,7 @@ pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutd
         tokio::spawn(async move {
             let _admission = admission;
             tokio::select! {
-                r = authenticate_then_serve(repl, &gate, stream, peer) => match r {
-                    Ok(()) => tracing::info!(%peer, "replication session ended"),
-                    Err(e) => tracing::warn!(%peer, error = %e, "replication session ended"),
-                },
+                () = authenticate_then_serve(repl, &gate, stream, peer) => {}
                 _ = shutdown.cancelled() => {}
             }
         });
@@ -262,20 +259,25 @@ async fn authenticate_then_serve(
     gate: &zeo_listen::Gate,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-) -> Result<(), LinkError> {
-    match &repl.opts.link {
+) {
+    let ended = match &repl.opts.link {
         LinkSecurity::Tls(tls) => match tls.accept(stream).await {
             Ok((stream, identity)) => {
                 tracing::info!(%peer, %identity, "replication peer authenticated");
                 session(repl, stream, peer, Some(identity)).await
             }
             Err(e) => {
-                // Counted, and logged at most once a second per reason: a flood writes a few lines.
+                // Counted, and logged at most once a second per reason (no other line): a flood
+                // of strangers writes a few lines.
                 gate.refuse(peer, e.reason(), &format_args!("replication peer refused, nothing sent: {e}"));
-                Ok(())
+                return;
             }
         },
         LinkSecurity::Insecure => session(repl, stream, peer, None).await,
+    };
+    match ended {
+        Ok(()) => tracing::info!(%peer, "replication session ended"),
+        Err(e) => tracing::warn!(%peer, error = %e, "replication session ended"),
     }
 }
 

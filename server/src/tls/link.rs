@@ -61,6 +61,8 @@ pub struct LinkTls {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
     peers: Arc<Vec<String>>,
+    /// The names this member's own certificate carries (the identity its peers know it by).
+    own: PeerIdentity,
 }
 
 impl std::fmt::Debug for LinkTls {
@@ -80,6 +82,7 @@ impl LinkTls {
         let (chain, key) = own_identity(&end)?;
         let roots = peer_roots(&end)?;
         let peers = Arc::new(files.peers.clone());
+        let own = chain.first().and_then(|leaf| PeerIdentity::from_der(leaf)).unwrap_or_default();
         let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|source| TlsError::Verifier { what: LINK_SETTINGS.ca, source })?;
@@ -103,7 +106,13 @@ impl LinkTls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),
             peers,
+            own,
         })
+    }
+
+    /// The names in this member's own certificate.
+    pub fn own_identity(&self) -> &PeerIdentity {
+        &self.own
     }
 
     /// The identities allowed on the link.

@@ -126,6 +126,8 @@ async fn a_pre_auth_epoch_hello_changes_nothing_even_after_a_restart() {
         drain(&mut s).await;
     }
     wait_for("the refusals counted", || async { a.metric(&refused("tls")).await >= 3.0 }).await;
+    // A refusal writes only the listener's rate-limited line, never a per-connection one.
+    assert!(!a.log().contains("replication session ended"), "{}", a.log());
     let s = a.status().await;
     assert_eq!((s["role"].as_str().unwrap(), s["epoch"].as_u64().unwrap()), (role.as_str(), epoch), "{s}");
     assert!(!a.log().contains("demoting"), "{}", a.log());
