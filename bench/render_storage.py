@@ -118,6 +118,11 @@ def render(py, rs, command, git, json_paths):
         op, orr = g(p, "open", key), g(r, "open", key)
         row(f"open {fmt(g(r, 'open', 'file_mb') or g(p, 'open', 'file_mb'))} MB, {label} (ms)",
             op, orr, "lower", "≥ 10×", op / orr >= 10 if op and orr else None, show=ms)
+    for key, label in (("rss_with_index", "with index"), ("rss_without_index", "without index")):
+        bp = (g(p, "open", key) or {}).get("rss_bytes_per_object")
+        br = (g(r, "open", key) or {}).get("rss_bytes_per_object")
+        row(f"RSS growth per object, open {label} (bytes; fresh process)", bp, br, "lower",
+            "≤ fsIndex's" if key == "rss_with_index" else "—", br <= bp if bp and br and key == "rss_with_index" else None)
     row("raw append 300 B + fsync (Python `os.fsync`, Rust `File::sync_all`) (ops/s)", g(p, "fsync", "ops_per_s"),
         (r.get("fsync") or {}).get("fsync", {}).get("ops_per_s"), "higher")
     row("raw append 300 B + fdatasync (`File::sync_data`, what the engine uses) (ops/s)", None, g(r, "fsync", "ops_per_s"), "higher")

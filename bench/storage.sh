@@ -49,7 +49,7 @@ echo "storage.sh: Python side" >&2
 open_file="$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["results"]["open"]["file"])' "$py_json")"
 
 echo "storage.sh: zeo-rs side" >&2
-target/release/examples/storage_bench "${quick[@]}" --dir "$dir" --open-file "$open_file" > "$rs_json"
+"${CARGO_TARGET_DIR:-target}/release/examples/storage_bench" "${quick[@]}" --dir "$dir" --open-file "$open_file" > "$rs_json"
 
 git="$(git rev-parse --short HEAD 2>/dev/null || true)"
 if [[ -n $git && -n "$(git status --porcelain -- server proto 2>/dev/null)" ]]; then

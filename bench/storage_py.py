@@ -227,12 +227,47 @@ def bench_open(a, rng):
         link = os.path.join(d, "Data.fs")
         os.symlink(os.path.abspath(path), link)
         without = [timed_open(link) for _ in range(a.open_reps)]
+        rss_without = rss_of_open(link)
+    rss_with = rss_of_open(path)
     return {"file": path, "file_mb": os.path.getsize(path) / 2**20,
             "index_mb": os.path.getsize(path + ".index") / 2**20,
             "objects": with_idx[0][1], "built_now": built, "build_s": build_s if built else None,
             "with_index_s": statistics.median(t for t, _ in with_idx),
             "without_index_s": statistics.median(t for t, _ in without),
-            "reps": a.open_reps, "page_cache": "warm"}
+            "reps": a.open_reps, "page_cache": "warm",
+            "rss_with_index": rss_with, "rss_without_index": rss_without}
+
+
+def status_kb(field):
+    """A field of /proc/self/status in kB (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_open(path):
+    """Child side of rss_of_open: RSS before and after one read-only open."""
+    before = status_kb("VmRSS")
+    t = time.perf_counter()
+    st = FileStorage(path, read_only=True)
+    seconds = time.perf_counter() - t
+    print(json.dumps({"objects": len(st), "seconds": seconds, "rss_before_kb": before,
+                      "rss_after_kb": status_kb("VmRSS"), "hwm_kb": status_kb("VmHWM")}))
+
+
+def rss_of_open(path):
+    """Opens path read-only in a fresh interpreter (ZODB already imported before the baseline);
+    its RSS growth per object is what fsIndex costs."""
+    import subprocess
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--rss-open", path],
+                         check=True, capture_output=True, text=True).stdout
+    v = json.loads(out)
+    n = max(v["objects"], 1)
+    v["rss_bytes_per_object"] = (v["rss_after_kb"] - v["rss_before_kb"]) * 1024 / n
+    v["peak_bytes_per_object"] = (v["hwm_kb"] - v["rss_before_kb"]) * 1024 / n
+    return v
 
 
 def bench_fsync(a, rng):
@@ -278,7 +313,10 @@ def main():
     ap.add_argument("--open-oids", type=int, default=1_000_000)
     ap.add_argument("--open-reps", type=int, default=3)
     ap.add_argument("--fsync-seconds", type=float, default=3.0)
+    ap.add_argument("--rss-open", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.rss_open:
+        return rss_open(a.rss_open)
     if a.quick:
         a.tiny_seconds, a.bulk_reps = 0.5, 3
         a.load_objects, a.load_n = 5000, 10000

@@ -29,6 +29,7 @@
 mod layers;
 mod link;
 mod values;
+mod zeoconf;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -45,6 +46,11 @@ use values::{ByteSize, Setting};
 
 /// Environment variable naming the YAML config file.
 pub const ENV_CONFIG: &str = "ZEO_CONFIG";
+/// Environment variable naming runzeo's ZConfig file (`--zeo-conf`, `-C`).
+pub const ENV_ZEO_CONF: &str = "ZEO_ZEO_CONF";
+pub const ENV_PID_FILE: &str = "ZEO_PID_FILE";
+pub const ENV_LOG_FILE: &str = "ZEO_LOG_FILE";
+pub const ENV_LOG_LEVEL: &str = "ZEO_LOG_LEVEL";
 pub const ENV_LISTEN: &str = "ZEO_LISTEN";
 pub const ENV_PATH: &str = "ZEO_PATH";
 /// Comma-separated `NAME=FILE` pairs.
@@ -160,6 +166,10 @@ pub enum ConfigError {
     /// The settings parse but break a rule; the message names the flag and the rule.
     #[error("{0}")]
     Invalid(String),
+    /// The zeo.conf file (`--zeo-conf`) is malformed or asks for something zeo-server does not do;
+    /// `location` is `FILE:LINE`.
+    #[error("{location}: {message}")]
+    ZeoConf { location: String, message: String },
 }
 
 impl ConfigError {
@@ -185,6 +195,29 @@ impl LogFormat {
         match self {
             LogFormat::Plain => "plain",
             LogFormat::Json => "json",
+        }
+    }
+}
+
+/// The default log level (`--log-level`); `RUST_LOG`, when set, overrides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The name an `EnvFilter` directive takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
         }
     }
 }
@@ -216,6 +249,17 @@ pub struct TlsFiles {
 pub struct Config {
     /// The YAML file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
+    /// The runzeo ZConfig file the settings were read from, if any (`--zeo-conf`).
+    pub zeo_conf: Option<PathBuf>,
+    /// What the zeo.conf file asked for that changes nothing (`<runner>`, log line formats), to log
+    /// at INFO once logging is up.
+    pub notes: Vec<String>,
+    /// Write the server's pid here once it serves; removed on a clean exit.
+    pub pid_file: Option<PathBuf>,
+    /// Log to this file (appending) instead of stderr.
+    pub log_file: Option<PathBuf>,
+    /// The log level when `RUST_LOG` is unset [default: info].
+    pub log_level: LogLevel,
     pub listen: HostPort,
     /// Storage "1" (from `--path`) first, then the others in the order given.
     pub storages: Vec<StorageConfig>,
@@ -341,12 +385,27 @@ impl Config {
             Some(path) => Some(path),
             None => env(ENV_CONFIG).filter(|v| !v.trim().is_empty()).map(PathBuf::from),
         };
-        let yaml = match &config_file {
-            Some(path) => Layer::from_yaml_file(path)?,
-            None => Layer::default(),
+        let zeo_conf = match cli.zeo_conf.clone() {
+            Some(path) => Some(path),
+            None => env(ENV_ZEO_CONF).filter(|v| !v.trim().is_empty()).map(PathBuf::from),
         };
-        let layer = Layer::from(cli).over(Layer::from_env(env)?.over(yaml));
-        let config = Config::resolve(layer, config_file)?;
+        // Both files fill the same layer (below the environment); mixing them would leave the
+        // operator guessing which one won.
+        let (file_layer, notes) = match (&config_file, &zeo_conf) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("--config (YAML) and --zeo-conf (runzeo's zeo.conf) exclude each other: give one"));
+            }
+            (Some(path), None) => (Layer::from_yaml_file(path)?, Vec::new()),
+            (None, Some(path)) => {
+                let z = zeoconf::load(path, env)?;
+                (z.layer, z.notes)
+            }
+            (None, None) => (Layer::default(), Vec::new()),
+        };
+        let layer = Layer::from(cli).over(Layer::from_env(env)?.over(file_layer));
+        let mut config = Config::resolve(layer, config_file)?;
+        config.zeo_conf = zeo_conf;
+        config.notes = notes;
         config.validate()?;
         Ok(config)
     }
@@ -389,6 +448,11 @@ impl Config {
         };
         Ok(Config {
             config_file,
+            zeo_conf: None,
+            notes: Vec::new(),
+            pid_file: l.pid_file,
+            log_file: l.log_file,
+            log_level: l.log_level.unwrap_or(LogLevel::Info),
             listen,
             storages,
             read_only,
@@ -522,6 +586,18 @@ impl Config {
         {
             return Err(invalid(format!("--replication-listen {r} is also used by --listen or --admin")));
         }
+        for (flag, file) in [("--pid-file", &self.pid_file), ("--log-file", &self.log_file)] {
+            if let Some(file) = file {
+                let dir = parent_dir(file);
+                if !dir.is_dir() {
+                    return Err(invalid(format!(
+                        "{flag} {}: directory {} does not exist",
+                        file.display(),
+                        dir.display()
+                    )));
+                }
+            }
+        }
         let replicates = self.replication_listen.is_some() || self.standby_of.is_some();
         link::validate(replicates, self.replication_tls.as_ref(), self.replication_insecure)?;
         match &self.tls {
@@ -587,7 +663,8 @@ impl Config {
              output-buffer-bytes={} register-timeout={} preauth-frame-bytes={} preauth-input-bytes={} \
              admin-allow={} admin-max-connections={} admin-head-timeout={} shutdown-grace={} config-file={} \
              replication-listen={} standby-of={} standby-name={} sync-standbys={} sync-timeout={} replication-link={} \
-             admin-token-file={} wait-for-supervisor={} require-write-lease={} max-write-grant={}",
+             admin-token-file={} wait-for-supervisor={} require-write-lease={} max-write-grant={} zeo-conf={} pid-file={} \
+             log-file={} log-level={}",
             self.listen,
             storages.join(", "),
             self.read_only,
@@ -628,7 +705,19 @@ impl Config {
             self.wait_for_supervisor,
             self.require_write_lease,
             humantime::format_duration(self.max_write_grant),
+            opt(self.zeo_conf.as_ref().map(|p| p.display().to_string())),
+            opt(self.pid_file.as_ref().map(|p| p.display().to_string())),
+            opt(self.log_file.as_ref().map(|p| p.display().to_string())),
+            self.log_level.as_str(),
         )
+    }
+}
+
+/// The directory a file is in (`.` for a bare file name).
+fn parent_dir(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 

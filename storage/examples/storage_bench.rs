@@ -86,6 +86,51 @@ struct Args {
     open_reps: usize,
     #[arg(long, default_value_t = 3.0)]
     fsync_seconds: f64,
+    /// Internal: open this file read-only in this (fresh) process, print its RSS figures as JSON, exit.
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    rss_open: Option<PathBuf>,
+}
+
+/// A field of /proc/self/status in kB (VmRSS, VmHWM).
+fn status_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The child side of `rss_of_open`: RSS before and after one read-only open, in a process that did
+/// nothing else (an allocator that served earlier workloads would blur the figure).
+fn rss_open(path: &Path) -> Result<()> {
+    let before = status_kb("VmRSS");
+    let t0 = Instant::now();
+    let fs = FileStorage::open(path, OpenOptions { read_only: true, ..Default::default() })?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let after = status_kb("VmRSS");
+    let doc = json!({"objects": fs.len(), "seconds": seconds, "rss_before_kb": before, "rss_after_kb": after,
+                     "hwm_kb": status_kb("VmHWM"), "index_heap_bytes": fs.index_heap_bytes()});
+    println!("{doc}");
+    Ok(())
+}
+
+/// Opens `path` read-only in a fresh child process; its RSS growth over the open, per object, is
+/// what the index costs (the record cache is empty after an open).
+fn rss_of_open(path: &Path) -> Result<Value> {
+    let out = std::process::Command::new(std::env::current_exe()?).arg("--rss-open").arg(path).output()?;
+    if !out.status.success() {
+        bail!("rss child failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut v: Value = serde_json::from_slice(&out.stdout)?;
+    let per = |k: &str| {
+        (v[k].as_f64().unwrap_or(0.0) - v["rss_before_kb"].as_f64().unwrap_or(0.0)) * 1024.0
+            / v["objects"].as_f64().unwrap_or(1.0).max(1.0)
+    };
+    let (rss, hwm) = (per("rss_after_kb"), per("hwm_kb"));
+    v["rss_bytes_per_object"] = json!(rss);
+    v["peak_bytes_per_object"] = json!(hwm);
+    Ok(v)
 }
 
 fn log(msg: impl AsRef<str>) {
@@ -466,6 +511,8 @@ fn bench_open(a: &Args, base: &Path, _rng: &mut Rng) -> Result<Value> {
     let link = without_dir.path().join("Data.fs");
     std::os::unix::fs::symlink(&file, &link)?;
     let without = (0..a.open_reps).map(|_| timed_open(&link)).collect::<Result<Vec<_>>>()?;
+    let rss_without = rss_of_open(&link)?;
+    let rss_with = rss_of_open(&with_dir.path().join("Data.fs"))?;
     let after = std::fs::metadata(&file)?;
     if after.len() != before.len() || after.modified()? != before.modified()? {
         bail!("{} changed while benchmarking open", file.display());
@@ -476,7 +523,8 @@ fn bench_open(a: &Args, base: &Path, _rng: &mut Rng) -> Result<Value> {
               "first_open_rw_s": first_open_s,
               "with_index_s": median(&times(&with_idx)), "without_index_s": median(&times(&without)),
               "with_index_all_s": times(&with_idx), "without_index_all_s": times(&without),
-              "reps": a.open_reps, "page_cache": "warm"}))
+              "reps": a.open_reps, "page_cache": "warm",
+              "rss_with_index": rss_with, "rss_without_index": rss_without}))
 }
 
 /// Raw disk: append 300 B + fdatasync in a loop, alternating op by op with append 300 B + fsync on a
@@ -514,6 +562,9 @@ fn hostname() -> String {
 
 fn main() -> Result<()> {
     let mut a = Args::parse();
+    if let Some(p) = &a.rss_open {
+        return rss_open(p);
+    }
     if a.quick {
         (a.tiny_seconds, a.bulk_reps) = (0.5, 3);
         (a.load_objects, a.load_n) = (5000, 10000);

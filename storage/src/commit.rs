@@ -181,6 +181,9 @@ impl FileStorage {
             debug_assert_eq!(at, r.pos);
         }
         let tlen = tw.finish();
+        if tpos + tlen + 8 >= super::index::MAX_POS {
+            return Err(StorageError::FileTooLarge { path: self.path.clone(), limit: super::index::MAX_POS });
+        }
         let records: Vec<(u64, u64)> = ctx.records.iter().map(|r| (r.oid, r.pos)).collect();
         let file = s.file.clone();
         drop(s);

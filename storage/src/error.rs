@@ -56,6 +56,10 @@ pub enum StorageError {
     #[error("tid {} is not greater than the last tid {}", hex::encode(given), hex::encode(last))]
     TidNotIncreasing { given: [u8; 8], last: [u8; 8] },
 
+    /// The data file would grow past what the object index can address (6-byte positions).
+    #[error("{path} would pass {limit} bytes, the largest data file the object index can address")]
+    FileTooLarge { path: PathBuf, limit: u64 },
+
     /// Another process holds the storage's lock file.
     #[error("{path} is locked by another process (pid {holder})")]
     Locked { path: PathBuf, holder: String },
@@ -122,6 +126,7 @@ impl StorageError {
             StorageError::MultipleUndo(_) | StorageError::Undo(_) => "undo",
             StorageError::MetadataTooLong { .. } => "metadata_too_long",
             StorageError::Locked { .. } => "locked",
+            StorageError::FileTooLarge { .. } => "file_too_large",
             StorageError::BadMagic { .. } | StorageError::Corrupted { .. } => "corrupted",
             StorageError::Io { .. } => "io",
             StorageError::Poisoned => "poisoned",

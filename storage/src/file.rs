@@ -133,14 +133,49 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    let mut f = File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| StorageError::io("write", &tmp, e))?;
-    f.sync_all().map_err(|e| StorageError::io("fsync", &tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| StorageError::io("rename", path, e))?;
-    sync_dir(&parent_dir(path))
+    let mut w = AtomicWrite::create(path)?;
+    w.write_all(bytes)?;
+    w.commit()
+}
+
+/// A file written in pieces and then made to replace `path` atomically, for contents too large to
+/// assemble in memory first (the index snapshot). Dropped without `commit`, it removes its
+/// temporary file and leaves `path` alone.
+pub struct AtomicWrite {
+    file: Option<File>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl AtomicWrite {
+    pub fn create(path: &Path) -> Result<Self> {
+        let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+        let file = File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
+        Ok(AtomicWrite { file: Some(file), tmp, path: path.to_path_buf() })
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let f = self.file.as_mut().expect("written after commit");
+        f.write_all(bytes).map_err(|e| StorageError::io("write", &self.tmp, e))
+    }
+
+    /// fsync, rename over `path`, fsync of the directory.
+    pub fn commit(mut self) -> Result<()> {
+        let f = self.file.take().expect("committed once");
+        f.sync_all().map_err(|e| StorageError::io("fsync", &self.tmp, e))?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| StorageError::io("rename", &self.path, e))?;
+        sync_dir(&parent_dir(&self.path))
+    }
+}
+
+impl Drop for AtomicWrite {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]

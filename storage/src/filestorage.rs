@@ -205,6 +205,9 @@ impl FileStorage {
             let got = file.read_vec_at(0, len.min(4), len).unwrap_or_default();
             return Err(StorageError::BadMagic { path, magic: got });
         }
+        if len >= index::MAX_POS {
+            return Err(StorageError::FileTooLarge { path, limit: index::MAX_POS });
+        }
         let snapshot = index::load(&path, &file, len);
         let from_snapshot = snapshot.is_some();
         let Snapshot { pos, last_tid, mut index } =
@@ -219,7 +222,7 @@ impl FileStorage {
             tracing::warn!(path = %path.display(), "the last transaction id lies in the future; new tids will follow it, not the clock");
         }
         let cache_bytes = opts.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
-        let max_oid = index.keys().next_back().copied();
+        let max_oid = index.last_oid();
         let oids = OidAllocator::open(&path, max_oid)?;
         tracing::info!(path = %path.display(), objects = index.len(), end = end.end, from_snapshot,
             scanned_bytes = end.end - scanned_from, read_only = opts.read_only, "opened storage");
@@ -286,11 +289,14 @@ impl FileStorage {
         if self.read_only {
             return Ok(());
         }
-        let snap = {
+        // Written under the read lock straight from the index (no copy of it; commits wait only
+        // to publish, for the time of a write into the page cache); the fsync comes after.
+        let mut w = index::begin_save(&self.path)?;
+        {
             let s = self.shared();
-            Snapshot { pos: s.end, last_tid: s.last_tid, index: s.index.clone() }
-        };
-        index::save(&self.path, &snap)
+            index::write_into(&mut w, s.end, s.last_tid, &s.index)?;
+        }
+        w.commit()
     }
 
     /// Flushes pending commits and saves the index snapshot. Dropping without `close` is crash-safe
@@ -313,6 +319,11 @@ impl FileStorage {
         self.shared().index.len()
     }
 
+    /// Heap bytes the object index holds (for benchmarks: compare with the process's RSS).
+    pub fn index_heap_bytes(&self) -> usize {
+        self.shared().index.heap_bytes()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -327,7 +338,7 @@ impl FileStorage {
     pub fn load_before(&self, oid: &Oid, tid: &Tid) -> Result<Option<LoadBefore>> {
         let s = self.shared();
         let (oid_n, tid_n) = (u64_of(*oid), u64_of(*tid));
-        let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        let mut pos = s.index.get(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         // The current revision (the common case) comes from the cache, or with its data in one read;
         // older ones are found by walking the prev chain, header by header.
         let (mut h, mut inline) = s.current_record(pos, oid_n)?;
@@ -349,7 +360,7 @@ impl FileStorage {
     pub fn load(&self, oid: &Oid) -> Result<(Vec<u8>, Tid)> {
         let s = self.shared();
         let oid_n = u64_of(*oid);
-        let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        let pos = s.index.get(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         let (h, inline) = s.current_record(pos, oid_n)?;
         Ok((s.data_of(pos, &h, inline, oid)?, p64(h.tid)))
     }
@@ -358,7 +369,7 @@ impl FileStorage {
     pub fn load_serial(&self, oid: &Oid, serial: &Tid) -> Result<Vec<u8>> {
         let s = self.shared();
         let (oid_n, serial_n) = (u64_of(*oid), u64_of(*serial));
-        let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        let mut pos = s.index.get(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         loop {
             let h = read_data_header(&s.file, pos, s.end, oid_n)?;
             if h.tid == serial_n {
@@ -375,7 +386,7 @@ impl FileStorage {
     pub fn get_tid(&self, oid: &Oid) -> Result<Tid> {
         let s = self.shared();
         let oid_n = u64_of(*oid);
-        let pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        let pos = s.index.get(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         live_tid_at(&s.file, pos, s.end, oid_n)?.map(p64).ok_or(StorageError::PosKey { oid: *oid })
     }
 
@@ -383,7 +394,7 @@ impl FileStorage {
     pub fn history(&self, oid: &Oid, size: usize) -> Result<Vec<HistoryEntry>> {
         let s = self.shared();
         let oid_n = u64_of(*oid);
-        let mut pos = *s.index.get(&oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
+        let mut pos = s.index.get(oid_n).ok_or(StorageError::PosKey { oid: *oid })?;
         let mut out = Vec::new();
         while out.len() < size {
             let h = read_data_header(&s.file, pos, s.end, oid_n)?;
@@ -410,8 +421,9 @@ impl FileStorage {
         let (oid_n, following) = {
             let s = self.shared();
             let from = next.copied().map_or(0, u64_of);
-            let Some((&oid_n, _)) = s.index.range(from..).next() else { return Ok(None) };
-            let following = oid_n.checked_add(1).and_then(|n| s.index.range(n..).next().map(|(&o, _)| p64(o)));
+            let mut from_here = s.index.range_from(from);
+            let Some((oid_n, _)) = from_here.next() else { return Ok(None) };
+            let following = from_here.next().map(|(o, _)| p64(o));
             (oid_n, following)
         };
         let oid = p64(oid_n);

@@ -9,7 +9,8 @@
 //! - `format`: the FS30 records (transaction and data headers) and their serialization.
 //! - `file`: the I/O seam (positional reads and writes, fsync, fault injection for tests).
 //! - `lock`: `Data.fs.lock`, compatible with zc.lockfile.
-//! - `index`: oid → position, and its snapshot file `Data.fs.rsindex`.
+//! - `index`: oid → position (`compact`, about 8 bytes per object) and its snapshot file
+//!   `Data.fs.rsindex` (`snapshot`, read straight into the index's arrays).
 //! - `cache`: a bounded record cache keyed by file position (hot loads without a system call).
 //! - `oids`: oid allocation with a durable high-water mark (`Data.fs.rsoids`).
 //! - `recovery`: the opening scan and crash recovery.

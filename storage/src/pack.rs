@@ -13,7 +13,6 @@
 //! every instant `Data.fs` is either the old or the new, complete file.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,17 +41,19 @@ pub struct PackStats {
     pub removed_blob_revisions: Vec<(Oid, Tid)>,
 }
 
+/// oid-keyed maps are `Index`es (8 bytes per object, not a `HashMap`'s ~30 with its growth
+/// spikes): at 10M objects the maps were most of a pack's peak memory.
 struct Gc {
     packpos: u64,
-    reachable: HashMap<u64, u64>,
+    reachable: Index,
     reach_ex: HashMap<u64, Vec<u64>>,
 }
 
 impl Gc {
     fn is_reachable(&self, oid: u64, pos: u64) -> bool {
-        match self.reachable.get(&oid) {
+        match self.reachable.get(oid) {
             None => false,
-            Some(&p) if p == pos => true,
+            Some(p) if p == pos => true,
             Some(_) => self.reach_ex.get(&oid).is_some_and(|l| l.contains(&pos)),
         }
     }
@@ -63,7 +64,8 @@ struct Out {
     file: DataFile,
     pos: u64,
     index: Index,
-    txn_pos: HashMap<u64, u64>,
+    /// tid → position of each copied transaction (tids rise, so this only appends).
+    txn_pos: Index,
 }
 
 impl FileStorage {
@@ -109,7 +111,7 @@ impl FileStorage {
             file: DataFile::new(raw, &pack_path, self.faults.clone()),
             pos: 4,
             index: Index::new(),
-            txn_pos: HashMap::new(),
+            txn_pos: Index::new(),
         };
         let copied = (|| -> Result<bool> {
             out.file.write_all_at(MAGIC, 0)?;
@@ -120,6 +122,9 @@ impl FileStorage {
             copy_rest(&file, gcs.packpos, snap_end, &mut out)?;
             Ok(true)
         })();
+        // The reachability maps are as large as the index; free them before the swap and the
+        // snapshot write, which are the pack's peak.
+        drop(gcs);
         match copied {
             Ok(true) => {}
             other => {
@@ -186,7 +191,7 @@ impl FileStorage {
 
 /// GC: which revisions survive. `None` for a redundant pack.
 fn find_reachable(file: &DataFile, eof: u64, packtime: u64, gc: bool) -> Result<Option<Gc>> {
-    let mut oid2curpos: HashMap<u64, u64> = HashMap::new();
+    let mut oid2curpos = Index::new();
     let mut pos = 4;
     let mut unpacked = false;
     let mut ltid = 0;
@@ -203,7 +208,7 @@ fn find_reachable(file: &DataFile, eof: u64, packtime: u64, gc: bool) -> Result<
             if h.plen > 0 || back != 0 {
                 oid2curpos.insert(h.oid, rpos);
             } else {
-                oid2curpos.remove(&h.oid);
+                oid2curpos.remove(h.oid);
             }
         })?;
         pos += th.tlen + 8;
@@ -215,7 +220,7 @@ fn find_reachable(file: &DataFile, eof: u64, packtime: u64, gc: bool) -> Result<
     if !gc {
         return Ok(Some(Gc { packpos, reachable: oid2curpos, reach_ex: HashMap::new() }));
     }
-    let mut g = Gc { packpos, reachable: HashMap::new(), reach_ex: HashMap::new() };
+    let mut g = Gc { packpos, reachable: Index::new(), reach_ex: HashMap::new() };
     mark(file, eof, &oid2curpos, &mut g.reachable, vec![0])?;
     // Backpointers after the pack time to revisions before it keep those revisions (and what they
     // reference) alive.
@@ -231,17 +236,14 @@ fn find_reachable(file: &DataFile, eof: u64, packtime: u64, gc: bool) -> Result<
             }
         })?;
         for (oid, back) in backs {
-            match g.reachable.entry(oid) {
-                Entry::Occupied(_) => {
-                    let l = g.reach_ex.entry(oid).or_default();
-                    if !l.contains(&back) {
-                        l.push(back);
-                        extra_roots.push(back);
-                    }
+            if g.reachable.get(oid).is_some() {
+                let l = g.reach_ex.entry(oid).or_default();
+                if !l.contains(&back) {
+                    l.push(back);
+                    extra_roots.push(back);
                 }
-                Entry::Vacant(v) => {
-                    v.insert(back);
-                }
+            } else {
+                g.reachable.insert(oid, back);
             }
         }
         pos += th.tlen + 8;
@@ -264,19 +266,13 @@ fn check_txn(file: &DataFile, pos: u64, tid: u64, st: u8, ltid: &mut u64) -> Res
     Ok(())
 }
 
-fn mark(
-    file: &DataFile,
-    eof: u64,
-    oid2curpos: &HashMap<u64, u64>,
-    reachable: &mut HashMap<u64, u64>,
-    roots: Vec<u64>,
-) -> Result<()> {
+fn mark(file: &DataFile, eof: u64, oid2curpos: &Index, reachable: &mut Index, roots: Vec<u64>) -> Result<()> {
     let mut todo = roots;
     while let Some(oid) = todo.pop() {
-        if reachable.contains_key(&oid) {
+        if reachable.get(oid).is_some() {
             continue;
         }
-        let Some(&pos) = oid2curpos.get(&oid) else {
+        let Some(pos) = oid2curpos.get(oid) else {
             if oid == 0 && oid2curpos.is_empty() {
                 continue; // packing to before the root existed
             }
@@ -284,7 +280,7 @@ fn mark(
         };
         reachable.insert(oid, pos);
         for r in find_refs(file, eof, pos)? {
-            if !reachable.contains_key(&r) {
+            if reachable.get(r).is_none() {
                 todo.push(r);
             }
         }
@@ -398,14 +394,14 @@ fn copy_rest(file: &DataFile, from: u64, to: u64, out: &mut Out) -> Result<()> {
             let data = record_data(file, rpos, &h, to)?;
             let new_back = if back != 0 {
                 let data_tid = read_any_data_header(file, back, to)?.tid;
-                match out.txn_pos.get(&data_tid) {
-                    Some(&ntpos) => data_find(&out.file, out.pos, ntpos, oid, data.as_deref())?,
+                match out.txn_pos.get(data_tid) {
+                    Some(ntpos) => data_find(&out.file, out.pos, ntpos, oid, data.as_deref())?,
                     None => 0,
                 }
             } else {
                 0
             };
-            let prev = out.index.get(&oid).copied().unwrap_or(0);
+            let prev = out.index.get(oid).unwrap_or(0);
             let body = match (&data, new_back) {
                 (_, b) if b != 0 => RecordBody::Back(b),
                 (Some(d), _) => RecordBody::from_data(d),

@@ -7,7 +7,6 @@
 //! and the cut is logged. Damage anywhere else (a complete, later transaction exists after it) is never
 //! "recovered": opening fails with the byte offset.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::error::{Result, StorageError};
@@ -72,18 +71,10 @@ pub fn scan(
     index: &mut Index,
     read_only: bool,
 ) -> Result<ScanEnd> {
-    // New entries go to a hash map during the scan (cheaper per record than the ordered index) and
-    // are merged at the end; a scan from scratch builds the ordered index in one sorted pass.
-    let mut delta: HashMap<u64, u64> = HashMap::new();
-    let result = scan_into(file, path, pos, last_tid, index, &mut delta, read_only);
-    if index.is_empty() {
-        let mut sorted: Vec<(u64, u64)> = delta.into_iter().collect();
-        sorted.sort_unstable();
-        *index = sorted.into_iter().collect();
-    } else {
-        index.extend(delta);
-    }
-    result
+    // Records go straight into the index: a new revision updates its entry in place, a new object
+    // (rising oids) is appended, so the scan needs no second map (a `HashMap` delta plus its sorted
+    // copy cost 3x the index at 10M objects).
+    scan_into(file, path, pos, last_tid, index, read_only)
 }
 
 fn scan_into(
@@ -91,8 +82,7 @@ fn scan_into(
     path: &Path,
     mut pos: u64,
     mut last_tid: u64,
-    index: &Index,
-    delta: &mut HashMap<u64, u64>,
+    index: &mut Index,
     read_only: bool,
 ) -> Result<ScanEnd> {
     let file_len = file.len()?;
@@ -159,7 +149,7 @@ fn scan_into(
             tracing::warn!(path = %path.display(), offset = pos, "time-stamp reduction (tid not increasing)");
         }
         if th.status != status::UNDONE {
-            scan_records(&mut window, path, pos, &th, index, delta, &mut tindex)?;
+            scan_records(&mut window, path, pos, &th, index, &mut tindex)?;
         }
         last_tid = th.tid;
         pos = extent;
@@ -171,8 +161,7 @@ fn scan_records(
     path: &Path,
     tpos: u64,
     th: &TxnHeader,
-    index: &Index,
-    delta: &mut HashMap<u64, u64>,
+    index: &mut Index,
     tindex: &mut Vec<(u64, u64)>,
 ) -> Result<()> {
     let tend = tpos + th.tlen;
@@ -203,14 +192,14 @@ fn scan_records(
             // restore() may legitimately write records whose tid differs; FileStorage accepts it.
             tracing::debug!(offset = pos, "data record tid differs from its transaction's");
         }
-        let expected_prev = delta.get(&dh.oid).or_else(|| index.get(&dh.oid)).copied().unwrap_or(0);
+        let expected_prev = index.get(dh.oid).unwrap_or(0);
         if expected_prev != dh.prev && dh.prev != 0 {
             tracing::warn!(path = %path.display(), offset = pos, "incorrect previous pointer");
         }
         tindex.push((dh.oid, pos));
         pos = end;
     }
-    delta.extend(tindex.drain(..));
+    index.extend(tindex.drain(..));
     Ok(())
 }
 

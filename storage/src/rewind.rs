@@ -166,8 +166,8 @@ impl FileStorage {
         let Snapshot { pos, last_tid, mut index } =
             index::load(&self.path, &file, len).unwrap_or(Snapshot { pos: 4, last_tid: 0, index: Index::new() });
         let end = recovery::scan(&file, &self.path, pos, last_tid, &mut index, false)?;
-        if let Some(max) = index.keys().next_back() {
-            self.oids.lock().expect("oid allocator lock poisoned").saw(*max);
+        if let Some(max) = index.last_oid() {
+            self.oids.lock().expect("oid allocator lock poisoned").saw(max);
         }
         let mut s = self.shared.write().expect("storage state lock poisoned");
         let capacity = s.cache.capacity();

@@ -73,7 +73,7 @@ impl<'a> VoteCtx<'a> {
 
     /// Position of the current committed record of `oid`.
     pub fn committed_pos(&self, oid: u64) -> Option<u64> {
-        self.overlay.get(&oid).or_else(|| self.index.get(&oid)).copied()
+        self.overlay.get(&oid).copied().or_else(|| self.index.get(oid))
     }
 
     pub fn push(&mut self, oid: u64, tid: u64, prev: u64, body: Body) {

@@ -53,6 +53,23 @@ def server_pid(host_dir):
     return None
 
 
+def replication_certs(directory, lab):
+    """A throwaway CA and a certificate per member (identity h1 or h2, plus its lab address as an IP
+    SAN), made by the same script the drills and ha-local use."""
+    script = os.path.join(REPO, "scripts", "replication-certs")
+    subprocess.run([script, str(directory), *(f"{h},{lab.ip(h)}" for h in ("h1", "h2"))],
+                   check=True, stdout=subprocess.DEVNULL)
+    return directory
+
+
+def tls_env(directory, host):
+    """The server's mutual TLS on the replication link, through the environment its supervisor
+    passes on to it; the members allowed on the link are the two hosts."""
+    return {**os.environ, "ZEO_REPLICATION_TLS_CERT": str(directory / f"{host}.crt"),
+            "ZEO_REPLICATION_TLS_KEY": str(directory / f"{host}.key"),
+            "ZEO_REPLICATION_TLS_CA": str(directory / "ca.crt"), "ZEO_REPLICATION_PEERS": "h1,h2"}
+
+
 @contextlib.contextmanager
 def pair(tmp_path, supervisor_args=(), server_args=()):
     """etcd on host `etcd`, servers under supervisors on `h1` and `h2`, a client host `cl`; yields
@@ -68,6 +85,7 @@ def pair(tmp_path, supervisor_args=(), server_args=()):
             "--initial-cluster", "e=http://127.0.0.1:2380"],
             stdout=open(tmp_path / "etcd.log", "wb"), stderr=subprocess.STDOUT)
         wait("etcd", lambda: lab.reachable("h1", etcd_ip, 2379), 30)
+        tls = replication_certs(tmp_path / "tls", lab)
         for host, peer in (("h1", "h2"), ("h2", "h1")):
             d = tmp_path / host
             d.mkdir()
@@ -86,7 +104,7 @@ def pair(tmp_path, supervisor_args=(), server_args=()):
                 "--admin", "0.0.0.0:8101", "--replication-listen", "0.0.0.0:8102",
                 "--admin-token-file", str(tmp_path / "token"), "--standby-name", host,
                 "--sync-standbys", "1", "--wait-for-supervisor", "--log-format", "json", *server_args],
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log, stderr=subprocess.STDOUT, env=tls_env(tls, host))
         try:
             wait("a primary holding the virtual IP",
                  lambda: any(VIP in lab.addresses(h) for h in ("h1", "h2")), 60)

@@ -49,7 +49,19 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(64));
         }
     };
-    zeo_server::telemetry::init(config.log_format.as_str());
+    if let Err(e) = zeo_server::telemetry::init_with(
+        config.log_format.as_str(),
+        config.log_level.as_str(),
+        config.log_file.as_deref(),
+    ) {
+        // Only a path is known bad here: a usage error, as for any other setting.
+        let file = config.log_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        eprintln!("zeo-server: --log-file {file}: {e}");
+        return std::process::ExitCode::from(64);
+    }
+    for note in &config.notes {
+        tracing::info!("{note}");
+    }
     // The link's certificates are parsed before anything binds: a bad file is a usage error.
     let link = match &config.replication_tls {
         Some(files) => match LinkTls::load(files) {
@@ -252,6 +264,10 @@ async fn run(config: Config, link: LinkSecurity) -> Result<()> {
     }
     repl.start();
     tracing::info!(listen = %listen_addr, admin = ?admin_addr, tls = config.tls.is_some(), "listening");
+    // Before the ready file: whoever waits for that one finds the pid file too.
+    if let Some(path) = &config.pid_file {
+        write_atomically(path, &format!("{}\n", std::process::id()))?;
+    }
     if let Some(path) = &config.ready_file {
         let doc = serde_json::json!({
             "listen": listen_addr.to_string(),
@@ -287,8 +303,26 @@ async fn run(config: Config, link: LinkSecurity) -> Result<()> {
         })
         .await??;
     }
+    if let Some(path) = &config.pid_file {
+        // Another process may have taken the path over; a pid file that is not ours stays.
+        let ours = std::fs::read_to_string(path).is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours && let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the pid file");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it over `path`: a reader sees
+/// the old content or the whole new one, never a partial pid.
+fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 async fn wait_for_signal() {

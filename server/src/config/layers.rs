@@ -10,7 +10,8 @@ use serde::Deserialize;
 use super::values::{self, ByteSize, Cidr, Seconds, Setting, Toggle};
 use super::*;
 
-const ENV_HELP: &str = "Environment variables (below flags, above the YAML file): ZEO_CONFIG, ZEO_LISTEN, ZEO_PATH, \
+const ENV_HELP: &str = "Environment variables (below flags, above the YAML file or zeo.conf): ZEO_CONFIG, ZEO_ZEO_CONF, \
+ZEO_PID_FILE, ZEO_LOG_FILE, ZEO_LOG_LEVEL, ZEO_LISTEN, ZEO_PATH, \
 ZEO_STORAGES (NAME=FILE,...), ZEO_BLOB_DIR, ZEO_STORAGE_BLOB_DIRS (NAME=DIR,...), ZEO_READ_ONLY, \
 ZEO_READ_ONLY_STORAGES (NAME,...), ZEO_MSGPACK, ZEO_CLIENT_CONFLICT_RESOLUTION, ZEO_INVALIDATION_QUEUE_SIZE, \
 ZEO_TRANSACTION_TIMEOUT, ZEO_MAX_CONNECTIONS, ZEO_MAX_FRAME_BYTES, ZEO_OUTPUT_BUFFER_BYTES, ZEO_REGISTER_TIMEOUT, \
@@ -28,6 +29,18 @@ pub(super) struct Cli {
     /// YAML config file; its keys are the flag names.
     #[arg(long, value_name = "FILE")]
     pub(super) config: Option<PathBuf>,
+    /// runzeo's ZConfig file (zeo.conf), read as runzeo reads it; flags and environment override it.
+    #[arg(short = 'C', long = "zeo-conf", value_name = "FILE")]
+    pub(super) zeo_conf: Option<PathBuf>,
+    /// Write the server's pid here once it serves (removed on a clean exit).
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Log to this file (appending) instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Log level when RUST_LOG is unset [default: info].
+    #[arg(long, value_name = "error|warn|info|debug|trace", value_parser = LogLevel::parse)]
+    log_level: Option<LogLevel>,
     /// Address to listen on for ZEO clients [default: 127.0.0.1:8100].
     #[arg(long, value_name = "HOST:PORT", value_parser = HostPort::parse)]
     listen: Option<HostPort>,
@@ -225,6 +238,9 @@ pub(super) struct Layer {
     pub(super) wait_for_supervisor: Option<bool>,
     pub(super) require_write_lease: Option<bool>,
     pub(super) max_write_grant: Option<Seconds>,
+    pub(super) pid_file: Option<PathBuf>,
+    pub(super) log_file: Option<PathBuf>,
+    pub(super) log_level: Option<LogLevel>,
 }
 
 /// `Some(v)` for a non-empty list, so an absent repeatable flag leaves the lower layers in charge.
@@ -279,6 +295,9 @@ impl From<Cli> for Layer {
             wait_for_supervisor: c.wait_for_supervisor.then_some(true),
             require_write_lease: c.require_write_lease.then_some(true),
             max_write_grant: c.max_write_grant,
+            pid_file: c.pid_file,
+            log_file: c.log_file,
+            log_level: c.log_level,
         }
     }
 }
@@ -352,6 +371,9 @@ impl Layer {
             wait_for_supervisor: parsed(get(ENV_WAIT_FOR_SUPERVISOR), values::parse_bool)?,
             require_write_lease: parsed(get(ENV_REQUIRE_WRITE_LEASE), values::parse_bool)?,
             max_write_grant: parsed(get(ENV_MAX_WRITE_GRANT), Seconds::parse)?,
+            pid_file: parsed(get(ENV_PID_FILE), path)?,
+            log_file: parsed(get(ENV_LOG_FILE), path)?,
+            log_level: parsed(get(ENV_LOG_LEVEL), LogLevel::parse)?,
         })
     }
 
@@ -410,6 +432,9 @@ impl Layer {
             wait_for_supervisor: self.wait_for_supervisor.or(lower.wait_for_supervisor),
             require_write_lease: self.require_write_lease.or(lower.require_write_lease),
             max_write_grant: self.max_write_grant.or(lower.max_write_grant),
+            pid_file: self.pid_file.or(lower.pid_file),
+            log_file: self.log_file.or(lower.log_file),
+            log_level: self.log_level.or(lower.log_level),
         }
     }
 }

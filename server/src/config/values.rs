@@ -50,7 +50,16 @@ macro_rules! yaml_via_setting {
         }
     )*};
 }
-yaml_via_setting!(HostPort, ByteSize, Seconds, Cidr, super::LogFormat, Toggle<Seconds>, Toggle<HostPort>);
+yaml_via_setting!(
+    HostPort,
+    ByteSize,
+    Seconds,
+    Cidr,
+    super::LogFormat,
+    super::LogLevel,
+    Toggle<Seconds>,
+    Toggle<HostPort>
+);
 
 /// A `HOST:PORT` address, kept unresolved so a host name can be bound (`localhost:8100`).
 /// IPv6 literals are written in brackets (`[::1]:8100`).
@@ -173,6 +182,20 @@ impl Setting for super::LogFormat {
             "plain" => Ok(super::LogFormat::Plain),
             "json" => Ok(super::LogFormat::Json),
             other => Err(format!("log format {other:?} is not json or plain")),
+        }
+    }
+}
+
+impl Setting for super::LogLevel {
+    fn parse(s: &str) -> Result<Self, String> {
+        use super::LogLevel::*;
+        match s.trim().to_ascii_lowercase().as_str() {
+            "error" => Ok(Error),
+            "warn" | "warning" => Ok(Warn),
+            "info" => Ok(Info),
+            "debug" => Ok(Debug),
+            "trace" => Ok(Trace),
+            other => Err(format!("log level {other:?} is not error, warn, info, debug or trace")),
         }
     }
 }
