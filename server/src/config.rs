@@ -27,6 +27,7 @@
 //! message that names the flag, not later with a socket or TLS error.
 
 mod layers;
+mod link;
 mod values;
 mod zeoconf;
 
@@ -39,6 +40,7 @@ use clap::Parser;
 use ipnet::IpNet;
 
 use layers::{Cli, Layer};
+pub use link::LinkTlsFiles;
 pub use values::{AccessMode, HostPort};
 use values::{ByteSize, Setting};
 
@@ -90,6 +92,13 @@ pub const ENV_STANDBY_OF: &str = "ZEO_STANDBY_OF";
 pub const ENV_STANDBY_NAME: &str = "ZEO_STANDBY_NAME";
 pub const ENV_SYNC_STANDBYS: &str = "ZEO_SYNC_STANDBYS";
 pub const ENV_SYNC_TIMEOUT: &str = "ZEO_SYNC_TIMEOUT";
+// The replication link's security (issue 13).
+pub const ENV_REPLICATION_TLS_CERT: &str = "ZEO_REPLICATION_TLS_CERT";
+pub const ENV_REPLICATION_TLS_KEY: &str = "ZEO_REPLICATION_TLS_KEY";
+pub const ENV_REPLICATION_TLS_CA: &str = "ZEO_REPLICATION_TLS_CA";
+/// Comma-separated identities.
+pub const ENV_REPLICATION_PEERS: &str = "ZEO_REPLICATION_PEERS";
+pub const ENV_REPLICATION_INSECURE: &str = "ZEO_REPLICATION_INSECURE";
 pub const ENV_ADMIN_TOKEN_FILE: &str = "ZEO_ADMIN_TOKEN_FILE";
 pub const ENV_WAIT_FOR_SUPERVISOR: &str = "ZEO_WAIT_FOR_SUPERVISOR";
 pub const ENV_REQUIRE_WRITE_LEASE: &str = "ZEO_REQUIRE_WRITE_LEASE";
@@ -302,6 +311,10 @@ pub struct Config {
     pub sync_standbys: usize,
     /// Degrade to async after this long (`None`: strict).
     pub sync_timeout: Option<Duration>,
+    /// Mutual TLS on the replication link (`None`: no TLS configured).
+    pub replication_tls: Option<LinkTlsFiles>,
+    /// The link is plain TCP on purpose (labs only; logged at WARN on every start).
+    pub replication_insecure: bool,
     /// Bearer token file for the admin API's POST calls.
     pub admin_token_file: Option<PathBuf>,
     pub wait_for_supervisor: bool,
@@ -401,6 +414,7 @@ impl Config {
     fn resolve(mut l: Layer, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
         let read_only = l.read_only.unwrap_or(false);
         let storages = resolve_storages(&mut l, read_only)?;
+        let replication_tls = link::resolve(&mut l)?;
         let tls = match (l.tls_cert, l.tls_key, l.tls_client_ca) {
             (None, None, None) => None,
             (Some(cert), Some(key), Some(client_ca)) => Some(TlsFiles { cert, key, client_ca }),
@@ -467,6 +481,8 @@ impl Config {
             standby_name: l.standby_name.unwrap_or_else(default_name),
             sync_standbys: l.sync_standbys.unwrap_or(0),
             sync_timeout: l.sync_timeout.map(|s| s.0),
+            replication_tls,
+            replication_insecure: l.replication_insecure.unwrap_or(false),
             admin_token_file: l.admin_token_file,
             wait_for_supervisor: l.wait_for_supervisor.unwrap_or(false),
             // A server that waits for a supervisor to promote it writes only within that supervisor's
@@ -582,6 +598,8 @@ impl Config {
                 }
             }
         }
+        let replicates = self.replication_listen.is_some() || self.standby_of.is_some();
+        link::validate(replicates, self.replication_tls.as_ref(), self.replication_insecure)?;
         match &self.tls {
             Some(tls) => {
                 readable("--tls-cert", &tls.cert)?;
@@ -644,7 +662,7 @@ impl Config {
              invalidation-queue-size={} transaction-timeout={} max-connections={} max-frame-bytes={} \
              output-buffer-bytes={} register-timeout={} preauth-frame-bytes={} preauth-input-bytes={} \
              admin-allow={} admin-max-connections={} admin-head-timeout={} shutdown-grace={} config-file={} \
-             replication-listen={} standby-of={} standby-name={} sync-standbys={} sync-timeout={} \
+             replication-listen={} standby-of={} standby-name={} sync-standbys={} sync-timeout={} replication-link={} \
              admin-token-file={} wait-for-supervisor={} require-write-lease={} max-write-grant={} zeo-conf={} pid-file={} \
              log-file={} log-level={}",
             self.listen,
@@ -677,6 +695,12 @@ impl Config {
             self.standby_name,
             self.sync_standbys,
             opt(self.sync_timeout.map(|t| humantime::format_duration(t).to_string())),
+            match (&self.replication_tls, self.replication_insecure) {
+                (Some(t), _) =>
+                    format!("tls(cert={} ca={} peers={})", t.cert.display(), t.ca.display(), t.peers.join(",")),
+                (None, true) => "insecure".to_owned(),
+                (None, false) => "off".to_owned(),
+            },
             opt(self.admin_token_file.as_ref().map(|p| p.display().to_string())),
             self.wait_for_supervisor,
             self.require_write_lease,

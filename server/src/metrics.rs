@@ -98,6 +98,11 @@ pub struct Metrics {
     pub repl_applied_transactions: Family<StorageLabel, Counter>,
     pub repl_standby_applied_lag_transactions: Family<StorageLabel, Gauge>,
     pub repl_sync_degraded: Counter,
+    /// The replication link's rule breaks (issue 13), by reason: on a primary, authenticated
+    /// sessions closed for an oversized frame (`frame`) or an ack of a tid never sent (`ack`); on a
+    /// standby, primaries refused (`tls`, `identity`, `auth_timeout`). Refusals at the primary's
+    /// listener are in `listener_refusals` (`listener="replication"`).
+    pub repl_link_refused: Family<ReasonLabel, Counter>,
     pub repl_commits_waiting: Family<StorageLabel, Gauge>,
     pub write_lease_remaining_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub write_lease_expiries: Counter,
@@ -108,6 +113,12 @@ pub struct Metrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabel {
     pub role: &'static str,
+}
+
+/// Why a replication peer was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 /// A standby of a storage, as the primary sees it.
@@ -178,6 +189,7 @@ impl Metrics {
             repl_applied_transactions: Family::default(),
             repl_standby_applied_lag_transactions: Family::default(),
             repl_sync_degraded: Counter::default(),
+            repl_link_refused: Family::default(),
             repl_commits_waiting: Family::default(),
             write_lease_remaining_seconds: Gauge::default(),
             write_lease_expiries: Counter::default(),
@@ -243,6 +255,11 @@ impl Metrics {
             "replication_sync_degraded",
             "Times sync replication degraded to async after the timeout",
             m.repl_sync_degraded.clone(),
+        );
+        r.register(
+            "replication_link_refused",
+            "Replication sessions closed for breaking the link's rules, and primaries a standby refused, by reason",
+            m.repl_link_refused.clone(),
         );
         r.register(
             "replication_commits_waiting",

@@ -26,6 +26,7 @@
 //! When a client presents a CA certificate, the handshake fails with `TlsError::CaAsClientCertificate`,
 //! which says so.
 
+pub mod link;
 #[cfg(test)]
 mod tests;
 

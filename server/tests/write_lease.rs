@@ -261,6 +261,7 @@ impl LimitedStandby {
             .arg(env!("CARGO_BIN_EXE_zeo-server"))
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--standby-name", "b"])
             .args(["--standby-of", primary_repl])
+            .args(harness::link_args("b", &[]))
             .arg("--path")
             .arg(dir.join("Data.fs"))
             .arg("--ready-file")

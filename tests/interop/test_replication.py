@@ -13,7 +13,9 @@ service address instead.)
 """
 import json
 import os
+import pathlib
 import socket
+import subprocess
 import threading
 import urllib.request
 
@@ -32,12 +34,26 @@ def rust_only(kind):
         pytest.skip("replication is a zeo-rs feature; runzeo has none")
 
 
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _link_args(tmp_path, name):
+    """Mutual TLS on the replication link (issue 13): one CA per test (scripts/replication-certs
+    reuses it), a certificate per member, the members "a" and "b" accepting each other."""
+    certs = tmp_path / "link-certs"
+    subprocess.run([str(REPO / "scripts/replication-certs"), str(certs), name], check=True,
+                   stdout=subprocess.DEVNULL)
+    return ["--replication-tls-cert", str(certs / f"{name}.crt"),
+            "--replication-tls-key", str(certs / f"{name}.key"),
+            "--replication-tls-ca", str(certs / "ca.crt"), "--replication-peers", "a,b"]
+
+
 def _node(make_server, tmp_path, name, *args):
     tok = tmp_path / f"{name}.token"
     tok.write_text(TOKEN)
     return make_server(name, extra_args=[
         "--admin", "127.0.0.1:0", "--replication-listen", "127.0.0.1:0",
-        "--admin-token-file", str(tok), "--standby-name", name, *args])
+        "--admin-token-file", str(tok), "--standby-name", name, *_link_args(tmp_path, name), *args])
 
 
 def _admin(srv, path, body=None):
@@ -187,7 +203,7 @@ def test_blobs_replicate_in_the_copy_and_in_the_stream(make_server, clients, tmp
     tm.commit()
     b = make_server("b", blob_dir=str(tmp_path / "b" / "blobs"), extra_args=[
         "--admin", "127.0.0.1:0", "--standby-of", a.ready_info["replication"],
-        "--standby-name", "b"])
+        "--standby-name", "b", *_link_args(tmp_path, "b")])
     after = os.urandom(3_000_000)
     conn.root()["after"] = ZODB.blob.Blob(after)
     tm.commit()

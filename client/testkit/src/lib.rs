@@ -5,11 +5,13 @@
 //!
 //! # Layout
 //!
+//! - [`certs`]: [`certs::LinkPki`], a CA and member certificates for the replication link's TLS.
 //! - [`procs`]: [`Server`] and [`App`] processes, finding the binaries.
 //! - [`options`]: [`client_options`], zeo-client options with test deadlines.
 //! - [`http`]: [`Http`], a minimal HTTP/1 client.
 //! - [`net`]: blocking socket helpers ([`net::connect_from`], [`net::poll_until`]).
 
+pub mod certs;
 pub mod http;
 pub mod net;
 pub mod options;

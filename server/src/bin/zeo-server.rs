@@ -16,8 +16,9 @@ use zeo_server::access::AccessPolicy;
 use zeo_server::admin::{self, AdminSource};
 use zeo_server::config::Config;
 use zeo_server::metrics::Metrics;
-use zeo_server::replication::{self, Replication, ReplicationOptions};
+use zeo_server::replication::{self, LinkSecurity, Replication, ReplicationOptions};
 use zeo_server::storage::{ConflictResolution, FileStorage, OpenOptions};
+use zeo_server::tls::link::LinkTls;
 use zeo_server::zeo::{self, BlobDir, Server, ServerOptions, StorageHost};
 
 /// Set by zeo-supervisor in exec mode to its pid: the server gets SIGTERM (and drains) when that
@@ -61,6 +62,29 @@ fn main() -> std::process::ExitCode {
     for note in &config.notes {
         tracing::info!("{note}");
     }
+    // The link's certificates are parsed before anything binds: a bad file is a usage error.
+    let link = match &config.replication_tls {
+        Some(files) => match LinkTls::load(files) {
+            Ok(t) => {
+                // Its primary and the supervisors know this member by its certificate identity.
+                if !t.own_identity().matches(&config.standby_name) {
+                    tracing::warn!(standby_name = %config.standby_name, certificate = %t.own_identity(),
+                        "--standby-name is not this member's certificate identity: its primary reports and marks it by the certificate's");
+                }
+                LinkSecurity::Tls(t)
+            }
+            Err(e) => {
+                eprintln!("zeo-server: replication link TLS: {e}");
+                return std::process::ExitCode::from(64);
+            }
+        },
+        None => LinkSecurity::Insecure,
+    };
+    if config.replication_insecure && (config.replication_listen.is_some() || config.standby_of.is_some()) {
+        tracing::warn!(
+            "replication link is plain TCP: anyone who reaches it can read the database (--replication-insecure)"
+        );
+    }
     if let Err(e) = exit_with_parent() {
         eprintln!("zeo-server: {e}");
         return std::process::ExitCode::FAILURE;
@@ -72,7 +96,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, link)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "zeo-server failed");
@@ -134,7 +158,7 @@ impl AdminSource for AdminView {
     }
 }
 
-async fn run(config: Config) -> Result<()> {
+async fn run(config: Config, link: LinkSecurity) -> Result<()> {
     tracing::info!(config = %config.redacted_summary(), "starting zeo-server");
     let metrics = Metrics::new();
     let mut hosts = HashMap::new();
@@ -200,6 +224,7 @@ async fn run(config: Config) -> Result<()> {
         wait_for_supervisor: config.wait_for_supervisor,
         require_write_lease: config.require_write_lease,
         max_write_grant: config.max_write_grant,
+        link,
         read_only_storages: config.storages.iter().filter(|s| s.read_only).map(|s| s.name.clone()).collect(),
     };
     let first_path = &config.storages[0].path;

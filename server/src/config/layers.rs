@@ -19,7 +19,8 @@ ZEO_PREAUTH_FRAME_BYTES, ZEO_PREAUTH_INPUT_BYTES, ZEO_ADMIN_ALLOW (CIDR,...), ZE
 ZEO_ADMIN_HEAD_TIMEOUT, ZEO_ADMIN, ZEO_TLS_CERT, ZEO_TLS_KEY, \
 ZEO_TLS_CLIENT_CA, ZEO_ALLOW (CIDR,...), ZEO_IDENTITIES (NAME=rw|ro,...), ZEO_LOG_FORMAT, ZEO_SHUTDOWN_GRACE, \
 ZEO_READY_FILE, ZEO_REPLICATION_LISTEN, ZEO_STANDBY_OF, ZEO_STANDBY_NAME, ZEO_SYNC_STANDBYS, ZEO_SYNC_TIMEOUT, \
-ZEO_ADMIN_TOKEN_FILE, ZEO_WAIT_FOR_SUPERVISOR, ZEO_REQUIRE_WRITE_LEASE, ZEO_MAX_WRITE_GRANT. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
+ZEO_REPLICATION_TLS_CERT, ZEO_REPLICATION_TLS_KEY, ZEO_REPLICATION_TLS_CA, \
+ZEO_REPLICATION_PEERS (NAME,...), ZEO_REPLICATION_INSECURE, ZEO_ADMIN_TOKEN_FILE, ZEO_WAIT_FOR_SUPERVISOR, ZEO_REQUIRE_WRITE_LEASE, ZEO_MAX_WRITE_GRANT. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
 
 /// The command line. Every setting is optional here so that lower layers can fill it in.
 #[derive(Debug, Parser)]
@@ -143,6 +144,23 @@ pub(super) struct Cli {
     /// Degrade to async after waiting this long for standbys (absent: wait forever, strict).
     #[arg(long, value_name = "DURATION", value_parser = Seconds::parse)]
     sync_timeout: Option<Seconds>,
+    /// This member's certificate chain on the replication link (PEM); needs --replication-tls-key,
+    /// --replication-tls-ca and --replication-peers too.
+    #[arg(long, value_name = "FILE")]
+    replication_tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    replication_tls_key: Option<PathBuf>,
+    /// CA certificates (PEM file or directory) every link peer's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    replication_tls_ca: Option<PathBuf>,
+    /// Identities (certificate CN or DNS name) allowed on the replication link, comma-separated.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    replication_peers: Vec<String>,
+    /// Run the replication link as plain TCP, unauthenticated (labs only: anyone who reaches it can
+    /// read the database).
+    #[arg(long)]
+    replication_insecure: bool,
     /// File holding the bearer token for POST /promote, /demote and /rejoin.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
@@ -211,6 +229,11 @@ pub(super) struct Layer {
     pub(super) standby_name: Option<String>,
     pub(super) sync_standbys: Option<usize>,
     pub(super) sync_timeout: Option<Seconds>,
+    pub(super) replication_tls_cert: Option<PathBuf>,
+    pub(super) replication_tls_key: Option<PathBuf>,
+    pub(super) replication_tls_ca: Option<PathBuf>,
+    pub(super) replication_peers: Option<Vec<String>>,
+    pub(super) replication_insecure: Option<bool>,
     pub(super) admin_token_file: Option<PathBuf>,
     pub(super) wait_for_supervisor: Option<bool>,
     pub(super) require_write_lease: Option<bool>,
@@ -263,6 +286,11 @@ impl From<Cli> for Layer {
             standby_name: c.standby_name,
             sync_standbys: c.sync_standbys,
             sync_timeout: c.sync_timeout,
+            replication_tls_cert: c.replication_tls_cert,
+            replication_tls_key: c.replication_tls_key,
+            replication_tls_ca: c.replication_tls_ca,
+            replication_peers: non_empty(c.replication_peers),
+            replication_insecure: c.replication_insecure.then_some(true),
             admin_token_file: c.admin_token_file,
             wait_for_supervisor: c.wait_for_supervisor.then_some(true),
             require_write_lease: c.require_write_lease.then_some(true),
@@ -334,6 +362,11 @@ impl Layer {
             standby_name: parsed(get(ENV_STANDBY_NAME), |s| Ok(s.to_owned()))?,
             sync_standbys: parsed(get(ENV_SYNC_STANDBYS), values::parse_count)?,
             sync_timeout: parsed(get(ENV_SYNC_TIMEOUT), Seconds::parse)?,
+            replication_tls_cert: parsed(get(ENV_REPLICATION_TLS_CERT), path)?,
+            replication_tls_key: parsed(get(ENV_REPLICATION_TLS_KEY), path)?,
+            replication_tls_ca: parsed(get(ENV_REPLICATION_TLS_CA), path)?,
+            replication_peers: list(get(ENV_REPLICATION_PEERS), |s| Ok(s.to_owned()))?,
+            replication_insecure: parsed(get(ENV_REPLICATION_INSECURE), values::parse_bool)?,
             admin_token_file: parsed(get(ENV_ADMIN_TOKEN_FILE), path)?,
             wait_for_supervisor: parsed(get(ENV_WAIT_FOR_SUPERVISOR), values::parse_bool)?,
             require_write_lease: parsed(get(ENV_REQUIRE_WRITE_LEASE), values::parse_bool)?,
@@ -390,6 +423,11 @@ impl Layer {
             standby_name: self.standby_name.or(lower.standby_name),
             sync_standbys: self.sync_standbys.or(lower.sync_standbys),
             sync_timeout: self.sync_timeout.or(lower.sync_timeout),
+            replication_tls_cert: self.replication_tls_cert.or(lower.replication_tls_cert),
+            replication_tls_key: self.replication_tls_key.or(lower.replication_tls_key),
+            replication_tls_ca: self.replication_tls_ca.or(lower.replication_tls_ca),
+            replication_peers: self.replication_peers.or(lower.replication_peers),
+            replication_insecure: self.replication_insecure.or(lower.replication_insecure),
             admin_token_file: self.admin_token_file.or(lower.admin_token_file),
             wait_for_supervisor: self.wait_for_supervisor.or(lower.wait_for_supervisor),
             require_write_lease: self.require_write_lease.or(lower.require_write_lease),

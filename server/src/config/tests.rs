@@ -255,7 +255,8 @@ fn replication_settings_from_every_layer_and_their_rules() {
         &dir,
         &format!(
             "path: /y/Data.fs\nreplication-listen: 127.0.0.1:8102\nstandby-of: primary.example:8102\n\
-             sync-standbys: 1\nsync-timeout: 5s\nadmin: 127.0.0.1:8110\nadmin-token-file: {}\nwait-for-supervisor: true\n",
+             sync-standbys: 1\nsync-timeout: 5s\nadmin: 127.0.0.1:8110\nadmin-token-file: {}\nwait-for-supervisor: true\n\
+             replication-insecure: true\n",
             token.display()
         ),
     );
@@ -289,6 +290,94 @@ fn replication_settings_from_every_layer_and_their_rules() {
         err(&["--path", "/d", "--listen", "127.0.0.1:9", "--replication-listen", "127.0.0.1:9"], &[])
             .contains("--replication-listen")
     );
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn replication_link_tls_from_every_layer_and_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, "pem").unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let (cert, key, ca) = (f("a.pem"), f("a-key.pem"), f("ca.pem"));
+    let tls = ["--replication-tls-cert", &cert, "--replication-tls-key", &key, "--replication-tls-ca", &ca];
+    let base = [&["--path", "/d", "--replication-listen", "127.0.0.1:0"][..], &tls[..]].concat();
+    let with = |extra: &[&'static str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    // Flags: all four together; peers comma-separated, trimmed.
+    let c = load(&strs(&with(&["--replication-peers", "a, b"])), &[]).unwrap();
+    let t = c.replication_tls.clone().unwrap();
+    assert_eq!(
+        (t.cert.to_str(), t.ca.to_str(), t.peers),
+        (Some(cert.as_str()), Some(ca.as_str()), vec!["a".into(), "b".into()])
+    );
+    assert!(!c.replication_insecure);
+    assert!(c.redacted_summary().contains("replication-link=tls("), "{}", c.redacted_summary());
+    // Environment, and YAML (a list of peers).
+    let env = [
+        (ENV_REPLICATION_TLS_CERT, cert.as_str()),
+        (ENV_REPLICATION_TLS_KEY, key.as_str()),
+        (ENV_REPLICATION_TLS_CA, ca.as_str()),
+        (ENV_REPLICATION_PEERS, "sup-a,b"),
+    ];
+    let c = load(&["--path", "/d", "--standby-of", "p:1"], &env).unwrap();
+    assert_eq!(c.replication_tls.unwrap().peers, ["sup-a", "b"]);
+    let file = yaml(
+        &dir,
+        &format!(
+            "path: /y\nreplication-listen: 127.0.0.1:0\nreplication-tls-cert: {cert}\nreplication-tls-key: {key}\n\
+             replication-tls-ca: {ca}\nreplication-peers: [a, b]\n"
+        ),
+    );
+    assert_eq!(load(&["--config", &file], &[]).unwrap().replication_tls.unwrap().peers, ["a", "b"]);
+    // A replicating server without TLS refuses to start unless told the link is a lab's.
+    for args in [&["--path", "/d", "--replication-listen", "127.0.0.1:0"][..], &["--path", "/d", "--standby-of", "p:1"]]
+    {
+        let e = load(args, &[]).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        let e = e.to_string();
+        assert!(e.contains("--replication-tls-cert") && e.contains("--replication-insecure"), "{e}");
+        let insecure = [args, &["--replication-insecure"]].concat();
+        assert!(load(&insecure, &[]).unwrap().replication_insecure);
+        assert!(load(args, &[(ENV_REPLICATION_INSECURE, "true")]).unwrap().replication_insecure);
+    }
+    // Not replicating: nothing needed.
+    assert!(load(&["--path", "/d"], &[]).unwrap().replication_tls.is_none());
+    // Half a configuration names the missing setting.
+    assert!(err(&strs(&with(&[])), &[]).contains("--replication-peers is required with --replication-tls-cert"));
+    let no_ca = [
+        "--path",
+        "/d",
+        "--replication-listen",
+        "127.0.0.1:0",
+        "--replication-tls-cert",
+        &cert,
+        "--replication-peers",
+        "a",
+    ];
+    assert!(err(&no_ca, &[]).contains("--replication-tls-key is required"));
+    // Unreadable files name the flag and the path; TLS and insecure together are a contradiction.
+    let missing = [
+        "--path",
+        "/d",
+        "--replication-listen",
+        "127.0.0.1:0",
+        "--replication-tls-cert",
+        "/nonexistent/c.pem",
+        "--replication-tls-key",
+        &key,
+        "--replication-tls-ca",
+        &ca,
+        "--replication-peers",
+        "a",
+    ];
+    let e = err(&missing, &[]);
+    assert!(e.contains("--replication-tls-cert") && e.contains("/nonexistent/c.pem"), "{e}");
+    assert!(err(&strs(&with(&["--replication-peers", "a", "--replication-insecure"])), &[]).contains("contradicts"));
 }
 
 #[test]

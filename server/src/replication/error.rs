@@ -12,6 +12,13 @@ pub enum LinkError {
     /// A malformed or oversized frame from the peer.
     #[error("bad replication frame: {0}")]
     BadFrame(String),
+    /// A frame larger than the link allows from this peer (a standby only sends small control
+    /// messages).
+    #[error("a frame of {len} bytes from the peer (the limit is {max})")]
+    FrameTooLarge { len: u32, max: u32 },
+    /// The peer could not be authenticated (TLS handshake, certificate, identity).
+    #[error("peer not authenticated: {0}")]
+    Unauthenticated(#[from] crate::tls::link::LinkAuthError),
     /// The local storage failed while serving or applying the stream.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -69,6 +69,20 @@ pub struct ReplicationOptions {
     pub require_write_lease: bool,
     /// The longest grant kept, whatever a supervisor asks for.
     pub max_write_grant: Duration,
+    /// How the link authenticates its peers.
+    pub link: LinkSecurity,
+}
+
+/// The replication link's security (issue 13, docs/SECURITY.md).
+#[derive(Debug, Clone, Default)]
+pub enum LinkSecurity {
+    /// Plain TCP, peers unauthenticated, the standby's name taken from its `Hello`
+    /// (`--replication-insecure`, labs only). The default only for in-process tests: the
+    /// configuration refuses a replicating server with neither TLS nor the flag.
+    #[default]
+    Insecure,
+    /// Mutual TLS; a standby's name is its certificate identity.
+    Tls(crate::tls::link::LinkTls),
 }
 
 /// The default `--max-write-grant`.
@@ -86,6 +100,7 @@ impl Default for ReplicationOptions {
             read_only_storages: Vec::new(),
             require_write_lease: false,
             max_write_grant: DEFAULT_MAX_WRITE_GRANT,
+            link: LinkSecurity::Insecure,
         }
     }
 }
@@ -94,6 +109,9 @@ impl Default for ReplicationOptions {
 #[derive(Debug, Clone)]
 pub struct StandbyView {
     pub peer: String,
+    /// The session that owns this view: acknowledgements from any other (an older connection
+    /// under the same name) are ignored.
+    pub session: u64,
     pub connected: bool,
     /// The out-of-sync mark this standby was last sent (it persists what it is told).
     pub told_out_of_sync: Option<bool>,
@@ -369,8 +387,16 @@ impl Replication {
             s.host.set_gate(None);
             return;
         }
-        let mut acked: Vec<Tid> =
-            s.standbys.lock().expect("standbys lock poisoned").values().map(|v| v.acked).collect();
+        // Only standbys connected now count: an acknowledgement of a session that ended must not
+        // hold the gate open (issue 13).
+        let mut acked: Vec<Tid> = s
+            .standbys
+            .lock()
+            .expect("standbys lock poisoned")
+            .values()
+            .filter(|v| v.connected)
+            .map(|v| v.acked)
+            .collect();
         acked.sort_unstable_by(|a, b| b.cmp(a));
         let kth = acked.get(k - 1).copied().unwrap_or([0; 8]);
         let watermark = kth.max(sync.floor);

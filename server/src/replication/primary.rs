@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::LinkError;
 use super::history::{self, Digest};
 use super::wire::{self, Hello, Msg, PrimaryStatus, Refuse, RefuseCode, ShippedRecord, ShippedTxn, Welcome};
-use super::{Replication, ServerRole, StandbyView, StorageRepl, tid_after};
+use super::{LinkSecurity, Replication, ServerRole, StandbyView, StorageRepl, tid_after};
 use crate::storage::{Tid, status};
 
 /// Transactions read from the file per batch while catching up.
@@ -28,6 +29,14 @@ const BATCH: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Status (and liveness) messages to a standby at least this often.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
+
+/// Connections the replication listener holds at once (members are few; a flood of strangers
+/// must not take the process's descriptors). Over it, a connection is closed at accept.
+pub const MAX_LINK_CONNECTIONS: usize = 64;
+
+/// Numbers the sessions, so an acknowledgement only counts for the session that received the
+/// transactions (never for a newer or older connection under the same name).
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Starts a storage's primary-side tasks: the history keeper, and in sync mode with a timeout
 /// the watchdog that degrades to async.
@@ -151,12 +160,19 @@ impl Replication {
 
     /// A standby acknowledged `tid`: move the gate, leave degraded mode when enough standbys have
     /// caught up, and clear the out-of-sync mark of a standby that has everything published.
-    fn on_ack(&self, s: &StorageRepl, name: &str, tid: Tid) {
-        if let Some(v) = s.standbys.lock().expect("standbys lock poisoned").get_mut(name)
-            && tid > v.acked
+    fn on_ack(&self, s: &StorageRepl, name: &str, session: u64, tid: Tid) {
         {
-            v.acked = tid;
-            v.acked_at = Instant::now();
+            let mut standbys = s.standbys.lock().expect("standbys lock poisoned");
+            match standbys.get_mut(name) {
+                Some(v) if v.session == session && v.connected => {
+                    if tid > v.acked {
+                        v.acked = tid;
+                        v.acked_at = Instant::now();
+                    }
+                }
+                // A newer session under this name owns the view: this one's word no longer counts.
+                _ => return,
+            }
         }
         let k = self.opts.sync_standbys;
         let last = s.host.fs.last_transaction();
@@ -201,8 +217,16 @@ impl Replication {
 /// Accepts standbys until `shutdown`.
 pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutdown: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "replication listening");
+        tracing::info!(%addr, tls = matches!(repl.opts.link, LinkSecurity::Tls(_)), "replication listening");
     }
+    // No allow-list here: mutual TLS decides who gets in; the gate bounds the connections and
+    // rate-limits the refusal log.
+    let gate = Arc::new(zeo_listen::Gate::new(
+        "replication",
+        zeo_listen::AllowList::default(),
+        MAX_LINK_CONNECTIONS,
+        &repl.metrics.listener_refusals,
+    ));
     loop {
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -215,21 +239,78 @@ pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutd
             },
             _ = shutdown.cancelled() => return,
         };
+        let Ok(admission) = gate.admit(peer) else { continue };
         let _ = stream.set_nodelay(true);
-        let repl = repl.clone();
-        let shutdown = shutdown.clone();
+        let (repl, shutdown, gate) = (repl.clone(), shutdown.clone(), gate.clone());
         tokio::spawn(async move {
-            // accept -> [authenticate the standby: a TLS server handshake on `stream`, under a
-            // deadline, goes here] -> session, which runs on any stream the handshake returns.
+            let _admission = admission;
             tokio::select! {
-                r = session(repl, stream, peer) => match r {
-                    Ok(()) => tracing::info!(%peer, "replication session ended"),
-                    Err(e) => tracing::warn!(%peer, error = %e, "replication session ended"),
-                },
+                () = authenticate_then_serve(repl, &gate, stream, peer) => {}
                 _ = shutdown.cancelled() => {}
             }
         });
     }
+}
+
+/// accept -> authenticate (TLS handshake under its deadline, then a listed identity) -> session.
+/// Nothing the peer sends is read as a frame before it is authenticated: no snapshot, no epoch.
+async fn authenticate_then_serve(
+    repl: Arc<Replication>,
+    gate: &zeo_listen::Gate,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let ended = match &repl.opts.link {
+        LinkSecurity::Tls(tls) => match tls.accept(stream).await {
+            Ok((stream, identity)) => {
+                tracing::info!(%peer, %identity, "replication peer authenticated");
+                session(repl, stream, peer, Some(identity)).await
+            }
+            Err(e) => {
+                // Counted, and logged at most once a second per reason (no other line): a flood
+                // of strangers writes a few lines.
+                gate.refuse(peer, e.reason(), &format_args!("replication peer refused, nothing sent: {e}"));
+                return;
+            }
+        },
+        LinkSecurity::Insecure => session(repl, stream, peer, None).await,
+    };
+    match ended {
+        Ok(()) => tracing::info!(%peer, "replication session ended"),
+        Err(e) => tracing::warn!(%peer, error = %e, "replication session ended"),
+    }
+}
+
+impl Replication {
+    /// Counts an authenticated session closed for breaking the link's rules (`frame`, `ack`), or
+    /// a primary this standby refused (`tls`, `identity`, `auth_timeout`).
+    pub(super) fn count_refusal(&self, reason: &'static str) {
+        self.metrics.repl_link_refused.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
+    }
+}
+
+/// The name a standby is known by: its certificate identity; its `Hello`'s name only on an
+/// insecure link.
+fn standby_name(hello: &Hello, identity: Option<&str>, peer: SocketAddr) -> String {
+    match identity {
+        Some(id) => {
+            if hello.name != id {
+                tracing::warn!(%peer, identity = id, hello_name = %hello.name,
+                    "a standby's hello names itself differently from its certificate: it is known by its certificate identity");
+            }
+            id.to_owned()
+        }
+        None => hello.name.clone(),
+    }
+}
+
+/// Reads a standby's frame: small ones only (see `MAX_STANDBY_FRAME`); an oversized one is counted.
+async fn read_standby<R: AsyncRead + Unpin>(repl: &Replication, rd: &mut R) -> Result<(u64, Msg), LinkError> {
+    let r = wire::read_max(rd, wire::MAX_STANDBY_FRAME).await;
+    if let Err(LinkError::FrameTooLarge { .. }) = &r {
+        repl.count_refusal("frame");
+    }
+    r
 }
 
 async fn send<W: AsyncWrite + Unpin>(wr: &mut W, msg: &Msg, epoch: u64) -> Result<(), LinkError> {
@@ -259,8 +340,14 @@ fn check_epoch(repl: &Arc<Replication>, theirs: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// One standby's session on an accepted (and, once the link has TLS, authenticated) stream.
-async fn session<S>(repl: Arc<Replication>, stream: S, peer: SocketAddr) -> Result<(), LinkError>
+/// One standby's session on an accepted and authenticated stream (`identity`: its certificate's;
+/// `None` on an insecure link).
+async fn session<S>(
+    repl: Arc<Replication>,
+    stream: S,
+    peer: SocketAddr,
+    identity: Option<String>,
+) -> Result<(), LinkError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -268,8 +355,8 @@ where
     let epoch = repl.epoch();
     // The storage a diverged standby is probing.
     let mut probing: Option<Arc<StorageRepl>> = None;
-    let (s, hello, cursor, chain) = loop {
-        let (theirs, msg) = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read(&mut rd))
+    let (s, name, cursor, chain) = loop {
+        let (theirs, msg) = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_standby(&repl, &mut rd))
             .await
             .map_err(|_| LinkError::Protocol("handshake timed out".into()))??;
         if let Err(why) = check_epoch(&repl, theirs) {
@@ -283,49 +370,71 @@ where
                 let matches = p.history().digest_at(&tid)? == Some(digest);
                 send(&mut wr, &Msg::ProbeReply { matches }, epoch).await?;
             }
-            Msg::Hello(h) => match handshake(&repl, &h, &mut wr, epoch).await? {
-                Ok((s, cursor, chain)) => break (s, h, cursor, chain),
-                Err(diverged) => probing = Some(diverged),
-            },
+            Msg::Hello(h) => {
+                let name = standby_name(&h, identity.as_deref(), peer);
+                match handshake(&repl, &h, &name, &mut wr, epoch).await? {
+                    Ok((s, cursor, chain)) => break (s, name, cursor, chain),
+                    Err(diverged) => probing = Some(diverged),
+                }
+            }
             other => return Err(LinkError::Protocol(format!("unexpected {other:?} in the handshake"))),
         }
     };
-    tracing::info!(%peer, standby = %hello.name, storage = %s.name, from = %hex::encode(cursor), "standby connected");
+    tracing::info!(%peer, standby = %name, storage = %s.name, from = %hex::encode(cursor), "standby connected");
+    let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
     s.standbys.lock().expect("standbys lock poisoned").insert(
-        hello.name.clone(),
+        name.clone(),
         StandbyView {
             peer: peer.to_string(),
+            session,
             connected: true,
             told_out_of_sync: None,
             acked: cursor,
             acked_at: Instant::now(),
         },
     );
+    // The highest tid sent on this session: the standby holds `cursor` already, and cannot
+    // acknowledge what it was never sent. Raised before each send, as the ack may beat the return.
+    let sent = Arc::new(AtomicU64::new(zeo_proto::u64_of(cursor)));
     let done = CancellationToken::new();
     let reader = {
-        let (repl, s, name, done) = (repl.clone(), s.clone(), hello.name.clone(), done.clone());
+        let (repl, s, name, done, sent) = (repl.clone(), s.clone(), name.clone(), done.clone(), sent.clone());
         tokio::spawn(async move {
-            let why = loop {
-                match wire::read(&mut rd).await {
+            loop {
+                match read_standby(&repl, &mut rd).await {
                     Ok((theirs, Msg::Ack { tid })) => {
                         if let Err(why) = check_epoch(&repl, theirs) {
-                            break why;
+                            tracing::warn!(%peer, standby = %name, reason = %why, "closing the session");
+                            break;
                         }
-                        repl.on_ack(&s, &name, tid);
+                        let highest = sent.load(Ordering::Acquire);
+                        if zeo_proto::u64_of(tid) > highest {
+                            repl.count_refusal("ack");
+                            tracing::error!(%peer, standby = %name, storage = %s.name, acked = %hex::encode(tid),
+                                sent = %hex::encode(zeo_proto::p64(highest)),
+                                "a standby acknowledged a transaction it was never sent: protocol error, closing the session");
+                            break;
+                        }
+                        repl.on_ack(&s, &name, session, tid);
                     }
-                    Ok((_, other)) => break format!("unexpected {other:?} from a standby"),
-                    Err(e) => break e.to_string(),
+                    Ok((_, other)) => {
+                        tracing::warn!(%peer, standby = %name, "unexpected {other:?} from a standby: closing the session");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::info!(%peer, standby = %name, error = %e, "standby stream closed");
+                        break;
+                    }
                 }
-            };
+            }
             done.cancel();
-            why
         })
     };
-    let result = stream_to(&repl, &s, &hello.name, &mut wr, epoch, cursor, chain, &done).await;
+    let result = stream_to(&repl, &s, &name, &mut wr, epoch, cursor, chain, &sent, &done).await;
     done.cancel();
     reader.abort();
-    if let Some(v) = s.standbys.lock().expect("standbys lock poisoned").get_mut(&hello.name)
-        && v.peer == peer.to_string()
+    if let Some(v) = s.standbys.lock().expect("standbys lock poisoned").get_mut(&name)
+        && v.session == session
     {
         v.connected = false;
     }
@@ -341,6 +450,7 @@ type Handshake = Result<(Arc<StorageRepl>, Tid, Digest), Arc<StorageRepl>>;
 async fn handshake<W: AsyncWrite + Unpin>(
     repl: &Arc<Replication>,
     h: &Hello,
+    name: &str,
     wr: &mut W,
     epoch: u64,
 ) -> Result<Handshake, LinkError> {
@@ -391,7 +501,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
         }
         (last, digest)
     };
-    let out_of_sync = repl.state().get().standbys_out_of_sync.contains(&h.name);
+    let out_of_sync = repl.state().get().standbys_out_of_sync.iter().any(|n| n == name);
     let welcome = Welcome {
         primary_last_tid: hex::encode(s.host.fs.last_transaction()),
         out_of_sync,
@@ -464,6 +574,7 @@ async fn stream_to<W: AsyncWrite + Unpin>(
     epoch: u64,
     mut cursor: Tid,
     mut chain: Digest,
+    sent: &AtomicU64,
     done: &CancellationToken,
 ) -> Result<(), LinkError> {
     let mut log_end = s.log_end.subscribe();
@@ -521,6 +632,7 @@ async fn stream_to<W: AsyncWrite + Unpin>(
                     extension: t.extension,
                     records,
                 };
+                sent.fetch_max(zeo_proto::u64_of(t.tid), Ordering::AcqRel);
                 send(wr, &Msg::Txn(Box::new(shipped_txn)), epoch).await?;
                 shipped.inc();
                 cursor = t.tid;

@@ -99,12 +99,22 @@ async fn follow_once(
         .await
         .map_err(|_| LinkError::Protocol(format!("connecting to {primary} timed out")))??;
     let _ = stream.set_nodelay(true);
-    // dial -> [authenticate the primary: a TLS client handshake on `stream`, under a deadline,
-    // goes here] -> follow, which runs on any stream the handshake returns.
-    follow_stream(repl, s, primary, stream, token).await
+    // dial -> authenticate the primary (TLS: chain to the CA, a listed identity) -> follow. Nothing
+    // from a primary that fails this is read: no copy, no rewind, no epoch.
+    match &repl.opts.link {
+        super::LinkSecurity::Tls(tls) => {
+            let (stream, identity) = tls.connect(stream).await.inspect_err(|e| {
+                repl.count_refusal(e.reason().label());
+                tracing::warn!(storage = %s.name, %primary, error = %e, "the primary was not authenticated: not following it");
+            })?;
+            tracing::debug!(storage = %s.name, %primary, %identity, "primary authenticated");
+            follow_stream(repl, s, primary, stream, token).await
+        }
+        super::LinkSecurity::Insecure => follow_stream(repl, s, primary, stream, token).await,
+    }
 }
 
-/// Follows the primary over a connected (and, once the link has TLS, authenticated) stream.
+/// Follows the primary over a connected and authenticated stream.
 async fn follow_stream<S>(
     repl: &Arc<Replication>,
     s: &Arc<StorageRepl>,

@@ -16,6 +16,9 @@ use crate::storage::{Oid, Tid};
 pub const VERSION: u32 = 1;
 /// Largest frame accepted: a transaction travels in one frame, so this bounds transaction size.
 pub const MAX_FRAME: u32 = 1 << 30;
+/// Largest frame a primary reads from a standby, which only sends `Hello`, `Probe` and `Ack` (a
+/// few hundred bytes): the link's pre-auth frame cap, and its cap after authentication too.
+pub const MAX_STANDBY_FRAME: u32 = 64 << 10;
 /// Blob and snapshot data travel in chunks of this size.
 pub const CHUNK: usize = 1 << 20;
 
@@ -351,10 +354,18 @@ pub fn decode(body: &[u8]) -> Result<(u64, Msg), LinkError> {
 
 /// Reads one frame.
 pub async fn read<R: AsyncRead + Unpin>(rd: &mut R) -> Result<(u64, Msg), LinkError> {
+    read_max(rd, MAX_FRAME).await
+}
+
+/// Reads one frame of at most `max` bytes; a larger length is refused before anything is buffered.
+pub async fn read_max<R: AsyncRead + Unpin>(rd: &mut R, max: u32) -> Result<(u64, Msg), LinkError> {
     let mut len = [0u8; 4];
     rd.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len);
-    if !(9..=MAX_FRAME).contains(&len) {
+    if len > max {
+        return Err(LinkError::FrameTooLarge { len, max });
+    }
+    if len < 9 {
         return Err(bad(format!("frame length {len}")));
     }
     let mut body = vec![0u8; len as usize];

@@ -10,6 +10,29 @@ use zeo_client::{Client, ClientOptions};
 
 pub const TOKEN: &str = "replication-test-token-0123456789";
 
+/// The identities on the test link: every node is named one of these, and accepts the others.
+pub const PEERS: &[&str] = &["a", "b"];
+
+/// The test process's link CA (one for all the nodes a test starts), in a directory kept until the
+/// process exits.
+pub fn pki() -> &'static zeo_testkit::certs::LinkPki {
+    static PKI: std::sync::OnceLock<(tempfile::TempDir, zeo_testkit::certs::LinkPki)> = std::sync::OnceLock::new();
+    &PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = zeo_testkit::certs::LinkPki::new(dir.path(), "replication tests");
+        (dir, pki)
+    })
+    .1
+}
+
+/// The link flags of node `name`: mutual TLS with the test CA, unless its own arguments ask for
+/// `--replication-insecure`.
+/// A test that gives its own link TLS flags (a rogue member with another CA) keeps them.
+pub fn link_args(name: &str, args: &[String]) -> Vec<String> {
+    let own = args.iter().any(|a| a == "--replication-insecure" || a == "--replication-tls-cert");
+    if own { Vec::new() } else { pki().server_args(name, PEERS) }
+}
+
 /// One server process and the addresses it listens on.
 pub struct Node {
     pub name: String,
@@ -52,6 +75,7 @@ impl Node {
             .arg("--admin-token-file")
             .arg(self.dir.join("token"))
             .args(["--standby-name", &self.name])
+            .args(link_args(&self.name, &self.args))
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -90,6 +114,29 @@ impl Node {
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
         assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
+    /// The process id (for /proc/PID/status).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The resident set size, from /proc/PID/status (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/PID/status");
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    }
+
+    /// A counter or gauge from /metrics: the sample whose name and labels are exactly `sample`
+    /// (0 when absent: counters with labels appear at their first increment).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let (code, body) = http(&self.admin, "GET", "/metrics", "", None).await;
+        assert_eq!(code, 200);
+        let text = body.as_str().unwrap_or_default().to_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
     pub fn log(&self) -> String {

@@ -2,6 +2,7 @@
 //! of either side (sync: nothing acknowledged is lost; async: the loss is measured), divergence
 //! and rewind, epochs, and a stopped standby in strict and degrade modes.
 
+mod attacks;
 mod harness;
 
 use std::sync::Arc;
@@ -310,9 +311,12 @@ async fn a_lower_epoch_is_refused_and_the_stale_primary_fences_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_sync_blocks_while_the_standby_is_stopped() {
+    // The one test on a plain-TCP link (--replication-insecure): the lab mode keeps working, and
+    // the server says at every start what it exposes.
     let d = tmp();
-    let a = Node::start(&d.path().join("a"), "a", &["--sync-standbys", "1"]);
-    let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
+    let a = Node::start(&d.path().join("a"), "a", &["--sync-standbys", "1", "--replication-insecure"]);
+    let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl, "--replication-insecure"]);
+    assert!(a.log().contains("replication link is plain TCP"), "{}", a.log());
     let ca = client(&a.zeo, false).await;
     commit_new(&ca, b"warm").await.unwrap();
     b.wait_status("in sync", |s| s["in_sync"] == true).await;
@@ -380,4 +384,33 @@ async fn an_out_of_sync_standby_is_not_promoted_unless_forced() {
     assert_eq!(code, 409, "{body}");
     let (code, body) = b.post("/promote", "{\"epoch\": 1, \"force\": true}").await;
     assert_eq!(code, 200, "{body}");
+}
+
+/// The link's certificate files are parsed before anything binds: a file that is not PEM stops the
+/// server with exit status 64 and its path; no link TLS at all names the settings to give.
+#[test]
+fn bad_link_tls_files_and_missing_link_tls_exit_64_before_binding() {
+    let d = tmp();
+    let garbage = d.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let mut args = harness::link_args("a", &[]);
+    let cert = args.iter().position(|a| a == "--replication-tls-cert").unwrap() + 1;
+    args[cert] = garbage.display().to_string();
+    let run = |extra: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_zeo-server"))
+            .args(["--listen", "127.0.0.1:0", "--replication-listen", "127.0.0.1:0", "--path"])
+            .arg(d.path().join("Data.fs"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--replication-tls-cert") && stderr.contains("garbage.pem"), "{stderr}");
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--replication-tls-cert") && stderr.contains("--replication-insecure"), "{stderr}");
+    assert!(!d.path().join("Data.fs").exists(), "nothing was opened");
 }

@@ -102,7 +102,18 @@ pub fn supervisor_command(dir: &Path, name: &str, me: &Ports, peer_name: &str, p
     c
 }
 
-/// A member's zeo-server arguments: its data in `dir/NAME/Data.fs`, strict sync, fenced until its
+/// The pair's link CA (one per process, for both members), in a directory kept until it exits.
+fn link_pki() -> &'static zeo_testkit::certs::LinkPki {
+    static PKI: std::sync::OnceLock<(tempfile::TempDir, zeo_testkit::certs::LinkPki)> = std::sync::OnceLock::new();
+    &PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = zeo_testkit::certs::LinkPki::new(dir.path(), "pair");
+        (dir, pki)
+    })
+    .1
+}
+
+/// A member's zeo-server arguments (mutual TLS on the replication link, identities "a" and "b"): its data in `dir/NAME/Data.fs`, strict sync, fenced until its
 /// supervisor promotes it and grants it the write lease.
 pub fn server_args(dir: &Path, name: &str, me: &Ports) -> Vec<std::ffi::OsString> {
     let mut a: Vec<std::ffi::OsString> = vec!["--path".into(), dir.join(name).join("Data.fs").into()];
@@ -110,6 +121,7 @@ pub fn server_args(dir: &Path, name: &str, me: &Ports) -> Vec<std::ffi::OsString
         a.extend([flag.into(), format!("127.0.0.1:{port}").into()]);
     }
     a.extend(["--admin-token-file".into(), dir.join("token").into()]);
+    a.extend(link_pki().server_args(name, &["a", "b"]).into_iter().map(Into::into));
     for arg in ["--standby-name", name, "--sync-standbys", "1", "--wait-for-supervisor", "--require-write-lease"] {
         a.push(arg.into());
     }
