@@ -456,13 +456,6 @@ def test_probes_can_be_disabled():
 # --- environment ---------------------------------------------------------------------------------
 
 
-# Server variables the chart sets whose flags land on main in this same round (issue 13: the
-# replication-mtls and bounded-listeners branches). While a name is missing from
-# server/src/config*, it must be in this set; once it is there, the entry is inert (and can go).
-LANDING_SERVER_ENV = {"ZEO_REPLICATION_TLS_CERT", "ZEO_REPLICATION_TLS_KEY", "ZEO_REPLICATION_TLS_CA",
-                      "ZEO_REPLICATION_PEERS", "ZEO_REPLICATION_INSECURE", "ZEO_ADMIN_ALLOW"}
-
-
 def server_env_names() -> set[str]:
     """Every ZEO_* variable zeo-server reads: the ENV_* constants of server/src/config.rs and its
     submodules (server/src/config/*.rs)."""
@@ -471,9 +464,9 @@ def server_env_names() -> set[str]:
     consts = dict(re.findall(r'pub const (ENV_\w+): &str = "(ZEO_\w+)";', text))
     names = set(consts.values())
     assert len(names) > 20, "could not parse the ENV_* constants"
-    # Each one is actually read by the environment layer.
+    # Each one is actually read by the environment layer (the two file settings by config.rs).
     layers = (config / "layers.rs").read_text()
-    read = {consts[c] for c in re.findall(r"get\((ENV_\w+)\)", layers)} | {"ZEO_CONFIG"}
+    read = {consts[c] for c in re.findall(r"get\((ENV_\w+)\)", layers)} | {"ZEO_CONFIG", "ZEO_ZEO_CONF"}
     assert names == read, names ^ read
     return names
 
@@ -483,7 +476,7 @@ def test_server_env_is_what_zeo_server_reads(r):
     # RUST_LOG is the log filter of the tracing subscriber (server/src/telemetry.rs).
     assert "RUST_LOG" in (REPO / "server" / "src" / "telemetry.rs").read_text()
     env = r.env(r.container("server"))
-    unknown = set(env) - known - LANDING_SERVER_ENV - {"RUST_LOG"}
+    unknown = set(env) - known - {"RUST_LOG"}
     assert not unknown, f"zeo-server does not read {unknown}"
     for k, v in SERVER_FIXED.items():
         assert env[k] == v, k
