@@ -201,6 +201,42 @@ async fn degrade_waits_for_the_supervisors_out_of_sync_mark() {
     b.signal("-CONT");
 }
 
+/// A primary whose only peer never connected to it (promoted while the old primary was gone with
+/// its host) still degrades past it: the peer is a listed member of the link, so it is the one
+/// left behind, marked out of sync before anything is acknowledged without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_member_that_never_connected_is_left_behind_once_marked() {
+    let d = tmp();
+    let a = Node::start(
+        &d.path().join("a"),
+        "a",
+        &["--require-write-lease", "--max-write-grant", "5m", "--sync-standbys", "1", "--sync-timeout", "300ms"],
+    );
+    let (code, body) = grant(&a, 0, boottime_ns() + 300 * SECOND).await;
+    assert_eq!(code, 200, "{body}");
+    let pending = {
+        let c = patient_client(&a.zeo).await;
+        tokio::spawn(async move { commit_new(&c, b"no standby ever connected").await })
+    };
+    let s = a.wait_status("asks to drop b", |s| s["degrade_requested"] == serde_json::json!(["b"])).await;
+    assert_eq!(s["sync_state"], "blocked", "nothing is acknowledged before the mark: {s}");
+    assert!(!pending.is_finished(), "a commit was acknowledged without the mark");
+    let (code, body) = a.post("/out-of-sync", "{\"epoch\": 0, \"standbys\": [\"b\"]}").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["dropped"], serde_json::json!(["b"]), "{body}");
+    pending.await.unwrap().unwrap();
+    let s = a.status().await;
+    assert_eq!(s["sync_state"], "degraded", "{s}");
+    // The mark is on the server's own durable record too, until b itself has caught up.
+    let state = std::fs::read_to_string(a.dir.join("Data.fs.rsrepl")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["standbys_out_of_sync"], serde_json::json!(["b"]), "{state}");
+    let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
+    b.wait_status("b caught up and in sync", |s| s["in_sync"] == true).await;
+    let s = a.wait_status("sync again, b's mark cleared", |s| s["sync_state"] == "sync").await;
+    assert_eq!(s["standbys"][0]["out_of_sync"], false, "{s}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_held_by_the_sync_gate_when_the_lease_runs_out_is_not_acknowledged_nor_lost() {
     let d = tmp();

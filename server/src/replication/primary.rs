@@ -85,16 +85,20 @@ async fn watchdog(repl: Arc<Replication>, s: Arc<StorageRepl>, timeout: Duration
 }
 
 impl Replication {
-    /// The standbys of `s` that lack durable transactions.
+    /// The standbys of `s` that lack durable transactions: those that connected and lag, and, on a
+    /// TLS link, every other listed member that has not connected to this primary at all. Without
+    /// the latter, a primary promoted while its peer is down (the old primary, gone with its host)
+    /// knows no standby to leave behind and would never degrade, with a write lease, or would
+    /// degrade recording no one, without.
     fn behind(&self, s: &StorageRepl) -> Vec<String> {
         let last = s.host.fs.last_transaction();
-        s.standbys
-            .lock()
-            .expect("standbys lock poisoned")
-            .iter()
-            .filter(|(_, v)| v.acked < last)
-            .map(|(n, _)| n.clone())
-            .collect()
+        let standbys = s.standbys.lock().expect("standbys lock poisoned");
+        let mut behind: Vec<String> = standbys.iter().filter(|(_, v)| v.acked < last).map(|(n, _)| n.clone()).collect();
+        if let LinkSecurity::Tls(tls) = &self.opts.link {
+            behind.extend(tls.other_members(&self.opts.name).into_iter().filter(|m| !standbys.contains_key(m)));
+        }
+        behind.sort();
+        behind
     }
 
     /// With a write lease, past the sync timeout: asks (in `/status`, `degrade_requested`) to drop

@@ -120,6 +120,12 @@ impl LinkTls {
         &self.peers
     }
 
+    /// The members this one expects as standbys when it is primary: every listed identity its own
+    /// certificate does not name, nor `own_name` (its `--standby-name`).
+    pub fn other_members(&self, own_name: &str) -> Vec<String> {
+        self.peers.iter().filter(|p| p.as_str() != own_name && !self.own.matches(p)).cloned().collect()
+    }
+
     /// The first listed identity `id` vouches for.
     fn listed(&self, id: &PeerIdentity) -> Option<String> {
         listed_in(&self.peers, id)
