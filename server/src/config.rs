@@ -74,6 +74,7 @@ pub const ENV_PREAUTH_FRAME_BYTES: &str = "ZEO_PREAUTH_FRAME_BYTES";
 pub const ENV_PREAUTH_INPUT_BYTES: &str = "ZEO_PREAUTH_INPUT_BYTES";
 /// Comma-separated CIDRs.
 pub const ENV_ADMIN_ALLOW: &str = "ZEO_ADMIN_ALLOW";
+pub const ENV_REPLICATION_ALLOW: &str = "ZEO_REPLICATION_ALLOW";
 pub const ENV_ADMIN_MAX_CONNECTIONS: &str = "ZEO_ADMIN_MAX_CONNECTIONS";
 pub const ENV_ADMIN_HEAD_TIMEOUT: &str = "ZEO_ADMIN_HEAD_TIMEOUT";
 pub const ENV_ADMIN: &str = "ZEO_ADMIN";
@@ -284,6 +285,8 @@ pub struct Config {
     pub preauth_input_bytes: usize,
     /// Networks allowed on the admin port; `None`: the `--allow` list.
     pub admin_allow: Option<Vec<IpNet>>,
+    /// Networks allowed on the replication port; empty: any (mutual TLS decides).
+    pub replication_allow: Vec<IpNet>,
     pub admin_max_connections: usize,
     /// Deadline for an admin HTTP request head (also the keep-alive idle limit).
     pub admin_head_timeout: Duration,
@@ -466,6 +469,7 @@ impl Config {
             preauth_frame_bytes,
             preauth_input_bytes: bytes(l.preauth_input_bytes, preauth_input_default, "--preauth-input-bytes")?,
             admin_allow: l.admin_allow.map(|v| v.into_iter().map(|c| c.0).collect()),
+            replication_allow: l.replication_allow.unwrap_or_default().into_iter().map(|c| c.0).collect(),
             admin_max_connections: l.admin_max_connections.unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS),
             admin_head_timeout: l.admin_head_timeout.map_or(DEFAULT_ADMIN_HEAD_TIMEOUT, |s| s.0),
             output_buffer_bytes: bytes(l.output_buffer_bytes, DEFAULT_OUTPUT_BUFFER_BYTES, "--output-buffer-bytes")?,
@@ -662,7 +666,7 @@ impl Config {
              invalidation-queue-size={} transaction-timeout={} max-connections={} max-frame-bytes={} \
              output-buffer-bytes={} register-timeout={} preauth-frame-bytes={} preauth-input-bytes={} \
              admin-allow={} admin-max-connections={} admin-head-timeout={} shutdown-grace={} config-file={} \
-             replication-listen={} standby-of={} standby-name={} sync-standbys={} sync-timeout={} replication-link={} \
+             replication-listen={} standby-of={} standby-name={} sync-standbys={} sync-timeout={} replication-link={} replication-allow={} \
              admin-token-file={} wait-for-supervisor={} require-write-lease={} max-write-grant={} zeo-conf={} pid-file={} \
              log-file={} log-level={}",
             self.listen,
@@ -700,6 +704,11 @@ impl Config {
                     format!("tls(cert={} ca={} peers={})", t.cert.display(), t.ca.display(), t.peers.join(",")),
                 (None, true) => "insecure".to_owned(),
                 (None, false) => "off".to_owned(),
+            },
+            if self.replication_allow.is_empty() {
+                "any".to_owned()
+            } else {
+                self.replication_allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
             },
             opt(self.admin_token_file.as_ref().map(|p| p.display().to_string())),
             self.wait_for_supervisor,

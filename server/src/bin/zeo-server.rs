@@ -225,6 +225,7 @@ async fn run(config: Config, link: LinkSecurity) -> Result<()> {
         require_write_lease: config.require_write_lease,
         max_write_grant: config.max_write_grant,
         link,
+        allow: config.replication_allow.clone(),
         read_only_storages: config.storages.iter().filter(|s| s.read_only).map(|s| s.name.clone()).collect(),
     };
     let first_path = &config.storages[0].path;

@@ -19,7 +19,7 @@ ZEO_PREAUTH_FRAME_BYTES, ZEO_PREAUTH_INPUT_BYTES, ZEO_ADMIN_ALLOW (CIDR,...), ZE
 ZEO_ADMIN_HEAD_TIMEOUT, ZEO_ADMIN, ZEO_TLS_CERT, ZEO_TLS_KEY, \
 ZEO_TLS_CLIENT_CA, ZEO_ALLOW (CIDR,...), ZEO_IDENTITIES (NAME=rw|ro,...), ZEO_LOG_FORMAT, ZEO_SHUTDOWN_GRACE, \
 ZEO_READY_FILE, ZEO_REPLICATION_LISTEN, ZEO_STANDBY_OF, ZEO_STANDBY_NAME, ZEO_SYNC_STANDBYS, ZEO_SYNC_TIMEOUT, \
-ZEO_REPLICATION_TLS_CERT, ZEO_REPLICATION_TLS_KEY, ZEO_REPLICATION_TLS_CA, \
+ZEO_REPLICATION_ALLOW (CIDR,...), ZEO_REPLICATION_TLS_CERT, ZEO_REPLICATION_TLS_KEY, ZEO_REPLICATION_TLS_CA, \
 ZEO_REPLICATION_PEERS (NAME,...), ZEO_REPLICATION_INSECURE, ZEO_ADMIN_TOKEN_FILE, ZEO_WAIT_FOR_SUPERVISOR, ZEO_REQUIRE_WRITE_LEASE, ZEO_MAX_WRITE_GRANT. Durations: 30s, 1m, or seconds; sizes: bytes or KiB/MiB/GiB.";
 
 /// The command line. Every setting is optional here so that lower layers can fill it in.
@@ -93,6 +93,10 @@ pub(super) struct Cli {
     /// Allowed network on the admin port (repeatable) [default: the --allow list].
     #[arg(long = "admin-allow", value_name = "CIDR", value_parser = Cidr::parse)]
     admin_allow: Vec<Cidr>,
+    /// Allowed network on the replication port (repeatable) [default: any address; mutual TLS
+    /// decides who gets in]. Outside it, a connection is closed at accept, before TLS.
+    #[arg(long = "replication-allow", value_name = "CIDR", value_parser = Cidr::parse)]
+    replication_allow: Vec<Cidr>,
     /// Maximum simultaneous admin HTTP connections [default: 128].
     #[arg(long, value_name = "N", value_parser = values::parse_count)]
     admin_max_connections: Option<usize>,
@@ -212,6 +216,7 @@ pub(super) struct Layer {
     pub(super) preauth_frame_bytes: Option<ByteSize>,
     pub(super) preauth_input_bytes: Option<ByteSize>,
     pub(super) admin_allow: Option<Vec<Cidr>>,
+    pub(super) replication_allow: Option<Vec<Cidr>>,
     pub(super) admin_max_connections: Option<usize>,
     pub(super) admin_head_timeout: Option<Seconds>,
     pub(super) output_buffer_bytes: Option<ByteSize>,
@@ -269,6 +274,7 @@ impl From<Cli> for Layer {
             preauth_frame_bytes: c.preauth_frame_bytes,
             preauth_input_bytes: c.preauth_input_bytes,
             admin_allow: non_empty(c.admin_allow),
+            replication_allow: non_empty(c.replication_allow),
             admin_max_connections: c.admin_max_connections,
             admin_head_timeout: c.admin_head_timeout,
             output_buffer_bytes: c.output_buffer_bytes,
@@ -345,6 +351,7 @@ impl Layer {
             preauth_frame_bytes: parsed(get(ENV_PREAUTH_FRAME_BYTES), ByteSize::parse)?,
             preauth_input_bytes: parsed(get(ENV_PREAUTH_INPUT_BYTES), ByteSize::parse)?,
             admin_allow: list(get(ENV_ADMIN_ALLOW), Cidr::parse)?,
+            replication_allow: list(get(ENV_REPLICATION_ALLOW), Cidr::parse)?,
             admin_max_connections: parsed(get(ENV_ADMIN_MAX_CONNECTIONS), values::parse_count)?,
             admin_head_timeout: parsed(get(ENV_ADMIN_HEAD_TIMEOUT), Seconds::parse)?,
             output_buffer_bytes: parsed(get(ENV_OUTPUT_BUFFER_BYTES), ByteSize::parse)?,
@@ -406,6 +413,7 @@ impl Layer {
             preauth_frame_bytes: self.preauth_frame_bytes.or(lower.preauth_frame_bytes),
             preauth_input_bytes: self.preauth_input_bytes.or(lower.preauth_input_bytes),
             admin_allow: self.admin_allow.or(lower.admin_allow),
+            replication_allow: self.replication_allow.or(lower.replication_allow),
             admin_max_connections: self.admin_max_connections.or(lower.admin_max_connections),
             admin_head_timeout: self.admin_head_timeout.or(lower.admin_head_timeout),
             output_buffer_bytes: self.output_buffer_bytes.or(lower.output_buffer_bytes),

@@ -453,6 +453,16 @@ fn listener_bounds_from_every_layer_and_their_rules() {
     let c = load(&[], &[(ENV_CONFIG, file.as_str())]).unwrap();
     assert_eq!(c.admin_allow.unwrap().len(), 1, "yaml list");
 
+    // The replication port's allow-list: any address by default; flag over env over YAML.
+    assert!(load(&["--path", "/a"], &[]).unwrap().replication_allow.is_empty());
+    let file = yaml(&dir, "path: /y\nreplication-allow: [10.2.0.0/16]\n");
+    let nets = |c: Config| c.replication_allow.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(nets(load(&[], &[(ENV_CONFIG, file.as_str())]).unwrap()), ["10.2.0.0/16"]);
+    let env = [(ENV_CONFIG, file.as_str()), (ENV_REPLICATION_ALLOW, "10.3.0.0/16,10.4.0.1")];
+    assert_eq!(nets(load(&[], &env).unwrap()), ["10.3.0.0/16", "10.4.0.1/32"]);
+    assert_eq!(nets(load(&["--replication-allow", "10.5.0.0/16"], &env).unwrap()), ["10.5.0.0/16"]);
+    assert!(err(&["--path", "/a", "--replication-allow", "nope"], &[]).contains("--replication-allow"));
+
     let with = |extra: &[&str]| err(&[&p[..], extra].concat(), &[]);
     assert!(with(&["--register-timeout", "0"]).contains("--register-timeout must be positive"));
     assert!(with(&["--register-timeout", "1h"]).contains("at most 10m"));

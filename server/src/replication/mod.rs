@@ -71,6 +71,8 @@ pub struct ReplicationOptions {
     pub max_write_grant: Duration,
     /// How the link authenticates its peers.
     pub link: LinkSecurity,
+    /// Networks allowed on the replication listener (`--replication-allow`); empty: any.
+    pub allow: Vec<ipnet::IpNet>,
 }
 
 /// The replication link's security (issue 13, docs/SECURITY.md).
@@ -101,6 +103,7 @@ impl Default for ReplicationOptions {
             require_write_lease: false,
             max_write_grant: DEFAULT_MAX_WRITE_GRANT,
             link: LinkSecurity::Insecure,
+            allow: Vec::new(),
         }
     }
 }

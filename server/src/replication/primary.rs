@@ -223,11 +223,11 @@ pub async fn serve_listener(repl: Arc<Replication>, listener: TcpListener, shutd
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls = matches!(repl.opts.link, LinkSecurity::Tls(_)), "replication listening");
     }
-    // No allow-list here: mutual TLS decides who gets in; the gate bounds the connections and
-    // rate-limits the refusal log.
+    // `--replication-allow` (default: any address) is checked at accept; mutual TLS then decides
+    // who gets in. The gate bounds the connections and rate-limits the refusal log.
     let gate = Arc::new(zeo_listen::Gate::new(
         "replication",
-        zeo_listen::AllowList::default(),
+        zeo_listen::AllowList::new(repl.opts.allow.clone()),
         MAX_LINK_CONNECTIONS,
         &repl.metrics.listener_refusals,
     ));

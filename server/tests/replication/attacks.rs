@@ -312,3 +312,23 @@ async fn a_rogue_primary_with_its_own_ca_is_refused_by_the_standby() {
     let r = client(&b.zeo, true).await;
     assert_eq!(&r.load(oid).await.unwrap().0[..], b"the real data");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_outside_the_replication_allow_list_is_closed_before_tls() {
+    let d = tmp();
+    // The members' network is elsewhere (a documentation range): loopback is not in it.
+    let a = primary(d.path(), &["--replication-allow", "198.51.100.0/24"]).await;
+    let before = fingerprint(&a).await;
+    // Even a member's valid certificate gets nothing from outside the allowed networks.
+    let tls = dialer(&pki().member("b"));
+    let tcp = TcpStream::connect(&a.repl).await.unwrap();
+    assert!(tls.connect(tcp).await.is_err(), "a TLS session from outside the allow list");
+    wait_for("the refusal counted", || async { a.metric(&refused("address")).await >= 1.0 }).await;
+    assert_eq!(a.metric(&refused("tls")).await, 0.0, "the refusal came before the TLS handshake");
+    assert_eq!(fingerprint(&a).await, before);
+    still_serving(&a).await;
+    // And a standby on loopback never gets a copy.
+    let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
+    wait_for("b's attempts refused", || async { a.metric(&refused("address")).await >= 2.0 }).await;
+    assert_eq!(b.status().await["connected"], false);
+}
