@@ -163,16 +163,22 @@ async fn a_commit_in_flight_while_paused_past_the_lease_is_not_acknowledged() {
     assert_eq!(s["last_tid"], last, "nothing was published: {s}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn degrade_waits_for_the_supervisors_out_of_sync_mark() {
-    let d = tmp();
+/// Primary `a` in sync mode that may degrade after 300 ms, holding a five-minute grant.
+async fn granted_degrading_primary(dir: &std::path::Path) -> Node {
     let a = Node::start(
-        &d.path().join("a"),
+        &dir.join("a"),
         "a",
         &["--require-write-lease", "--max-write-grant", "5m", "--sync-standbys", "1", "--sync-timeout", "300ms"],
     );
     let (code, body) = grant(&a, 0, boottime_ns() + 300 * SECOND).await;
     assert_eq!(code, 200, "{body}");
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degrade_waits_for_the_supervisors_out_of_sync_mark() {
+    let d = tmp();
+    let a = granted_degrading_primary(d.path()).await;
     let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
     let ca = client(&a.zeo, false).await;
     commit_new(&ca, b"warm").await.unwrap();
@@ -207,13 +213,7 @@ async fn degrade_waits_for_the_supervisors_out_of_sync_mark() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_member_that_never_connected_is_left_behind_once_marked() {
     let d = tmp();
-    let a = Node::start(
-        &d.path().join("a"),
-        "a",
-        &["--require-write-lease", "--max-write-grant", "5m", "--sync-standbys", "1", "--sync-timeout", "300ms"],
-    );
-    let (code, body) = grant(&a, 0, boottime_ns() + 300 * SECOND).await;
-    assert_eq!(code, 200, "{body}");
+    let a = granted_degrading_primary(d.path()).await;
     let pending = {
         let c = patient_client(&a.zeo).await;
         tokio::spawn(async move { commit_new(&c, b"no standby ever connected").await })
