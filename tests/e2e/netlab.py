@@ -37,12 +37,15 @@ def can_run():
 
 
 class Lab:
-    def __init__(self, hosts, first=11):
+    def __init__(self, hosts, first=11, subnet=SUBNET):
+        """`subnet` is the first three octets of the lab's /24: another test range (198.18.N)
+        where the machine itself sits on 192.0.2.0/24, or several labs run at once."""
         tag = uuid.uuid4().hex[:5]
         self.bridge = f"zb{tag}"
+        self.subnet = subnet
         self.hosts = {h: {"ns": f"z{tag}{h}", "veth": f"z{tag}{h}"[:15],
-                          "ip": f"{SUBNET}.{first + i}"} for i, h in enumerate(hosts)}
-        self.gateway = f"{SUBNET}.1"
+                          "ip": f"{subnet}.{first + i}"} for i, h in enumerate(hosts)}
+        self.gateway = f"{subnet}.1"
         self.procs = []
 
     def __enter__(self):
