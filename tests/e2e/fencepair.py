@@ -7,6 +7,7 @@ a container) and a zeo-supervisor acting on it through its admin API, with a kil
 SIGKILLs it by its pid file (what `shareProcessNamespace` gives a Kubernetes sidecar). No address
 mover: clients list both servers and find the writable one, as clients connected straight to the
 servers do after the address moved. Servers run with `--wait-for-supervisor --require-write-lease`.
+The lease is in etcd (its own host), in a file, or in the fake Kubernetes API of kubefake.py.
 
 Faults: signals to a supervisor or server, the replication link dropped (iptables on the port of
 the primary's replication listener, in the primary's namespace: admin APIs and clients still get
@@ -28,6 +29,7 @@ import time
 import urllib.request
 
 import netlab
+from kubefake import FakeKube
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("ZEORS_BIN_DIR") or os.path.join(REPO, "target", "debug")
@@ -88,12 +90,13 @@ class Pair:
     other an in-sync standby."""
 
     def __init__(self, tmp, mode="strict", lease="etcd", tmpfs_mb=None):
-        assert mode in MODES and lease in ("etcd", "file")
+        assert mode in MODES and lease in ("etcd", "file", "kube")
         self.tmp, self.mode, self.lease, self.tmpfs_mb = tmp, mode, lease, tmpfs_mb
         self.lab = netlab.Lab(["etcd", *HOSTS, "cl"], subnet=lab_subnet())
         self.servers, self.supervisors = {}, {}
         self.mounts = []
         self.rules = []  # (host, iptables rule) to delete at exit
+        self.kube = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -108,6 +111,8 @@ class Pair:
 
     def __exit__(self, *exc):
         self.lab.__exit__(*exc)
+        if self.kube:
+            self.kube.close()
         for m in self.mounts:
             subprocess.run(["umount", "-l", m], check=False, capture_output=True)
 
@@ -127,6 +132,10 @@ class Pair:
                 "http://127.0.0.1:2380", "--initial-cluster", "e=http://127.0.0.1:2380"],
                 stdout=open(tmp / "etcd.log", "wb"), stderr=subprocess.STDOUT)
             wait("etcd", lambda: self.lab.reachable("h1", ip, 2379), 30)
+        elif self.lease == "kube":
+            # In the root namespace on the bridge: every host reaches it through its eth0.
+            self.kube = FakeKube(self.lab.gateway)
+            self.kube.kubeconfig(tmp / "kubeconfig", "zeo")
         for h in HOSTS:
             d = self.dir(h)
             d.mkdir()
@@ -179,8 +188,11 @@ class Pair:
         if self.lease == "etcd":
             lease = ["--lease-backend", "etcd", "--etcd-endpoints", f"http://{self.ip('etcd')}:2379",
                      "--lease-name", "zeo-fence"]
+        elif self.lease == "kube":
+            lease = ["--lease-backend", "kubernetes", "--lease-name", "zeo-fence", "--namespace", "zeo"]
         else:
             lease = ["--lease-backend", "file", "--lease-file", str(self.tmp / "lease.json")]
+        env = dict(os.environ, KUBECONFIG=str(self.tmp / "kubeconfig"))
         log = open(self.tmp / f"{h}-supervisor.log", "ab")
         p = self.lab.spawn(h, [
             os.path.join(BIN, "zeo-supervisor"), "--identity", h,
@@ -191,7 +203,7 @@ class Pair:
             "--kill-command", str(self.tmp / f"kill-{h}"),
             "--min-failover-interval", "1s", "--stable-for", "500ms", "--max-transitions", "1000",
             "--log-format", "json", *FAST],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, env=env)
         self.supervisors[h] = p
         return p
 
@@ -231,11 +243,18 @@ class Pair:
         self._unblock(h, lambda r: str(REPL) in r)
 
     def cut_store(self, h):
-        """The lease store unreachable from `h` only: packets to and from etcd dropped there."""
+        """The lease store unreachable from `h` only: packets to and from etcd dropped there; the
+        fake Kubernetes API stalls every request from `h` (accepted, never answered)."""
+        if self.kube:
+            self.kube.stall(self.ip(h))
+            return
         ip = self.ip("etcd")
         self._block(h, [["OUTPUT", "-d", ip, "-j", "DROP"], ["INPUT", "-s", ip, "-j", "DROP"]])
 
     def heal_store(self, h):
+        if self.kube:
+            self.kube.unstall(self.ip(h))
+            return
         ip = self.ip("etcd")
         self._unblock(h, lambda r: ip in r)
 

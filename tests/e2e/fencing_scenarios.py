@@ -7,6 +7,8 @@ fresh pair, in strict (`--sync-standbys 1`, no timeout) or degrade (`--sync-time
 - sup_stop:   SIGSTOP of the primary's supervisor, the link drops, the other server takes over (past
               the lease duration), then SIGCONT.
 - store_cut:  the lease store (etcd) unreachable from the primary's host only, and the link drops.
+- kube_stall: the lease in a fake Kubernetes API (kubefake.py) that stalls every request of the
+              primary's supervisor (accepted, never answered), and the link drops.
 - degrade_window: the link drops, then the primary's server is SIGKILLed at a random point in the
               first 2 s; it is restarted a second later (as the kubelet would).
 - disk_full:  the primary's server is SIGKILLed and the standby's data directory (a small tmpfs) is
@@ -25,13 +27,15 @@ import time
 
 from fencepair import HOSTS, Pair, Watcher, wait
 
-SCENARIOS = ("sup_kill", "sup_stop", "store_cut", "degrade_window", "disk_full")
+SCENARIOS = ("sup_kill", "sup_stop", "store_cut", "kube_stall", "degrade_window", "disk_full")
 WRITE_BEFORE = 3  # seconds of writes before the fault
 WRITE_SECONDS = 12  # zeo-load's duration (the Python writer runs until the pair settled again)
 
 
 def lease_record(pair):
-    """The lease record in etcd (its JSON value), or None."""
+    """The lease record in etcd (its JSON value) or the fake Kubernetes API, or None."""
+    if pair.kube:
+        return pair.kube.lease("zeo", "zeo-fence")
     out = pair.lab.run("etcd", "etcdctl", "--endpoints", f"http://{pair.ip('etcd')}:2379", "get",
                        "zeo-fence", "--print-value-only", check=False)
     try:
@@ -48,7 +52,8 @@ def promotion_failed(pair, loser):
 
 def run(scenario, mode, tmp, rng=random, write_seconds=WRITE_SECONDS):
     assert scenario in SCENARIOS
-    with Pair(tmp, mode=mode, tmpfs_mb=64 if scenario == "disk_full" else None) as pair:
+    lease = "kube" if scenario == "kube_stall" else "etcd"
+    with Pair(tmp, mode=mode, lease=lease, tmpfs_mb=64 if scenario == "disk_full" else None) as pair:
         victim = pair.start()
         other = pair.other(victim)
         epoch0 = pair.epoch(victim)
@@ -66,7 +71,7 @@ def run(scenario, mode, tmp, rng=random, write_seconds=WRITE_SECONDS):
         elif scenario == "sup_stop":
             pair.signal_supervisor(victim, signal.SIGSTOP)
             pair.cut_replication(victim)
-        elif scenario == "store_cut":
+        elif scenario in ("store_cut", "kube_stall"):
             pair.cut_store(victim)
             pair.cut_replication(victim)
         elif scenario == "degrade_window":
@@ -79,7 +84,7 @@ def run(scenario, mode, tmp, rng=random, write_seconds=WRITE_SECONDS):
             pair.kill_server(victim)
             pair.fill_disk(other)
 
-        if scenario in ("sup_kill", "sup_stop", "store_cut"):
+        if scenario in ("sup_kill", "sup_stop", "store_cut", "kube_stall"):
             wait("the victim's server fenced", lambda: not (pair.status(victim) or {}).get("writable"), 60,
                  dump=pair.dump)
             wait("the other server a writable primary", lambda: pair.primary() == other, 90, dump=pair.dump)
