@@ -7,6 +7,7 @@ disk the recovery time after the failed promotion and the epoch rise.
 
 usage: python bench/fencing.py [--runs N] [--window-runs M] [--only SCENARIO[,..]] [--modes strict,degrade]
                                [--out bench/out/fencing.json] [--doc docs/BENCHMARKS.md]
+       python bench/fencing.py --render-only "COMMAND"   (the table of the runs already in --out)
 Binaries from $ZEORS_BIN_DIR (build them with --release), Python from $ZEORS_PYTHON.
 Writes every run as JSON, prints the table and splices it into the document between
 <!-- fencing:begin --> and <!-- fencing:end -->. A run that fails (a wait timed out) is recorded as
@@ -20,7 +21,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,6 +62,29 @@ def table(rows):
     return "\n".join(out) + "\n"
 
 
+def measure(a, rng):
+    """Runs in rounds (one run of each scenario and mode per round, while it has runs left), so
+    that an interrupted benchmark still has every combination about equally often."""
+    plan = [(sc, mode, a.window_runs if sc == "degrade_window" else a.runs)
+            for sc in a.only.split(",") for mode in a.modes.split(",")]
+    rows = []
+    for i in range(max(n for _, _, n in plan)):
+        for sc, mode, n in plan:
+            if i >= n:
+                continue
+            with tempfile.TemporaryDirectory(prefix=f"fence-{sc}-") as d:
+                try:
+                    row = fencing_scenarios.run(sc, mode, pathlib.Path(d), rng=rng)
+                except Exception as e:  # a wait that timed out: recorded, and the table says so
+                    traceback.print_exc()
+                    row = {"scenario": sc, "mode": mode, "error": f"{type(e).__name__}: {e}"}
+            rows.append(row)
+            print(f"{sc} {mode} {i + 1}/{n}: {json.dumps(row)}", file=sys.stderr, flush=True)
+            with open(a.out, "w") as f:
+                json.dump(rows, f)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=10)
@@ -71,32 +94,23 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "out", "fencing.json"))
     ap.add_argument("--doc", default=os.path.join(HERE, "..", "docs", "BENCHMARKS.md"))
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--render-only", metavar="COMMAND",
+                    help="render the runs already in --out (an interrupted run), reporting COMMAND as what made them")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    rows = []
-    started = time.time()
-    for sc in a.only.split(","):
-        n = a.window_runs if sc == "degrade_window" else a.runs
-        for mode in a.modes.split(","):
-            for i in range(n):
-                with tempfile.TemporaryDirectory(prefix=f"fence-{sc}-") as d:
-                    try:
-                        row = fencing_scenarios.run(sc, mode, pathlib.Path(d), rng=rng)
-                    except Exception as e:  # a wait that timed out: recorded, and the table says so
-                        traceback.print_exc()
-                        row = {"scenario": sc, "mode": mode, "error": f"{type(e).__name__}: {e}"}
-                rows.append(row)
-                print(f"{sc} {mode} {i + 1}/{n}: {json.dumps(row)}", file=sys.stderr, flush=True)
-                with open(a.out, "w") as f:
-                    json.dump(rows, f)
+    if a.render_only:
+        rows = json.load(open(a.out))
+        command = a.render_only
+    else:
+        rows = measure(a, rng)
+        command = "python bench/fencing.py " + " ".join(sys.argv[1:])
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "server", "supervisor", "client"],
                            capture_output=True, text=True, cwd=HERE).stdout.strip()
-    command = "python bench/fencing.py " + " ".join(sys.argv[1:])
     section = (
-        f"Command: `{command}` (zeo-rs {git}{' + uncommitted changes' if dirty else ''}), {os.cpu_count()} cores, "
-        f"{(time.time() - started) / 60:.0f} min. Each run is a fresh sidecar-mode pair in network namespaces "
+        f"Command: `{command}` (zeo-rs {git}{' + uncommitted changes' if dirty else ''}), {os.cpu_count()} cores "
+        "shared with other jobs. Each run is a fresh sidecar-mode pair in network namespaces "
         "(tests/e2e/fencepair.py: servers not children of their supervisors, etcd lease, no address mover, "
         "`--wait-for-supervisor --require-write-lease`, the fast lease profile of docs/FAILOVER.md: lease 2.5 s, "
         "renew deadline 1.6 s); zeo-load `--verify` and a Python ZODB writer listing both servers. Strict: "
