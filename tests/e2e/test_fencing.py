@@ -1,10 +1,11 @@
 """The fencing acceptance of issue 12 with real processes (needs root, etcd; see conftest.py): a
-sidecar-mode pair (servers not children of their supervisors, etcd lease, clients connected
-straight to both servers: zeo-load --verify and a Python ZODB writer), faults that leave the
-primary's supervisor unable to act (SIGKILL, SIGSTOP past the lease, its lease store cut off), each
+sidecar-mode pair (servers not children of their supervisors, clients connected straight to both
+servers: zeo-load --verify and a Python ZODB writer), faults that leave the primary's supervisor
+unable to act (SIGKILL, SIGSTOP past the lease, etcd cut off, a stalled fake Kubernetes API), each
 with the replication link dropping; the degrade window (link cut, primary SIGKILLed at a random
 point in the first 2 s); and a standby whose disk is full when it should take over. Each in strict
-and degrade mode, two runs each (bench/fencing.py runs more and records the timings).
+and degrade mode, two runs each (24 runs, about 6-8 minutes on two busy cores; bench/fencing.py
+runs more and records the timings).
 
 Each run: no acknowledged commit of either writer is lost, a watcher sampling both servers every
 20 ms never sees both writable, and the pair settles again (one writable primary, one in-sync
