@@ -97,6 +97,7 @@ class Pair:
         self.mounts = []
         self.rules = []  # (host, iptables rule) to delete at exit
         self.kube = None
+        self.kept, self.restarts, self.closing, self.keeper = {}, {}, False, None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -110,6 +111,9 @@ class Pair:
         return self
 
     def __exit__(self, *exc):
+        self.closing = True
+        if self.keeper:
+            self.keeper.join(10)
         self.lab.__exit__(*exc)
         if self.kube:
             self.kube.close()
@@ -206,6 +210,26 @@ class Pair:
             stdout=log, stderr=subprocess.STDOUT, env=env)
         self.supervisors[h] = p
         return p
+
+    def keep_running(self, h, delay=1.0):
+        """From now on restarts `h`'s server `delay` seconds after each exit, as a kubelet restarts
+        a container (its back-off aside). Needed: the fence of a supervisor whose server died can
+        kill the server just restarted in its place (its kill command finds the new pid)."""
+        self.kept[h] = delay
+        if not self.keeper:
+            self.keeper = threading.Thread(target=self._keep, daemon=True)
+            self.keeper.start()
+
+    def _keep(self):
+        while not self.closing:
+            for h, delay in list(self.kept.items()):
+                if self.servers[h].poll() is not None:
+                    time.sleep(delay)
+                    if self.closing:
+                        return
+                    self.restarts[h] = self.restarts.get(h, 0) + 1
+                    self.start_server(h)
+            time.sleep(0.05)
 
     def signal_supervisor(self, h, sig):
         self.supervisors[h].send_signal(sig)

@@ -10,7 +10,7 @@ fresh pair, in strict (`--sync-standbys 1`, no timeout) or degrade (`--sync-time
 - kube_stall: the lease in a fake Kubernetes API (kubefake.py) that stalls every request of the
               primary's supervisor (accepted, never answered), and the link drops.
 - degrade_window: the link drops, then the primary's server is SIGKILLed at a random point in the
-              first 2 s; it is restarted a second later (as the kubelet would).
+              first 2 s; it is restarted a second after each exit (as the kubelet would).
 - disk_full:  the primary's server is SIGKILLed and the standby's data directory (a small tmpfs) is
               filled; the standby's promotion fails; the old primary's server is restarted and must
               become the writable primary again.
@@ -97,13 +97,13 @@ def run(scenario, mode, tmp, rng=random, write_seconds=WRITE_SECONDS):
                 pair.heal_store(victim)
             pair.heal_replication(victim)
         elif scenario == "degrade_window":
+            pair.keep_running(victim, delay=1.0)
             time.sleep(1)
-            pair.start_server(victim)
             pair.heal_replication(victim)
         else:
             wait("the standby's promotion failed", lambda: promotion_failed(pair, other), 90, dump=pair.dump)
             failed_at = time.monotonic()
-            pair.start_server(victim)
+            pair.keep_running(victim, delay=0)
             wait("the old primary writable again", lambda: pair.primary() == victim, 90, dump=pair.dump)
             extra["recovered_after_failed_promotion_s"] = round(time.monotonic() - failed_at, 2)
             pair.free_disk(other)
@@ -120,6 +120,7 @@ def run(scenario, mode, tmp, rng=random, write_seconds=WRITE_SECONDS):
             "no_writable_s": round(watch.longest_unwritable, 2),
             "doubles": watch.doubles, "samples": watch.samples,
             "epoch_before": epoch0, "epoch_after": max(e or 0 for e in epochs.values()),
+            "server_restarts": sum(pair.restarts.values()),
             **extra,
         }
         if row["lost"] or row["doubles"]:
