@@ -7,7 +7,9 @@
 # docs/failover-gaps.svg, and replaces the "Failover" section of docs/BENCHMARKS.md (between
 # <!-- failover:begin --> and <!-- failover:end -->).
 #
-# usage: bench/failover.sh [--runs N] [--only local|hostcut]   (default 30 per scenario, ~20 min)
+# usage: bench/failover.sh [--runs N] [--only local|hostcut|fencing]   (default 30 per scenario, ~20 min)
+# --only fencing runs bench/fencing.py instead (issue 12's fencing scenarios, N runs each; needs root
+# and etcd) and updates its own section of docs/BENCHMARKS.md.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -18,10 +20,16 @@ while [[ $# -gt 0 ]]; do
     --runs) runs="$2"; shift 2 ;;
     # Re-run one part; the other's results are taken from bench/out as its last run left them.
     --only) only="$2"; shift 2 ;;
-    *) echo "usage: bench/failover.sh [--runs N] [--only local|hostcut]" >&2; exit 2 ;;
+    *) echo "usage: bench/failover.sh [--runs N] [--only local|hostcut|fencing]" >&2; exit 2 ;;
   esac
 done
 mkdir -p bench/out
+if [[ $only == fencing ]]; then
+  cargo build --release -p zeo-server -p zeo-supervisor -p zeo-load --bins
+  [[ -x .venv/bin/python ]] || scripts/setup-venv
+  exec env ZEORS_BIN_DIR="$repo/target/release" ZEORS_PYTHON="$repo/.venv/bin/python" \
+    .venv/bin/python bench/fencing.py --runs "$runs" --out bench/out/fencing.json
+fi
 cargo build --release -p zeo-server -p zeo-supervisor -p zeo-load --bins --example failover_bench
 if [[ $only != hostcut ]]; then
   target/release/examples/failover_bench --runs "$runs" --out bench/out/failover-local.md \

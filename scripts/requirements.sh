@@ -18,6 +18,8 @@ build|command -v openssl|openssl|the TLS tests make certificates with the openss
 build|command -v etcd|etcd-server|the supervisor's etcd lease tests (cargo test) and tests/e2e
 netns|command -v ip|iproute2|network namespaces (tests/e2e, the VIP mover test)
 netns|command -v arping|iputils-arping|gratuitous ARP (tests/e2e, the VIP mover test)
+netns|command -v iptables|iptables|dropping one link or the lease store in tests/e2e (the fencing scenarios)
+netns|command -v etcdctl|etcd-client|reading the lease record into the evidence of a failed fencing run
 netns|_req_is_root|!|network namespaces need root: run as root, or pass --skip-e2e
 compose|command -v docker-compose|docker-compose|the compose drill drives docker-compose (1.29)
 compose|command -v nsenter && command -v unshare|util-linux|the compose drill runs a Python client in a container's namespace (nsenter)

@@ -12,7 +12,7 @@ import netlab
 
 
 def missing_requirements():
-    missing = [f"`{p}` on PATH" for p in ("etcd", "arping", "ip") if not shutil.which(p)]
+    missing = [f"`{p}` on PATH" for p in ("etcd", "etcdctl", "arping", "ip", "iptables") if not shutil.which(p)]
     if not netlab.can_run():
         missing.append("root and network namespaces")
     return missing

@@ -1,20 +1,21 @@
 """A small lab of hosts in network namespaces, for the failover tests: each host is a namespace
 with one interface (eth0) on a shared bridge in the root namespace, addresses from the test
-range 192.0.2.0/24. Needs root (CAP_NET_ADMIN) and iproute2.
+range 198.51.100.0/24 (not 192.0.2.0/24: a machine like CI's sits on that network itself, and
+a lab bridge holding its gateway's address cuts it off). Needs root (CAP_NET_ADMIN) and iproute2.
 
     with Lab(["h1", "h2", "cl"]) as lab:
         proc = lab.spawn("h1", ["zeo-server", ...])
         lab.cut("h1")          # the host's link goes down: it is cut off from everyone
         lab.heal("h1")
 
-The bridge itself has 192.0.2.1, so services run in the root namespace (etcd) are reachable
+The bridge itself has 198.51.100.1, so services run in the root namespace (etcd) are reachable
 from every host, and cut off with it.
 """
 import os
 import subprocess
 import uuid
 
-SUBNET = "192.0.2"
+SUBNET = "198.51.100"
 PREFIX = 24
 
 
@@ -37,12 +38,15 @@ def can_run():
 
 
 class Lab:
-    def __init__(self, hosts, first=11):
+    def __init__(self, hosts, first=11, subnet=SUBNET):
+        """`subnet` is the first three octets of the lab's /24: another test range (198.18.N)
+        where several labs run at once."""
         tag = uuid.uuid4().hex[:5]
         self.bridge = f"zb{tag}"
+        self.subnet = subnet
         self.hosts = {h: {"ns": f"z{tag}{h}", "veth": f"z{tag}{h}"[:15],
-                          "ip": f"{SUBNET}.{first + i}"} for i, h in enumerate(hosts)}
-        self.gateway = f"{SUBNET}.1"
+                          "ip": f"{subnet}.{first + i}"} for i, h in enumerate(hosts)}
+        self.gateway = f"{subnet}.1"
         self.procs = []
 
     def __enter__(self):

@@ -35,8 +35,13 @@ EXIT_LOST = 3
 
 
 def address(text):
-    host, port = text.rsplit(":", 1)
-    return host, int(port)
+    """HOST:PORT, or several comma-separated: ClientStorage then connects to the writable one
+    (clients connected straight to the servers of a pair, as in tests/e2e/fencepair.py)."""
+    addrs = []
+    for part in text.split(","):
+        host, port = part.rsplit(":", 1)
+        addrs.append((host, int(port)))
+    return addrs[0] if len(addrs) == 1 else addrs
 
 
 def open_db(addr):
@@ -139,7 +144,7 @@ def main():
     w = sub.add_parser("write")
     c = sub.add_parser("check")
     for s in (w, c):
-        s.add_argument("address", help="HOST:PORT")
+        s.add_argument("address", help="HOST:PORT[,HOST:PORT...]")
         s.add_argument("log", help="the log of acknowledged commits")
         s.add_argument("--key", default="zodb_writer", help="the root key of this writer's tree")
     c.add_argument("--event", type=event, action="append", default=[], help="NAME=UNIX_TIME")

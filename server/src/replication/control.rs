@@ -77,6 +77,27 @@ impl Replication {
         }
         // Stop following first: the appliers finish or abandon their batch under the commit lock.
         self.role_tasks.lock().expect("role tasks lock poisoned").cancel();
+        if let Err(e) = self.record_primary(epoch).await {
+            // The promotion failed (a full disk, an I/O error) and nothing changed: go on as
+            // before. A standby that stopped following here would leave a strict primary that
+            // gets the lease back waiting for it forever (issue 12, disk-full scenario).
+            self.start_role_tasks(role);
+            return Err(e);
+        }
+        if let Some(until) = until {
+            lease.start(until, write_lease::boottime_ns());
+        }
+        self.role.send_replace((ServerRole::Primary, epoch));
+        self.apply_read_only(ServerRole::Primary);
+        self.start_role_tasks(ServerRole::Primary);
+        let last: Vec<String> = self.storages.values().map(|s| hex::encode(s.host.fs.last_transaction())).collect();
+        tracing::warn!(epoch, previous_role = role.as_str(), force, last_tids = ?last, "promoted to primary");
+        Ok(true)
+    }
+
+    /// The durable half of a promotion: every storage synced, then the new role and epoch in the
+    /// state file. On error the state file is as it was.
+    async fn record_primary(&self, epoch: u64) -> Result<(), ControlError> {
         for s in self.storages.values() {
             let _lock = s.host.commit_lock.clone().lock_owned().await;
             let fs = s.host.fs.clone();
@@ -93,15 +114,7 @@ impl Replication {
             s.synced = false;
             s.needs_reseed = None;
         })?;
-        if let Some(until) = until {
-            lease.start(until, write_lease::boottime_ns());
-        }
-        self.role.send_replace((ServerRole::Primary, epoch));
-        self.apply_read_only(ServerRole::Primary);
-        self.start_role_tasks(ServerRole::Primary);
-        let last: Vec<String> = self.storages.values().map(|s| hex::encode(s.host.fs.last_transaction())).collect();
-        tracing::warn!(epoch, previous_role = role.as_str(), force, last_tids = ?last, "promoted to primary");
-        Ok(true)
+        Ok(())
     }
 
     /// Stops accepting commits at once: read-only, every client connection closed (their open

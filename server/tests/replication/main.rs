@@ -414,3 +414,30 @@ fn bad_link_tls_files_and_missing_link_tls_exit_64_before_binding() {
     assert!(stderr.contains("--replication-tls-cert") && stderr.contains("--replication-insecure"), "{stderr}");
     assert!(!d.path().join("Data.fs").exists(), "nothing was opened");
 }
+
+/// A standby whose promotion fails (in the field a full disk; here its state file cannot be
+/// replaced) stays a standby that follows: a strict primary that gets the lease back after the
+/// failed promotion must not wait for it forever (issue 12, found by the disk-full scenario).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_whose_promotion_fails_goes_on_following() {
+    let d = tmp();
+    let a = Node::start(&d.path().join("a"), "a", &["--sync-standbys", "1"]);
+    let b = Node::start(&d.path().join("b"), "b", &["--standby-of", &a.repl]);
+    let ca = client(&a.zeo, false).await;
+    commit_new(&ca, b"warm").await.unwrap();
+    b.wait_status("in sync", |s| s["in_sync"] == true).await;
+    // The state file is replaced through a temporary file beside it: a directory in its place
+    // fails that write (EISDIR), as root too.
+    let blocker = d.path().join("b/Data.fs.rsrepl.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let (code, body) = b.post("/promote", "{\"epoch\": 100}").await;
+    assert_eq!(code, 500, "{body}");
+    std::fs::remove_dir(&blocker).unwrap();
+    assert_eq!(b.status().await["role"], "standby");
+    // Room for the standby to reconnect on a busy machine; without it following, this times out.
+    let mut o = zeo_client::ClientOptions::new([ca.server_addr().unwrap().to_string()]);
+    o.call_timeout = Duration::from_secs(60);
+    let c = Client::connect(o).await.unwrap();
+    let (_, tid) = commit_new(&c, b"after-the-failed-promotion").await.expect("the standby follows again");
+    b.wait_applied(&hex_tid(&tid)).await;
+}
